@@ -1,0 +1,10 @@
+//! shardgate: a sharded thread-per-core network appliance.
+//!
+//! Sans-IO cores (`dns`, `addrmap`, `config`) are pure code tested on bytes;
+//! `shard` is the thin glommio I/O layer that moves bytes between sockets and
+//! those cores.
+
+pub mod addrmap;
+pub mod config;
+pub mod dns;
+pub mod shard;
