@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Build the Debian package: target/debian/shardgate_<version>_<arch>.deb.
+# Installs cargo-deb when missing. Usage: scripts/package.sh [--no-build]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if ! command -v cargo-deb >/dev/null 2>&1; then
+    echo "package.sh: installing cargo-deb (cargo install cargo-deb --locked)" >&2
+    cargo install cargo-deb --locked --quiet
+fi
+if [ "${1:-}" = "--no-build" ]; then
+    cargo deb --no-build --no-strip
+else
+    cargo deb
+fi
+ls -1 target/debian/*.deb | tail -n 1
