@@ -3,11 +3,20 @@
 //! line and key it comes from (used by `shardgate check-config` and by reloads).
 //!
 //! The schema is plain serde structs; semantic checks live in [`validate`].
+//! [`load`] runs every stage (TOML syntax and types, semantic checks, the
+//! address-map build) and reports every problem it can find, each located by
+//! its key path (`view[1].record[0].data`) and the line of the file it is on.
 
+use std::fmt;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
 
+use serde::de::IntoDeserializer;
 use serde::Deserialize;
+use toml_edit::{ImDocument, Item, Table, Value};
+
+use crate::addrmap::AddressMap;
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -24,6 +33,12 @@ pub struct Config {
     /// The view named `default` answers sources no other view covers.
     #[serde(default, rename = "view")]
     pub views: Vec<ViewConfig>,
+    /// The function service (`[functions]`); see `crate::functions::config`.
+    #[serde(default)]
+    pub functions: crate::functions::config::FunctionsConfig,
+    /// Functions (`[[function]]`): name, module, limits.
+    #[serde(default, rename = "function")]
+    pub function: Vec<crate::functions::config::FunctionConfig>,
 }
 
 /// Process-wide runtime settings.
@@ -38,6 +53,21 @@ pub struct ServerConfig {
     pub admin_listen: SocketAddr,
     /// How long SIGTERM waits for in-flight TCP queries, milliseconds.
     pub shutdown_grace_ms: u64,
+    /// Bearer token the admin listener requires on every path but
+    /// `/healthz` and `/readyz`. Required when `admin_listen` is not a
+    /// loopback address. At least 16 characters.
+    pub admin_token: Option<String>,
+    /// File whose first line is the admin token (instead of `admin_token`);
+    /// relative to the config file's directory.
+    pub admin_token_file: Option<PathBuf>,
+    /// Directory where address-map changes made through the admin API are
+    /// persisted (relative to the config file's directory). Unset:
+    /// `$STATE_DIRECTORY` (set by systemd's `StateDirectory=`, i.e.
+    /// /var/lib/shardgate) or else `./shardgate-state`.
+    pub state_dir: Option<PathBuf>,
+    /// Time every request and publish per-shard metrics (false only to
+    /// measure what metrics cost; /metrics then has process series only).
+    pub metrics: bool,
 }
 
 impl Default for ServerConfig {
@@ -47,6 +77,10 @@ impl Default for ServerConfig {
             io_memory_kib: 1024,
             admin_listen: "127.0.0.1:9353".parse().unwrap(),
             shutdown_grace_ms: 5000,
+            admin_token: None,
+            admin_token_file: None,
+            state_dir: None,
+            metrics: true,
         }
     }
 }
@@ -168,3 +202,1076 @@ pub struct RecordConfig {
 /// The configuration shardgate runs when given no `--config`: it serves an
 /// example address map on 127.0.0.1.
 pub const EMBEDDED_DEFAULT: &str = include_str!("../config/default.toml");
+
+// ---------------------------------------------------------------------------
+// Loading and validation
+// ---------------------------------------------------------------------------
+
+/// One problem in a configuration: where it is and what to do about it.
+///
+/// `key` is a path such as `dns.listen[1]` or `view[1].record[0].data`
+/// (`view[1]` is the second `[[view]]` table); it is empty when the problem is
+/// not about one key (a syntax error, an unreadable file). `line` is 1-based.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub line: Option<usize>,
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(line) = self.line {
+            write!(f, "line {line}: ")?;
+        }
+        if !self.key.is_empty() {
+            write!(f, "{}: ", self.key)?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+impl Problem {
+    fn at(key: impl Into<String>, message: impl Into<String>) -> Problem {
+        Problem {
+            line: None,
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A configuration that passed every check, with the address map built from it.
+#[derive(Debug)]
+pub struct Loaded {
+    pub config: Config,
+    pub map: AddressMap,
+}
+
+/// Parse, validate and build `text`. `base_dir` resolves relative paths in the
+/// file (e.g. `prefixes_file`); use the config file's directory.
+///
+/// On failure returns every problem found, sorted by line. A TOML syntax
+/// error stops at that error; type and unknown-key errors are reported for
+/// each top-level table and each `[[zone]]`/`[[view]]` separately; when the
+/// file deserializes, semantic problems and address-map build problems are
+/// all reported together.
+pub fn load(text: &str, base_dir: &Path) -> Result<Loaded, Vec<Problem>> {
+    let doc = match ImDocument::parse(text.to_owned()) {
+        Ok(doc) => doc,
+        Err(e) => {
+            let lines = LineIndex::new(text);
+            let line = e.span().map(|s| lines.line_of(s.start));
+            return Err(vec![Problem {
+                line,
+                key: String::new(),
+                message: format!("TOML syntax error: {}", one_line(e.message())),
+            }]);
+        }
+    };
+    let locator = Locator::new(text, &doc);
+    let config = deserialize(&doc, &locator)?;
+
+    let mut problems = validate(&config);
+    match AddressMap::build(&config, base_dir) {
+        Ok(map) if problems.is_empty() => return Ok(Loaded { config, map }),
+        Ok(_) => {}
+        Err(errors) => {
+            for e in errors {
+                // One message per key: a semantic check already explained it.
+                if !problems.iter().any(|p| p.key == e.key) {
+                    problems.push(Problem::at(e.key, e.message));
+                }
+            }
+        }
+    }
+    for p in &mut problems {
+        if p.line.is_none() {
+            p.line = locator.line_of_key(&p.key);
+        }
+    }
+    sort_problems(&mut problems);
+    Err(problems)
+}
+
+/// Read and [`load`] the file at `path`; relative paths inside it resolve
+/// against the file's directory.
+pub fn load_file(path: &Path) -> Result<Loaded, Vec<Problem>> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        vec![Problem::at(
+            String::new(),
+            format!(
+                "cannot read config file {}: {e}; check the path and its permissions, \
+                 or run without --config to use the embedded default",
+                path.display()
+            ),
+        )]
+    })?;
+    let base_dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    load(&text, base_dir)
+}
+
+/// [`load`] the embedded default configuration ([`EMBEDDED_DEFAULT`]).
+pub fn load_embedded() -> Result<Loaded, Vec<Problem>> {
+    load(EMBEDDED_DEFAULT, Path::new("."))
+}
+
+fn sort_problems(problems: &mut [Problem]) {
+    problems.sort_by_key(|p| p.line.unwrap_or(usize::MAX));
+}
+
+/// Deserialize the whole document. On failure, find every type and
+/// unknown-key error, not just serde's first: each failing node is
+/// deserialized again on its own (its key or element wrapped in a bare
+/// skeleton of its ancestors, spans kept), then each of its children, so one
+/// bad key does not hide the next one.
+fn deserialize(doc: &ImDocument<String>, locator: &Locator<'_>) -> Result<Config, Vec<Problem>> {
+    let whole_err = match Config::deserialize(doc.clone().into_deserializer()) {
+        Ok(config) => return Ok(config),
+        Err(e) => e,
+    };
+    let mut errors = vec![whole_err];
+    let root = Node::Item(doc.as_item());
+    let mut budget = MAX_REFINE_STEPS;
+    for (seg, _, child) in root.children() {
+        refine(&mut vec![(root, seg)], child, &mut errors, &mut budget);
+    }
+
+    let mut problems: Vec<Problem> = Vec::new();
+    let mut seen: Vec<(Option<Range<usize>>, String)> = Vec::new();
+    for e in errors {
+        let id = (e.span(), e.message().to_owned());
+        if seen.contains(&id) {
+            continue;
+        }
+        seen.push(id);
+        let (line, key) = match e.span() {
+            Some(span) => (
+                Some(locator.lines.line_of(span.start)),
+                locator.key_at(span.start),
+            ),
+            None => (None, String::new()),
+        };
+        let message = with_hint(one_line(e.message()));
+        problems.push(Problem { line, key, message });
+    }
+    sort_problems(&mut problems);
+    Err(problems)
+}
+
+/// Bound on the re-deserializations one failing document may cost.
+const MAX_REFINE_STEPS: usize = 10_000;
+
+/// Deserialize `node` alone (inside a skeleton of `ancestors`); if that fails,
+/// record the error and look for more in each child.
+fn refine<'a>(
+    ancestors: &mut Vec<(Node<'a>, Seg)>,
+    node: Node<'a>,
+    errors: &mut Vec<toml_edit::de::Error>,
+    budget: &mut usize,
+) {
+    if *budget == 0 {
+        return;
+    }
+    *budget -= 1;
+    let Some(skeleton) = skeleton(ancestors, node) else {
+        return;
+    };
+    let Err(e) = Config::deserialize(skeleton.into_deserializer()) else {
+        return;
+    };
+    // Errors without a span come from the bare skeleton (e.g. a required key
+    // of an ancestor that the skeleton left out): not real problems.
+    if e.span().is_none() {
+        return;
+    }
+    errors.push(e);
+    for (seg, _, child) in node.children() {
+        ancestors.push((node, seg));
+        refine(ancestors, child, errors, budget);
+        ancestors.pop();
+    }
+}
+
+/// A document holding only `leaf` (cloned, so its spans still point into the
+/// original text) under bare copies of its ancestors.
+fn skeleton(ancestors: &[(Node<'_>, Seg)], leaf: Node<'_>) -> Option<toml_edit::DocumentMut> {
+    let mut cur = match leaf {
+        Node::Item(i) => Item::clone(i),
+        Node::Table(t) => Item::Table(t.clone()),
+        Node::Value(v) => Item::Value(v.clone()),
+    };
+    for (parent, seg) in ancestors.iter().rev() {
+        cur = match (parent, seg) {
+            (Node::Item(Item::ArrayOfTables(_)), Seg::Index(_)) => {
+                let mut a = toml_edit::ArrayOfTables::new();
+                a.push(cur.into_table().ok()?);
+                Item::ArrayOfTables(a)
+            }
+            (_, Seg::Index(_)) => {
+                let mut a = toml_edit::Array::new();
+                a.push_formatted(cur.into_value().ok()?);
+                Item::Value(Value::Array(a))
+            }
+            (_, Seg::Key(k)) if parent.as_table().is_some() => {
+                let mut t = Table::new();
+                t.insert(k, cur);
+                Item::Table(t)
+            }
+            (_, Seg::Key(k)) => {
+                let mut t = toml_edit::InlineTable::new();
+                t.insert(k, cur.into_value().ok()?);
+                Item::Value(Value::InlineTable(t))
+            }
+        };
+    }
+    Some(toml_edit::DocumentMut::from(cur.into_table().ok()?))
+}
+
+/// Add what to write instead to serde messages that do not say it.
+fn with_hint(message: String) -> String {
+    let hint = if message.contains("invalid socket address syntax") {
+        "write IP:PORT, e.g. \"127.0.0.1:8053\" or \"[::1]:8053\""
+    } else if message.contains("invalid IP address syntax") {
+        "write a prefix such as \"10.0.0.0/8\" or \"2001:db8::/32\""
+    } else {
+        return message;
+    };
+    format!("{message}; {hint}")
+}
+
+/// Multi-line parser messages on one line.
+fn one_line(message: &str) -> String {
+    message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Byte offset -> 1-based line number.
+struct LineIndex {
+    starts: Vec<usize>,
+}
+
+impl LineIndex {
+    fn new(text: &str) -> LineIndex {
+        let mut starts = vec![0];
+        starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
+        LineIndex { starts }
+    }
+
+    fn line_of(&self, offset: usize) -> usize {
+        self.starts.partition_point(|&start| start <= offset)
+    }
+}
+
+/// Maps key paths to lines and byte offsets to key paths, using the spans of
+/// the parsed document.
+struct Locator<'a> {
+    lines: LineIndex,
+    doc: &'a ImDocument<String>,
+}
+
+/// A node of the parsed document while walking a key path.
+#[derive(Clone, Copy)]
+enum Node<'a> {
+    Item(&'a Item),
+    Table(&'a Table),
+    Value(&'a Value),
+}
+
+impl<'a> Node<'a> {
+    fn span(self) -> Option<Range<usize>> {
+        match self {
+            Node::Item(i) => i.span(),
+            Node::Table(t) => t.span(),
+            Node::Value(v) => v.span(),
+        }
+    }
+
+    fn as_table(self) -> Option<&'a Table> {
+        match self {
+            Node::Item(Item::Table(t)) | Node::Table(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    fn as_value(self) -> Option<&'a Value> {
+        match self {
+            Node::Item(Item::Value(v)) | Node::Value(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// The child under `key` and the span of the key itself.
+    fn child(self, key: &str) -> Option<(Option<Range<usize>>, Node<'a>)> {
+        if let Some(t) = self.as_table() {
+            let (k, item) = t.get_key_value(key)?;
+            return Some((k.span(), Node::Item(item)));
+        }
+        if let Some(Value::InlineTable(t)) = self.as_value() {
+            let (k, item) = t.get_key_value(key)?;
+            return Some((k.span(), Node::Item(item)));
+        }
+        None
+    }
+
+    fn element(self, index: usize) -> Option<Node<'a>> {
+        match self {
+            Node::Item(Item::ArrayOfTables(a)) => a.get(index).map(Node::Table),
+            _ => match self.as_value() {
+                Some(Value::Array(a)) => a.get(index).map(Node::Value),
+                _ => None,
+            },
+        }
+    }
+
+    /// Every child with its path segment and key span.
+    fn children(self) -> Vec<(Seg, Option<Range<usize>>, Node<'a>)> {
+        let mut out = Vec::new();
+        if let Some(t) = self.as_table() {
+            for (k, item) in t.iter() {
+                let span = t.key(k).and_then(|k| k.span());
+                out.push((Seg::Key(k.to_owned()), span, Node::Item(item)));
+            }
+        } else if let Node::Item(Item::ArrayOfTables(a)) = self {
+            for (i, t) in a.iter().enumerate() {
+                out.push((Seg::Index(i), None, Node::Table(t)));
+            }
+        } else {
+            match self.as_value() {
+                Some(Value::InlineTable(t)) => {
+                    for (k, v) in t.iter() {
+                        let span = t.key(k).and_then(|k| k.span());
+                        out.push((Seg::Key(k.to_owned()), span, Node::Value(v)));
+                    }
+                }
+                Some(Value::Array(a)) => {
+                    for (i, v) in a.iter().enumerate() {
+                        out.push((Seg::Index(i), None, Node::Value(v)));
+                    }
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+}
+
+/// One step of a key path: a key in a table or an index in an array.
+#[derive(Debug, Clone)]
+enum Seg {
+    Key(String),
+    Index(usize),
+}
+
+impl fmt::Display for Seg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Seg::Key(k) => write!(f, ".{k}"),
+            Seg::Index(i) => write!(f, "[{i}]"),
+        }
+    }
+}
+
+fn contains(span: &Option<Range<usize>>, offset: usize) -> bool {
+    span.as_ref()
+        .is_some_and(|s| s.start <= offset && offset < s.end.max(s.start + 1))
+}
+
+/// Split `view[1].record[0].data` into `view`, `[1]`, `record`, `[0]`, `data`.
+enum Segment<'k> {
+    Key(&'k str),
+    Index(usize),
+}
+
+fn segments(path: &str) -> Vec<Segment<'_>> {
+    let mut out = Vec::new();
+    for part in path.split('.').filter(|p| !p.is_empty()) {
+        let (name, mut rest) = match part.find('[') {
+            Some(i) => (&part[..i], &part[i..]),
+            None => (part, ""),
+        };
+        if !name.is_empty() {
+            out.push(Segment::Key(name));
+        }
+        while let Some(stripped) = rest.strip_prefix('[') {
+            let Some(end) = stripped.find(']') else { break };
+            match stripped[..end].parse() {
+                Ok(i) => out.push(Segment::Index(i)),
+                Err(_) => out.push(Segment::Key(&stripped[..end])),
+            }
+            rest = &stripped[end + 1..];
+        }
+    }
+    out
+}
+
+impl<'a> Locator<'a> {
+    fn new(text: &str, doc: &'a ImDocument<String>) -> Locator<'a> {
+        Locator {
+            lines: LineIndex::new(text),
+            doc,
+        }
+    }
+
+    /// The line of the deepest part of `path` present in the file: the value
+    /// (or array element, or `[[table]]` header) when the whole path exists,
+    /// else the nearest ancestor. `None` when not even the first key is in
+    /// the file (a default value).
+    fn line_of_key(&self, path: &str) -> Option<usize> {
+        let mut node = Node::Item(self.doc.as_item());
+        let mut best: Option<Range<usize>> = None;
+        for seg in segments(path) {
+            let next = match seg {
+                Segment::Key(k) => node.child(k).map(|(key_span, child)| {
+                    // Prefer the key's own line: a multi-line value starts there.
+                    (key_span.or_else(|| child.span()), child)
+                }),
+                Segment::Index(i) => node.element(i).map(|child| (child.span(), child)),
+            };
+            match next {
+                Some((span, child)) => {
+                    if span.is_some() {
+                        best = span;
+                    }
+                    node = child;
+                }
+                None => break,
+            }
+        }
+        // The leaf's own span is more precise for a single array element or a value.
+        best.map(|s| self.lines.line_of(s.start))
+    }
+
+    /// The deepest key path whose key or value span contains `offset`.
+    fn key_at(&self, offset: usize) -> String {
+        let mut path = String::new();
+        let mut node = Node::Item(self.doc.as_item());
+        'descend: loop {
+            for (seg, key_span, child) in node.children() {
+                if contains(&key_span, offset)
+                    || contains(&child.span(), offset)
+                    || encloses(child, offset)
+                {
+                    path.push_str(&seg.to_string());
+                    node = child;
+                    continue 'descend;
+                }
+            }
+            break;
+        }
+        path.trim_start_matches('.').to_owned()
+    }
+}
+
+/// Whether some descendant of `node` (e.g. a key inside a `[[view]]` table,
+/// whose header span does not cover its body) contains `offset`.
+fn encloses(node: Node<'_>, offset: usize) -> bool {
+    node.children().into_iter().any(|(_, key_span, child)| {
+        contains(&key_span, offset) || contains(&child.span(), offset) || encloses(child, offset)
+    })
+}
+
+/// Largest TTL a record may carry (RFC 2181 section 8).
+pub const MAX_TTL: u32 = (1 << 31) - 1;
+
+/// Semantic checks on a deserialized config: ranges, duplicates, conflicts.
+/// Problems carry key paths but no lines (no source text here); [`load`]
+/// adds the lines. Record data, names and prefixes are checked by
+/// [`AddressMap::build`].
+pub fn validate(config: &Config) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let mut range = |key: &str, value: u64, min: u64, max: u64, hint: &str| {
+        if value < min || value > max {
+            problems.push(Problem::at(
+                key,
+                format!("{value} is out of range: use {min}..={max}{hint}"),
+            ));
+        }
+    };
+
+    let server = &config.server;
+    range(
+        "server.shards",
+        server.shards as u64,
+        0,
+        MAX_SHARDS as u64,
+        " (0 = one shard per online CPU)",
+    );
+    range(
+        "server.io_memory_kib",
+        server.io_memory_kib as u64,
+        MIN_IO_MEMORY_KIB as u64,
+        MAX_IO_MEMORY_KIB as u64,
+        " KiB per shard; all shards together must fit the memlock limit (ulimit -l)",
+    );
+    range(
+        "server.shutdown_grace_ms",
+        server.shutdown_grace_ms,
+        0,
+        MAX_SHUTDOWN_GRACE_MS,
+        " milliseconds",
+    );
+
+    let dns = &config.dns;
+    range(
+        "dns.max_udp_payload",
+        dns.max_udp_payload as u64,
+        512,
+        65535,
+        " bytes (1232 avoids IP fragmentation)",
+    );
+    range(
+        "dns.tcp_idle_timeout_ms",
+        dns.tcp_idle_timeout_ms,
+        100,
+        MAX_TCP_IDLE_TIMEOUT_MS,
+        " milliseconds",
+    );
+    range(
+        "dns.tcp_max_connections_per_shard",
+        dns.tcp_max_connections_per_shard as u64,
+        1,
+        MAX_TCP_CONNECTIONS_PER_SHARD as u64,
+        "",
+    );
+    range(
+        "dns.tcp_max_query_bytes",
+        dns.tcp_max_query_bytes as u64,
+        512,
+        65535,
+        " bytes",
+    );
+
+    if dns.listen.is_empty() {
+        problems.push(Problem::at(
+            "dns.listen",
+            "no address to serve DNS on: add one, e.g. listen = [\"127.0.0.1:8053\"]",
+        ));
+    }
+    for (i, addr) in dns.listen.iter().enumerate() {
+        let key = format!("dns.listen[{i}]");
+        if addr.port() == 0 {
+            problems.push(Problem::at(
+                &key,
+                format!("{addr}: port 0 would give every shard a different random port; choose a fixed port such as 8053"),
+            ));
+        }
+        if let Some(j) = dns.listen[..i].iter().position(|a| a == addr) {
+            problems.push(Problem::at(
+                &key,
+                format!("{addr} is listed twice (also dns.listen[{j}]); remove one"),
+            ));
+        } else if let Some(j) = dns.listen.iter().position(|a| {
+            a.port() == addr.port()
+                && a.ip().is_unspecified()
+                && !addr.ip().is_unspecified()
+                && a.is_ipv4() == addr.is_ipv4()
+        }) {
+            problems.push(Problem::at(
+                &key,
+                format!(
+                    "{addr} is already covered by the wildcard {} (dns.listen[{j}]); remove one",
+                    dns.listen[j]
+                ),
+            ));
+        }
+    }
+    if let Some(i) = dns.listen.iter().position(|a| *a == server.admin_listen) {
+        problems.push(Problem::at(
+            "server.admin_listen",
+            format!(
+                "{} is also a DNS listen address (dns.listen[{i}]); give the admin listener its own port, e.g. 9353",
+                server.admin_listen
+            ),
+        ));
+    }
+
+    let mut zone_names: Vec<String> = Vec::new();
+    for (i, zone) in config.zones.iter().enumerate() {
+        let name = normalize_name(&zone.name);
+        if let Some(j) = zone_names.iter().position(|n| *n == name) {
+            problems.push(Problem::at(
+                format!("zone[{i}].name"),
+                format!(
+                    "zone `{}` is already defined by zone[{j}]; merge the two",
+                    zone.name
+                ),
+            ));
+        }
+        zone_names.push(name);
+        for (key, ttl) in [
+            (format!("zone[{i}].ttl"), zone.ttl),
+            (format!("zone[{i}].soa.minimum"), zone.soa.minimum),
+        ] {
+            if ttl > MAX_TTL {
+                problems.push(Problem::at(
+                    key,
+                    format!("{ttl} is out of range: use 0..={MAX_TTL} seconds"),
+                ));
+            }
+        }
+    }
+
+    let mut view_names: Vec<&str> = Vec::new();
+    for (i, view) in config.views.iter().enumerate() {
+        if view.name.trim().is_empty() {
+            problems.push(Problem::at(
+                format!("view[{i}].name"),
+                "a view needs a name (the view named `default` answers sources no other view covers)",
+            ));
+        } else if let Some(j) = view_names.iter().position(|n| *n == view.name) {
+            problems.push(Problem::at(
+                format!("view[{i}].name"),
+                format!(
+                    "view `{}` is already defined by view[{j}]; give each view its own name",
+                    view.name
+                ),
+            ));
+        }
+        view_names.push(&view.name);
+        for (r, record) in view.records.iter().enumerate() {
+            if let Some(ttl) = record.ttl.filter(|&t| t > MAX_TTL) {
+                problems.push(Problem::at(
+                    format!("view[{i}].record[{r}].ttl"),
+                    format!("{ttl} is out of range: use 0..={MAX_TTL} seconds"),
+                ));
+            }
+        }
+    }
+    problems.extend(crate::functions::config::validate(
+        &config.functions,
+        &config.function,
+    ));
+    problems.extend(crate::admin::validate(&config.server));
+    problems
+}
+
+/// Upper bound for `server.shards`.
+pub const MAX_SHARDS: usize = 1024;
+/// Bounds for `server.io_memory_kib`.
+pub const MIN_IO_MEMORY_KIB: usize = 128;
+pub const MAX_IO_MEMORY_KIB: usize = 64 * 1024;
+/// Upper bound for `server.shutdown_grace_ms` (5 minutes).
+pub const MAX_SHUTDOWN_GRACE_MS: u64 = 300_000;
+/// Upper bound for `dns.tcp_idle_timeout_ms` (1 hour).
+pub const MAX_TCP_IDLE_TIMEOUT_MS: u64 = 3_600_000;
+/// Upper bound for `dns.tcp_max_connections_per_shard`.
+pub const MAX_TCP_CONNECTIONS_PER_SHARD: usize = 1_000_000;
+
+/// Lower-case, absolute (trailing dot) form of a domain name, for comparisons.
+fn normalize_name(name: &str) -> String {
+    let mut n = name.trim().to_ascii_lowercase();
+    if !n.ends_with('.') {
+        n.push('.');
+    }
+    n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(text: &str) -> Vec<Problem> {
+        match load(text, Path::new(".")) {
+            Ok(_) => panic!("expected problems in:\n{text}"),
+            Err(p) => p,
+        }
+    }
+
+    /// The one problem at `key`, failing with the full list if absent.
+    fn at<'p>(problems: &'p [Problem], key: &str) -> &'p Problem {
+        let found: Vec<_> = problems.iter().filter(|p| p.key == key).collect();
+        assert_eq!(found.len(), 1, "one problem at {key} in {problems:#?}");
+        found[0]
+    }
+
+    const ZONE: &str = "[[zone]]\nname = \"svc.example.\"\nsoa = { mname = \"ns1.svc.example.\", rname = \"admin.svc.example.\" }\n";
+
+    #[test]
+    fn display_has_line_key_and_message() {
+        let p = Problem {
+            line: Some(7),
+            key: "dns.listen[1]".into(),
+            message: "bad".into(),
+        };
+        assert_eq!(p.to_string(), "line 7: dns.listen[1]: bad");
+        let p = Problem {
+            line: None,
+            key: String::new(),
+            message: "cannot read".into(),
+        };
+        assert_eq!(p.to_string(), "cannot read");
+    }
+
+    #[test]
+    fn syntax_error_has_its_line() {
+        let ps = problems("[server]\nshards = 1\n\n[dns\nlisten = []\n");
+        assert_eq!(ps.len(), 1, "{ps:#?}");
+        assert_eq!(ps[0].line, Some(4));
+        assert!(ps[0].message.starts_with("TOML syntax error"), "{}", ps[0]);
+        assert!(!ps[0].message.contains('\n'));
+    }
+
+    #[test]
+    fn unknown_key_is_rejected_at_its_line() {
+        let ps = problems("[server]\nshards = 1\nshard = 2\n");
+        let p = at(&ps, "server.shard");
+        assert_eq!(p.line, Some(3));
+        assert!(p.message.contains("unknown field `shard`"), "{p}");
+        assert!(p.message.contains("`shards`"), "lists the valid keys: {p}");
+
+        let ps = problems("colour = \"red\"\n");
+        assert_eq!(at(&ps, "colour").line, Some(1));
+    }
+
+    #[test]
+    fn every_type_error_is_reported_not_only_the_first() {
+        let text = "\
+[server]
+shard = 2
+shutdown_grace_ms = \"soon\"
+
+[dns]
+listen = [
+  \"127.0.0.1:8053\",
+  \"localhost\",
+]
+
+[[view]]
+name = 5
+
+[[view]]
+name = \"b\"
+[[view.record]]
+name = \"upf.svc.example.\"
+type = \"A\"
+data = 7
+";
+        let ps = problems(text);
+        assert_eq!(at(&ps, "server.shard").line, Some(2));
+        assert_eq!(at(&ps, "server.shutdown_grace_ms").line, Some(3));
+        let listen = at(&ps, "dns.listen[1]");
+        assert_eq!(listen.line, Some(8));
+        assert!(listen.message.contains("IP:PORT"), "{listen}");
+        assert_eq!(at(&ps, "view[0].name").line, Some(12));
+        assert_eq!(at(&ps, "view[1].record[0].data").line, Some(19));
+        assert_eq!(ps.len(), 5, "{ps:#?}");
+        let lines: Vec<_> = ps.iter().map(|p| p.line).collect();
+        let mut sorted = lines.clone();
+        sorted.sort();
+        assert_eq!(lines, sorted, "sorted by line");
+    }
+
+    #[test]
+    fn missing_required_key_points_at_its_table() {
+        let ps = problems("[server]\nshards = 1\n\n[[zone]]\nname = \"svc.example.\"\n");
+        let p = at(&ps, "zone[0]");
+        assert_eq!(p.line, Some(4));
+        assert!(p.message.contains("missing field `soa`"), "{p}");
+    }
+
+    #[test]
+    fn inline_tables_and_arrays_of_inline_tables_are_located() {
+        let text = "[[zone]]\nname = \"a.\"\nsoa = { mname = \"ns.a.\", rname = 1 }\n\n[[view]]\nname = \"v\"\nrecord = [\n  { name = \"x.a.\", type = \"A\", data = \"10.0.0.1\" },\n  { name = \"y.a.\", type = \"A\", data = \"10.0.0.2\", tll = 5 },\n]\n";
+        let ps = problems(text);
+        assert_eq!(at(&ps, "zone[0].soa.rname").line, Some(3));
+        let p = at(&ps, "view[0].record[1].tll");
+        assert_eq!(p.line, Some(9));
+        assert!(p.message.contains("unknown field `tll`"), "{p}");
+    }
+
+    #[test]
+    fn ranges_are_checked_with_line_and_key() {
+        let text = format!(
+            "\
+[server]
+shards = 5000
+io_memory_kib = 16
+shutdown_grace_ms = 900000
+
+[dns]
+listen = [\"127.0.0.1:8053\"]
+max_udp_payload = 100
+tcp_idle_timeout_ms = 0
+tcp_max_connections_per_shard = 0
+tcp_max_query_bytes = 12
+
+{ZONE}ttl = 4294967295
+"
+        );
+        let ps = problems(&text);
+        for (key, line) in [
+            ("server.shards", 2),
+            ("server.io_memory_kib", 3),
+            ("server.shutdown_grace_ms", 4),
+            ("dns.max_udp_payload", 8),
+            ("dns.tcp_idle_timeout_ms", 9),
+            ("dns.tcp_max_connections_per_shard", 10),
+            ("dns.tcp_max_query_bytes", 11),
+            ("zone[0].ttl", 16),
+        ] {
+            let p = at(&ps, key);
+            assert_eq!(p.line, Some(line), "{p}");
+            assert!(p.message.contains("out of range"), "{p}");
+        }
+        assert_eq!(ps.len(), 8, "{ps:#?}");
+        assert!(at(&ps, "dns.max_udp_payload")
+            .message
+            .contains("512..=65535"));
+    }
+
+    #[test]
+    fn listen_addresses_are_checked() {
+        let text = "\
+[server]
+admin_listen = \"127.0.0.1:8053\"
+
+[dns]
+listen = [
+  \"127.0.0.1:8053\",
+  \"127.0.0.1:8053\",
+  \"0.0.0.0:9000\",
+  \"10.0.0.1:9000\",
+  \"[::1]:0\",
+  \"[::1]:9000\",
+]
+";
+        let ps = problems(text);
+        let admin = at(&ps, "server.admin_listen");
+        assert_eq!(admin.line, Some(2));
+        assert!(admin.message.contains("dns.listen[0]"), "{admin}");
+        let dup = at(&ps, "dns.listen[1]");
+        assert_eq!(dup.line, Some(7));
+        assert!(dup.message.contains("listed twice"), "{dup}");
+        let wild = at(&ps, "dns.listen[3]");
+        assert_eq!(wild.line, Some(9));
+        assert!(wild.message.contains("wildcard"), "{wild}");
+        let zero = at(&ps, "dns.listen[4]");
+        assert_eq!(zero.line, Some(10));
+        assert!(zero.message.contains("port 0"), "{zero}");
+        // [::1]:9000 is another family than the 0.0.0.0 wildcard: fine.
+        assert_eq!(ps.len(), 4, "{ps:#?}");
+
+        let ps = problems("[dns]\nlisten = []\n");
+        let p = at(&ps, "dns.listen");
+        assert_eq!(p.line, Some(2));
+        assert!(p.message.contains("add one"), "{p}");
+    }
+
+    #[test]
+    fn duplicate_zone_and_view_names_are_reported() {
+        let text = format!(
+            "{ZONE}\n[[zone]]\nname = \"SVC.example\"\nsoa = {{ mname = \"a.\", rname = \"b.\" }}\n\n[[view]]\nname = \"site-a\"\n\n[[view]]\nname = \"site-b\"\n\n[[view]]\nname = \"site-a\"\n\n[[view]]\nname = \" \"\n"
+        );
+        let ps = problems(&text);
+        let zone = at(&ps, "zone[1].name");
+        assert_eq!(zone.line, Some(6));
+        assert!(zone.message.contains("zone[0]"), "{zone}");
+        let view = at(&ps, "view[2].name");
+        assert_eq!(view.line, Some(16));
+        assert!(view.message.contains("view[0]"), "{view}");
+        let empty = at(&ps, "view[3].name");
+        assert_eq!(empty.line, Some(19));
+        assert_eq!(ps.len(), 3, "{ps:#?}");
+    }
+
+    #[test]
+    fn record_ttl_over_rfc2181_limit() {
+        let text = format!(
+            "{ZONE}\n[[view]]\nname = \"default\"\n[[view.record]]\nname = \"upf.svc.example.\"\ntype = \"A\"\ndata = \"10.0.0.1\"\nttl = 2147483648\n"
+        );
+        let ps = problems(&text);
+        let p = at(&ps, "view[0].record[0].ttl");
+        assert_eq!(p.line, Some(11));
+        assert_eq!(ps.len(), 1, "{ps:#?}");
+    }
+
+    #[test]
+    fn key_paths_map_to_lines() {
+        let text = "\
+[server]
+shards = 2
+
+[dns]
+listen = [
+  \"127.0.0.1:8053\",
+  \"[::1]:8053\",
+]
+
+[[view]]
+name = \"a\"
+
+[[view]]
+name = \"b\"
+prefixes = [\"10.2.0.0/16\", \"10.3.0.0/16\"]
+
+[[view.record]]
+name = \"x.svc.example.\"
+type = \"A\"
+
+[[view.record]]
+name = \"y.svc.example.\"
+data = \"10.0.0.1\"
+";
+        let doc = ImDocument::parse(text.to_owned()).unwrap();
+        let loc = Locator::new(text, &doc);
+        for (key, line) in [
+            ("server", Some(1)),
+            ("server.shards", Some(2)),
+            ("dns.listen", Some(5)),
+            ("dns.listen[1]", Some(7)),
+            ("view[0]", Some(10)),
+            ("view[1]", Some(13)),
+            ("view[1].name", Some(14)),
+            ("view[1].prefixes[1]", Some(15)),
+            ("view[1].record[0]", Some(17)),
+            ("view[1].record[1].data", Some(23)),
+            // Absent keys fall back to the nearest ancestor in the file.
+            ("view[1].record[0].data", Some(17)),
+            ("view[1].prefixes_file", Some(13)),
+            ("server.admin_listen", Some(1)),
+            ("view[7].name", Some(10)),
+            ("zone[0].name", None),
+            ("", None),
+        ] {
+            assert_eq!(loc.line_of_key(key), line, "{key}");
+        }
+        // And back: an offset inside a value names its key path.
+        let off = text.find("10.3.0.0").unwrap();
+        assert_eq!(loc.key_at(off), "view[1].prefixes[1]");
+        let off = text.find("y.svc").unwrap();
+        assert_eq!(loc.key_at(off), "view[1].record[1].name");
+    }
+
+    #[test]
+    fn unreadable_file_says_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("missing.toml");
+        let ps = load_file(&path).unwrap_err();
+        assert_eq!(ps.len(), 1);
+        assert!(ps[0].message.contains("missing.toml"), "{}", ps[0]);
+        assert!(ps[0].message.contains("--config"), "{}", ps[0]);
+    }
+
+    #[test]
+    fn load_file_reports_lines_of_that_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "[dns]\n\nmax_udp_payload = 1\n").unwrap();
+        let ps = load_file(&path).unwrap_err();
+        assert_eq!(at(&ps, "dns.max_udp_payload").line, Some(3));
+    }
+
+    #[test]
+    fn embedded_default_loads_without_problems() {
+        let loaded = load_embedded().unwrap_or_else(|ps| panic!("{ps:#?}"));
+        assert!(!loaded.config.zones.is_empty());
+        assert!(loaded.config.views.iter().any(|v| v.name == "default"));
+    }
+
+    #[test]
+    fn shipped_example_loads_without_problems() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        let loaded = load_file(&dir.join("shardgate.toml")).unwrap_or_else(|ps| panic!("{ps:#?}"));
+        let embedded = load_embedded().unwrap_or_else(|ps| panic!("{ps:#?}"));
+        // The commented example serves the same address map as the default.
+        assert_eq!(loaded.config.zones, embedded.config.zones);
+        assert_eq!(loaded.config.views, embedded.config.views);
+    }
+
+    /// `config/shardgate.toml` documents every key of every table it has
+    /// (commented-out keys count). The list of valid keys comes from serde
+    /// itself: a probe key added to each table is rejected with "expected one
+    /// of ...", so keys added to the schema later are covered too.
+    #[test]
+    fn shipped_example_shows_every_key() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/shardgate.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let doc = ImDocument::parse(text.clone()).unwrap();
+        let mut tables = Vec::new();
+        collect_tables(Node::Item(doc.as_item()), &mut Vec::new(), &mut tables);
+        assert!(tables.len() >= 6, "{tables:?}");
+        let mut missing = Vec::new();
+        for path in &tables {
+            let mut probe = doc.clone().into_mut();
+            let table = navigate(probe.as_table_mut(), path).expect("path from the same document");
+            table.insert("zz_probe", toml_edit::value(0));
+            let err = Config::deserialize(probe.into_deserializer())
+                .expect_err("an unknown key must be rejected");
+            let msg = err.message();
+            assert!(msg.contains("unknown field `zz_probe`"), "{msg}");
+            let expected = &msg[msg.find("expected").unwrap_or(msg.len())..];
+            for field in expected.split('`').skip(1).step_by(2) {
+                if !documented(&text, field) {
+                    missing.push(format!("{}.{field}", path_string(path)));
+                }
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "keys not shown in config/shardgate.toml: {missing:?}"
+        );
+    }
+
+    fn collect_tables(node: Node<'_>, path: &mut Vec<Seg>, out: &mut Vec<Vec<Seg>>) {
+        let table_like =
+            node.as_table().is_some() || matches!(node.as_value(), Some(Value::InlineTable(_)));
+        if table_like {
+            out.push(path.clone());
+        }
+        for (seg, _, child) in node.children() {
+            path.push(seg);
+            collect_tables(child, path, out);
+            path.pop();
+        }
+    }
+
+    fn navigate<'a>(
+        table: &'a mut dyn toml_edit::TableLike,
+        path: &[Seg],
+    ) -> Option<&'a mut dyn toml_edit::TableLike> {
+        match path {
+            [] => Some(table),
+            [Seg::Key(k), Seg::Index(i), rest @ ..] => {
+                let next: &mut dyn toml_edit::TableLike = match table.get_mut(k)? {
+                    Item::ArrayOfTables(a) => a.get_mut(*i)?,
+                    Item::Value(Value::Array(a)) => a.get_mut(*i)?.as_inline_table_mut()?,
+                    _ => return None,
+                };
+                navigate(next, rest)
+            }
+            [Seg::Key(k), rest @ ..] => navigate(table.get_mut(k)?.as_table_like_mut()?, rest),
+            [Seg::Index(_), ..] => None,
+        }
+    }
+
+    fn path_string(path: &[Seg]) -> String {
+        let s: String = path.iter().map(|s| s.to_string()).collect();
+        s.trim_start_matches('.').to_owned()
+    }
+
+    /// `field = ...`, `[... field]` or `[[... field]]`, commented out or not.
+    fn documented(text: &str, field: &str) -> bool {
+        text.lines().any(|line| {
+            let l = line.trim_start_matches(|c: char| c == '#' || c.is_whitespace());
+            let assigned = l
+                .strip_prefix(field)
+                .is_some_and(|rest| rest.trim_start().starts_with('='));
+            let header = l.starts_with('[')
+                && l.trim_end_matches(']')
+                    .trim_start_matches('[')
+                    .rsplit('.')
+                    .next()
+                    .is_some_and(|last| last.trim() == field);
+            let inline = l.contains(&format!(" {field} =")) || l.contains(&format!("{{{field} ="));
+            assigned || header || inline
+        })
+    }
+}

@@ -5,6 +5,11 @@
 //! those cores.
 
 pub mod addrmap;
+pub mod admin;
 pub mod config;
 pub mod dns;
+pub mod functions;
+pub mod load;
+pub mod metrics;
+pub mod notify;
 pub mod shard;

@@ -8,6 +8,8 @@
 //! - `AddressMap::build(&Config, base_dir: &Path) -> Result<AddressMap, Vec<BuildError>>`
 //! - `BuildError { key: String /* e.g. "view[1].record[0].data" */, message: String }`
 
+pub mod lpm;
+
 use std::path::Path;
 
 use crate::config::Config;

@@ -1,0 +1,252 @@
+#!/usr/bin/env bash
+# DNS benchmark (not a test): shardgate vs Knot DNS, same views, same load.
+#
+#   scripts/bench-dns.sh [--duration S] [--rounds N] [--rate QPS] [--only shardgate|knot] [--no-build]
+#
+# Both servers are configured from one description, scripts/bench/views.toml
+# (scripts/bench/gen.py writes shardgate's config and Knot's zone file plus a
+# geoip-module subnet file). Before measuring, every query of
+# scripts/bench/queries.txt is asked with dig from each view's source address
+# and both servers must give the same rcode, flags, answer and authority, or
+# the bench aborts.
+#
+# Each run: the server alone on CPU 1 (shardgate --shards 1; knotd with one
+# UDP worker; every thread re-pinned with `taskset -a -p -c 1`), one dnsperf
+# per view source (127.0.0.x) pinned on CPU 0, all sending the same query
+# file for --duration seconds. Rounds alternate which server goes first.
+# Saturation runs (dnsperf as fast as it can) and fixed-rate runs (--rate
+# QPS in total, default 20000) are both interleaved.
+#
+# dnsperf on one core saturates before either server, so the figure to
+# compare is queries per server core-second: completed queries divided by
+# the busy time of CPU 1 (from /proc/stat) during the run. Also reported: QPS,
+# latency avg/p99 (from dnsperf -v per-query latencies), CPU 1's busy share
+# and the server process's own CPU share (a cross-check: if CPU 1 is much
+# busier than the server, something else ran there and the run is noisy).
+#
+# Raw outputs and the summary go to results/bench-dns-<timestamp>/.
+# Needs: dnsperf, knotd + knot-module-geoip, dig, python3 >= 3.11, taskset,
+# 2+ CPUs. Run as root (or a user allowed to run knotd and bind the ports).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+export PYTHONDONTWRITEBYTECODE=1
+
+DURATION=${BENCH_DURATION:-10}
+ROUNDS=${BENCH_ROUNDS:-3}
+RATE=${BENCH_RATE:-20000}
+PORT=${BENCH_PORT:-15350} # shardgate DNS; +1 Knot DNS; +2 shardgate admin
+ONLY=""
+BUILD=1
+SHARDGATE=${SHARDGATE_BIN:-$ROOT/target/release/shardgate}
+SERVER_CPU=1
+CLIENT_CPU=0
+
+usage() { sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+while [ $# -gt 0 ]; do
+    case $1 in
+        --duration) DURATION=$2; shift 2 ;;
+        --rounds) ROUNDS=$2; shift 2 ;;
+        --rate) RATE=$2; shift 2 ;;
+        --only) ONLY=$2; shift 2 ;;
+        --no-build) BUILD=0; shift ;;
+        -h|--help) usage 0 ;;
+        *) echo "unknown argument: $1" >&2; usage 2 ;;
+    esac
+done
+case $ONLY in ""|shardgate|knot) ;; *) echo "--only takes shardgate or knot" >&2; exit 2 ;; esac
+SERVERS=(shardgate knot)
+[ -n "$ONLY" ] && SERVERS=("$ONLY")
+
+die() { echo "bench-dns: $*" >&2; exit 1; }
+log() { printf '[bench-dns %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
+
+for cmd in dnsperf dig python3 taskset knotd; do
+    command -v "$cmd" >/dev/null || die "$cmd not found (apt-get install dnsperf dnsutils knot knot-module-geoip util-linux python3)"
+done
+python3 -c 'import tomllib' 2>/dev/null || die "python3 >= 3.11 needed (tomllib)"
+compgen -G "/usr/lib/*/knot/modules-*/geoip.so" >/dev/null || die "Knot geoip module missing: apt-get install knot-module-geoip"
+[ "$(nproc --all)" -ge 2 ] || die "needs 2 CPUs: dnsperf on CPU $CLIENT_CPU, the server on CPU $SERVER_CPU"
+for p in "$PORT" $((PORT + 1)) $((PORT + 2)); do
+    if ss -Hlntu | awk '{print $5}' | grep -q ":$p\$"; then die "port $p is in use; set BENCH_PORT to another base"; fi
+done
+
+if [[ " ${SERVERS[*]} " == *" shardgate "* ]]; then
+    if [ "$BUILD" = 1 ]; then
+        log "building shardgate (release)"
+        cargo build --release --quiet --bin shardgate
+    fi
+    [ -x "$SHARDGATE" ] || die "$SHARDGATE missing: run cargo build --release"
+fi
+
+OUT=$ROOT/results/bench-dns-$(date +%Y%m%d-%H%M%S)
+mkdir -p "$OUT/config" "$OUT/runs"
+python3 scripts/bench/gen.py scripts/bench/views.toml "$OUT/config" \
+    --shardgate-port "$PORT" --knot-port $((PORT + 1)) --admin-port $((PORT + 2))
+cp scripts/bench/queries.txt "$OUT/queries.txt"
+mapfile -t SOURCES < <(awk '{print $2}' "$OUT/config/sources.txt")
+{
+    echo "date: $(date -Is)"
+    echo "host: $(uname -srm), $(nproc --all) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-)"
+    echo "dnsperf: $(dnsperf -h 2>&1 | awk '/^Version/{print $2}')"
+    echo "knotd: $(knotd --version)"
+    [ -x "$SHARDGATE" ] && echo "shardgate: $SHARDGATE ($(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet 2>/dev/null || echo '+changes'))"
+    echo "duration: ${DURATION}s, rounds: $ROUNDS, fixed rate: $RATE QPS, sources: ${SOURCES[*]}"
+} >"$OUT/env.txt"
+
+# --- servers ---------------------------------------------------------------
+SERVER_PID=""
+cleanup() {
+    if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
+        kill "$SERVER_PID" 2>/dev/null || true
+        for _ in $(seq 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
+        kill -9 "$SERVER_PID" 2>/dev/null || true
+    fi
+    SERVER_PID=""
+}
+trap cleanup EXIT
+trap 'cleanup; exit 130' INT TERM
+
+port_of() { if [ "$1" = shardgate ]; then echo "$PORT"; else echo $((PORT + 1)); fi; }
+
+# start SERVER LOGFILE: start it pinned to CPU 1, wait until it answers.
+start() {
+    local server=$1 logfile=$2 port
+    port=$(port_of "$server")
+    case $server in
+        shardgate)
+            taskset -c "$SERVER_CPU" "$SHARDGATE" run --config "$OUT/config/shardgate.toml" --shards 1 \
+                >"$logfile" 2>&1 &
+            ;;
+        knot)
+            rm -rf "$OUT/config/knot-db" && mkdir -p "$OUT/config/knot-db" "$OUT/config/knot-run"
+            taskset -c "$SERVER_CPU" knotd -c "$OUT/config/knot.conf" >"$logfile" 2>&1 &
+            ;;
+    esac
+    SERVER_PID=$!
+    local i
+    for i in $(seq 100); do
+        kill -0 "$SERVER_PID" 2>/dev/null || { tail -20 "$logfile" >&2; die "$server exited at start (log: $logfile)"; }
+        if dig -p "$port" @127.0.0.1 upf.svc.example +tries=1 +time=1 +short 2>/dev/null | grep -q .; then
+            break
+        fi
+        [ "$i" = 100 ] && { tail -20 "$logfile" >&2; die "$server does not answer on 127.0.0.1:$port after 20 s (log: $logfile)"; }
+        sleep 0.2
+    done
+    # Servers pin their own workers (glommio executors, Knot UDP workers):
+    # move every thread to the server CPU.
+    taskset -a -p -c "$SERVER_CPU" "$SERVER_PID" >/dev/null
+}
+
+stop() {
+    cleanup
+}
+
+# --- equivalence check -----------------------------------------------------
+# answer SERVER SOURCE NAME TYPE: normalized rcode, flags, answer, authority.
+answer() {
+    dig -p "$(port_of "$1")" @127.0.0.1 -b "$2" "$3" "$4" +norec +nocookie +tries=2 +time=2 \
+        +noall +comments +answer +authority 2>&1 |
+        awk '/->>HEADER<<-/ { for (i = 1; i <= NF; i++) if ($i == "status:") print "status", $(i + 1) }
+             /^;; flags:/ { match($0, /flags:[^;]*/); print substr($0, RSTART, RLENGTH) }
+             /^[^;]/ && NF { $1 = tolower($1); print }' |
+        sed 's/,$//' | tr -s ' \t' ' ' | sort
+}
+
+verify() {
+    log "verifying both servers answer alike from every view"
+    local server src name type
+    for server in shardgate knot; do
+        start "$server" "$OUT/verify-$server.log"
+        while read -r name type; do
+            for src in "${SOURCES[@]}"; do
+                answer "$server" "$src" "$name" "$type" >"$OUT/verify/$server-$src-$name-$type.txt"
+            done
+        done < <(sort -u "$OUT/queries.txt")
+        stop
+    done
+    local bad=0 f
+    for f in "$OUT"/verify/shardgate-*.txt; do
+        local k=${f#"$OUT/verify/shardgate-"}
+        if ! diff -u "$f" "$OUT/verify/knot-$k" >"$OUT/verify/diff-$k"; then
+            echo "MISMATCH for ${k%.txt} (source-name-type):" >&2
+            cat "$OUT/verify/diff-$k" >&2
+            bad=1
+        else
+            rm -f "$OUT/verify/diff-$k"
+        fi
+        grep -q '^status' "$f" || { echo "no answer in $f" >&2; bad=1; }
+    done
+    [ "$bad" = 0 ] || die "shardgate and Knot answer differently: not measuring (see $OUT/verify)"
+    # The views must really differ, or the bench would not exercise them.
+    [ "$(cat "$OUT"/verify/knot-*-upf.svc.example-A.txt | grep '^upf' | sort -u | wc -l)" -ge 2 ] ||
+        die "every view answers upf.svc.example A the same: the description does not exercise views"
+    log "answers identical: $(find "$OUT/verify" -name 'knot-*' | wc -l) queries x views"
+}
+
+# --- one measured run ------------------------------------------------------
+# measure SERVER KIND ROUND: KIND is sat (as fast as dnsperf can) or fixed.
+measure() {
+    local server=$1 kind=$2 round=$3
+    local dir="$OUT/runs/$round-$server-$kind" port
+    port=$(port_of "$server")
+    mkdir -p "$dir"
+    start "$server" "$dir/server.log"
+    sleep 1 # let start-up work settle
+    local -a rate_args=()
+    if [ "$kind" = fixed ]; then
+        rate_args=(-Q $(((RATE + ${#SOURCES[@]} - 1) / ${#SOURCES[@]})))
+    fi
+    grep -E '^cpu[0-9]* ' /proc/stat >"$dir/stat.before"
+    cat "/proc/$SERVER_PID/stat" >"$dir/pidstat.before"
+    date +%s.%N >"$dir/time.before"
+    local -a pids=()
+    local src
+    for src in "${SOURCES[@]}"; do
+        taskset -c "$CLIENT_CPU" dnsperf -s 127.0.0.1 -p "$port" -a "$src" -d "$OUT/queries.txt" \
+            -l "$DURATION" -t 1 -v "${rate_args[@]}" >"$dir/dnsperf-$src.out" 2>&1 &
+        pids+=($!)
+    done
+    local p rc=0
+    for p in "${pids[@]}"; do wait "$p" || rc=1; done
+    date +%s.%N >"$dir/time.after"
+    cat "/proc/$SERVER_PID/stat" >"$dir/pidstat.after"
+    grep -E '^cpu[0-9]* ' /proc/stat >"$dir/stat.after"
+    stop
+    [ "$rc" = 0 ] || die "dnsperf failed in $dir"
+    python3 scripts/bench/report.py run "$dir" "$server" "$kind" "$round" "$SERVER_CPU"
+}
+
+mkdir -p "$OUT/verify"
+if [ ${#SERVERS[@]} -eq 2 ]; then
+    verify
+else
+    log "--only $ONLY: skipping the equivalence check"
+fi
+
+# Background load on the server CPU with no server running: anything else
+# running there is counted as server time and spoils the per-core figures.
+grep -E '^cpu[0-9]* ' /proc/stat >"$OUT/idle.before"
+sleep 2
+grep -E '^cpu[0-9]* ' /proc/stat >"$OUT/idle.after"
+background=$(python3 -c "
+import sys; sys.path.insert(0, 'scripts/bench'); import report
+b, t = report.share('$OUT', $SERVER_CPU, 'idle.before', 'idle.after'); print(round(100 * b / t))")
+if [ "$background" -gt 10 ]; then
+    log "WARNING: CPU $SERVER_CPU is ${background}% busy with no server running (other processes):"
+    log "WARNING: per-core figures will be wrong; stop other work (builds, tests) and run again"
+fi
+
+for round in $(seq "$ROUNDS"); do
+    order=("${SERVERS[@]}")
+    if [ $((round % 2)) = 0 ] && [ ${#SERVERS[@]} = 2 ]; then order=("${SERVERS[1]}" "${SERVERS[0]}"); fi
+    for kind in sat fixed; do
+        for server in "${order[@]}"; do
+            log "round $round/$ROUNDS: $server, $([ "$kind" = sat ] && echo saturating || echo "$RATE QPS") for ${DURATION}s"
+            measure "$server" "$kind" "$round"
+        done
+    done
+done
+
+python3 scripts/bench/report.py table "$OUT" "$SERVER_CPU" | tee "$OUT/summary.txt"
+log "raw outputs: $OUT"

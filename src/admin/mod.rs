@@ -1,0 +1,316 @@
+//! The admin plane: the admin HTTP listener (`/metrics`, `/healthz`,
+//! `/readyz`, the `/v1` address-map API), its access policy (bearer token,
+//! loopback-only without one) and the persisted address-map changes.
+//!
+//! - [`http`]: sans-IO HTTP/1.1 request parsing and response bytes.
+//! - [`api`]: routes and handlers over a [`api::Backend`].
+//! - [`overlay`]: API changes as data, and their merge over the config.
+//! - [`store`]: the single writer of the served map (reloads and API changes).
+//! - [`persist`]: crash-safe state files (temp, fsync, rename, dir fsync).
+//! - [`health`]: what `/readyz` waits for.
+//! - [`server`]: the listener thread (never on a shard).
+//!
+//! [`start`] wires them to the running process; [`validate`] holds the
+//! config checks of the admin settings.
+
+pub mod api;
+pub mod health;
+pub mod http;
+pub mod overlay;
+pub mod persist;
+pub mod server;
+pub mod store;
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::config::{Config, Problem, ServerConfig};
+use crate::shard::control::{self, Command, Controller};
+use crate::shard::state::{ReloadOutcome, Shared};
+
+use api::{Backend, Readiness, Reloaded};
+use overlay::{Change, Overlay};
+use store::{Applied, Refused};
+
+/// Shortest accepted admin token.
+pub const MIN_TOKEN_LEN: usize = 16;
+
+/// Config checks of the admin settings (part of `config::validate`).
+pub fn validate(server: &ServerConfig) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let mut problem = |key: &str, message: String| {
+        problems.push(Problem {
+            line: None,
+            key: key.to_owned(),
+            message,
+        })
+    };
+    if server.admin_token.is_some() && server.admin_token_file.is_some() {
+        problem(
+            "server.admin_token_file",
+            "set either server.admin_token or server.admin_token_file, not both".into(),
+        );
+    }
+    if let Some(token) = &server.admin_token {
+        if token.trim().len() < MIN_TOKEN_LEN || token.trim() != token {
+            problem(
+                "server.admin_token",
+                format!(
+                    "the admin token must be at least {MIN_TOKEN_LEN} characters without surrounding spaces; \
+                     generate one with `openssl rand -hex 24`"
+                ),
+            );
+        }
+    }
+    let has_token = server.admin_token.is_some() || server.admin_token_file.is_some();
+    if !server.admin_listen.ip().is_loopback() && !has_token {
+        problem(
+            "server.admin_listen",
+            format!(
+                "{} is not a loopback address and no admin token is set: anyone who reaches it could change \
+                 the address map. Set server.admin_token (or admin_token_file), or bind to 127.0.0.1",
+                server.admin_listen
+            ),
+        );
+    }
+    problems
+}
+
+/// The state directory: `server.state_dir` (relative to `base_dir`), else
+/// `$STATE_DIRECTORY` (systemd), else `./shardgate-state`.
+pub fn state_dir(server: &ServerConfig, base_dir: &Path) -> PathBuf {
+    if let Some(dir) = &server.state_dir {
+        return base_dir.join(dir);
+    }
+    if let Some(dir) = std::env::var_os("STATE_DIRECTORY") {
+        // systemd may list several, separated by ':'; the first is ours.
+        let first = dir.to_string_lossy().split(':').next().unwrap_or("").to_owned();
+        if !first.is_empty() {
+            return PathBuf::from(first);
+        }
+    }
+    PathBuf::from("shardgate-state")
+}
+
+/// The admin token from the config (inline or file), if any.
+pub fn load_token(server: &ServerConfig, base_dir: &Path) -> anyhow::Result<Option<String>> {
+    if let Some(t) = &server.admin_token {
+        return Ok(Some(t.clone()));
+    }
+    let Some(file) = &server.admin_token_file else {
+        return Ok(None);
+    };
+    let path = base_dir.join(file);
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot read server.admin_token_file {}: {e}; check the path and that shardgate may read it",
+            path.display()
+        )
+    })?;
+    let token = text.lines().next().unwrap_or("").trim().to_owned();
+    if token.len() < MIN_TOKEN_LEN {
+        anyhow::bail!(
+            "the admin token in {} is shorter than {MIN_TOKEN_LEN} characters; put a longer one on its first line \
+             (e.g. `openssl rand -hex 24 > {}`)",
+            path.display(),
+            path.display()
+        );
+    }
+    Ok(Some(token))
+}
+
+/// Bind the admin listener. Refuses a non-loopback address without a token
+/// (also checked by `check-config`; checked again here because a token file
+/// is only read at start).
+pub fn bind(addr: SocketAddr, token: Option<&str>) -> anyhow::Result<TcpListener> {
+    if !addr.ip().is_loopback() && token.is_none() {
+        anyhow::bail!(
+            "refusing to bind the admin listener to {addr} without an admin token: set server.admin_token \
+             (or admin_token_file), or use a loopback address such as 127.0.0.1:{}",
+            addr.port()
+        );
+    }
+    TcpListener::bind(addr).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot bind the admin listener to {addr}: {e}; choose a free port with server.admin_listen"
+        )
+    })
+}
+
+/// What start-up prepared for the admin plane before the shards start.
+pub struct Prepared {
+    listener: TcpListener,
+    token: Option<String>,
+    health: &'static health::Health,
+}
+
+/// Why start-up preparation failed.
+pub enum PrepareError {
+    /// The persisted API changes do not fit the configuration.
+    Config(Vec<Problem>),
+    Other(anyhow::Error),
+}
+
+/// Start-up, before the shards: install the metrics recorder, open the
+/// state directory and merge the persisted API changes over `loaded`, read
+/// the admin token, bind the admin listener (so a bad address stops
+/// start-up). Returns what to serve, the map store, and what
+/// [`Prepared::start`] needs once the shards' controller exists.
+pub fn prepare(
+    loaded: crate::config::Loaded,
+    base_dir: &Path,
+    shards: usize,
+) -> Result<(crate::config::Loaded, store::MapStore, Prepared), PrepareError> {
+    let server = loaded.config.server.clone();
+    crate::metrics::install(server.metrics).map_err(|e| PrepareError::Other(anyhow::anyhow!(e)))?;
+    let dir = state_dir(&server, base_dir);
+    let (store, loaded) = store::MapStore::open(&dir, loaded, base_dir).map_err(|e| match e {
+        store::OpenError::Invalid(problems) => PrepareError::Config(problems),
+        store::OpenError::State(m) => PrepareError::Other(anyhow::anyhow!(m)),
+    })?;
+    let token = load_token(&server, base_dir).map_err(PrepareError::Other)?;
+    let listener = bind(server.admin_listen, token.as_deref()).map_err(PrepareError::Other)?;
+    let health = health::init(shards);
+    Ok((loaded, store, Prepared { listener, token, health }))
+}
+
+impl Prepared {
+    /// The health record shards report to (`set_shard_serving`).
+    pub fn health(&self) -> &'static health::Health {
+        self.health
+    }
+
+    /// Start serving the admin listener; returns its address.
+    pub fn start(self, shared: Arc<Shared>, ctl: Arc<Controller>) -> anyhow::Result<SocketAddr> {
+        start(self.listener, self.token, shared, ctl, self.health)
+    }
+}
+
+/// Start the admin listener for the running process. Returns the bound
+/// address. Call after the metrics recorder is installed.
+pub fn start(
+    listener: TcpListener,
+    token: Option<String>,
+    shared: Arc<Shared>,
+    ctl: Arc<Controller>,
+    health: &'static health::Health,
+) -> anyhow::Result<SocketAddr> {
+    crate::metrics::register_process_series();
+    crate::metrics::set_map_version(shared.version());
+    let backend = Arc::new(RuntimeBackend { shared, ctl, health });
+    let addr = server::spawn(listener, backend, token)
+        .map_err(|e| anyhow::anyhow!("cannot start the admin listener thread: {e}"))?;
+    // Exporter housekeeping, off the shards.
+    std::thread::Builder::new()
+        .name("metrics-upkeep".into())
+        .spawn(|| loop {
+            std::thread::sleep(std::time::Duration::from_secs(5));
+            if let Some(r) = crate::metrics::global() {
+                r.run_upkeep();
+            }
+        })
+        .map_err(|e| anyhow::anyhow!("cannot start the metrics upkeep thread: {e}"))?;
+    Ok(addr)
+}
+
+/// The running process as the admin API sees it.
+struct RuntimeBackend {
+    shared: Arc<Shared>,
+    ctl: Arc<Controller>,
+    health: &'static health::Health,
+}
+
+impl Backend for RuntimeBackend {
+    fn metrics(&self) -> String {
+        crate::metrics::global()
+            .map(|r| r.render())
+            .unwrap_or_default()
+    }
+
+    fn readiness(&self) -> Readiness {
+        Readiness {
+            waiting_for: self.health.waiting_for(),
+        }
+    }
+
+    fn map(&self) -> (Config, Overlay, u64, Option<String>) {
+        let (config, overlay) = self.shared.map_store.snapshot();
+        let file = self
+            .shared
+            .map_store
+            .state_file()
+            .map(|p| p.display().to_string());
+        (config, overlay, self.shared.version(), file)
+    }
+
+    fn change(&self, changes: &[Change]) -> Result<Applied, Refused> {
+        let base_dir = self.shared.base_dir();
+        let applied = self.shared.map_store.change(changes, &base_dir, |loaded| {
+            self.shared.publish(loaded.map, loaded.config.dns)
+        })?;
+        if let Some(version) = applied.version {
+            self.ctl.broadcast(Command::Refresh);
+            crate::metrics::set_map_version(version);
+            tracing::info!(
+                "admin API: {} change(s) applied; serving address map version {version}",
+                changes.len()
+            );
+        }
+        Ok(applied)
+    }
+
+    fn reload(&self) -> Reloaded {
+        match control::reload(&self.shared, &self.ctl, "api") {
+            ReloadOutcome::Swapped { version } => Reloaded::Swapped { version },
+            ReloadOutcome::NothingToReload => Reloaded::NothingToReload,
+            ReloadOutcome::Rejected(problems) => Reloaded::Rejected(problems),
+        }
+    }
+
+    fn version(&self) -> u64 {
+        self.shared.version()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn non_loopback_admin_needs_a_token() {
+        let mut s = ServerConfig::default();
+        assert!(validate(&s).is_empty());
+        s.admin_listen = "0.0.0.0:9353".parse().unwrap();
+        let p = validate(&s);
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].key, "server.admin_listen");
+        assert!(p[0].message.contains("admin token"));
+        assert!(bind(s.admin_listen, None).is_err());
+        s.admin_token = Some("short".into());
+        assert_eq!(validate(&s)[0].key, "server.admin_token");
+        s.admin_token = Some("0123456789abcdef0123".into());
+        assert!(validate(&s).is_empty());
+        s.admin_token_file = Some("t".into());
+        assert_eq!(validate(&s)[0].key, "server.admin_token_file");
+    }
+
+    #[test]
+    fn token_file_and_state_dir_resolve_against_the_config_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("tok"), "0123456789abcdef0123\nignored\n").unwrap();
+        let mut s = ServerConfig {
+            admin_token_file: Some("tok".into()),
+            ..ServerConfig::default()
+        };
+        assert_eq!(load_token(&s, dir.path()).unwrap().as_deref(), Some("0123456789abcdef0123"));
+        std::fs::write(dir.path().join("tok"), "short\n").unwrap();
+        assert!(load_token(&s, dir.path()).is_err());
+        s.admin_token_file = Some("missing".into());
+        assert!(load_token(&s, dir.path()).unwrap_err().to_string().contains("missing"));
+        s.state_dir = Some("st".into());
+        assert_eq!(state_dir(&s, dir.path()), dir.path().join("st"));
+        s.state_dir = Some("/abs".into());
+        assert_eq!(state_dir(&s, dir.path()), PathBuf::from("/abs"));
+    }
+}

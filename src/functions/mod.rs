@@ -1,0 +1,24 @@
+//! Serverless WebAssembly functions with arenas recycled by pointer swap.
+//!
+//! The node compiles every function once ([`FunctionNode`]: engine with a
+//! pooling allocator, on-disk artifact cache, epoch ticker); each shard keeps
+//! a ring of ready instances per function ([`FunctionShard`]) and invokes a
+//! never-used instance for every request, releasing and refilling in a
+//! low-priority task. Surfaces: UDP frames ([`frame`]) and HTTP/1.1
+//! ([`http`]), served by [`server`]; [`client`] is `shardgate invoke`.
+
+pub mod arena;
+pub mod compile;
+pub mod config;
+pub mod frame;
+pub mod http;
+pub mod node;
+pub mod outcome;
+pub mod shard;
+
+pub use arena::{Ring, StatsSnapshot};
+pub use compile::{ArtifactSource, LoadedFunction};
+pub use config::{FunctionConfig, FunctionSpec, FunctionsConfig, Limits, LimitsConfig};
+pub use node::{FunctionNode, LoadFailure};
+pub use outcome::{InvokeError, Status};
+pub use shard::{FunctionShard, Lookup};

@@ -1,0 +1,181 @@
+//! The per-shard part of the function service: one arena ring per function,
+//! name lookup, the invocation entry point used by both surfaces, and the
+//! low-priority upkeep task that releases used instances and refills rings.
+
+use std::cell::{Cell, RefCell};
+use std::future::poll_fn;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Poll, Waker};
+
+use super::arena::{Ring, StatsSnapshot};
+use super::compile::LoadedFunction;
+use super::node::FunctionNode;
+use super::outcome::InvokeError;
+
+/// Wakes the upkeep task from the request path (single-threaded, no locks).
+#[derive(Default)]
+struct LocalNotify {
+    pending: Cell<bool>,
+    waker: Cell<Option<Waker>>,
+}
+
+impl LocalNotify {
+    fn notify(&self) {
+        self.pending.set(true);
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+
+    async fn wait(&self) {
+        poll_fn(|cx| {
+            if self.pending.replace(false) {
+                Poll::Ready(())
+            } else {
+                self.waker.set(Some(cx.waker().clone()));
+                Poll::Pending
+            }
+        })
+        .await
+    }
+}
+
+/// Result of looking a function up by name.
+pub enum Lookup<'a> {
+    /// Index for [`FunctionShard::invoke_index`] and the function.
+    Found(usize, &'a Arc<LoadedFunction>),
+    /// Configured but failed to load: the reason.
+    Failed(&'a str),
+    NotFound,
+}
+
+/// One shard's function service state. Build one per shard with
+/// [`FunctionShard::new`], share it as `Rc` between the servers and the
+/// upkeep task.
+pub struct FunctionShard {
+    node: Arc<FunctionNode>,
+    /// Parallel to `node.functions()` (sorted by name).
+    rings: Vec<RefCell<Ring>>,
+    upkeep: LocalNotify,
+}
+
+impl FunctionShard {
+    /// One ring per loaded function, filled now.
+    pub fn new(node: &Arc<FunctionNode>) -> FunctionShard {
+        let rings = node
+            .functions()
+            .iter()
+            .map(|f| {
+                let mut ring = Ring::new(f.clone());
+                if let Err(e) = ring.fill() {
+                    tracing::warn!(function = %f.name, "cannot fill the arena ring: {e}; requests will instantiate inline");
+                }
+                RefCell::new(ring)
+            })
+            .collect();
+        FunctionShard {
+            node: node.clone(),
+            rings,
+            upkeep: LocalNotify::default(),
+        }
+    }
+
+    pub fn node(&self) -> &Arc<FunctionNode> {
+        &self.node
+    }
+
+    /// Find a function by its name bytes.
+    pub fn lookup(&self, name: &[u8]) -> Lookup<'_> {
+        let fs = self.node.functions();
+        if let Ok(i) = fs.binary_search_by(|f| f.name.as_bytes().cmp(name)) {
+            return Lookup::Found(i, &fs[i]);
+        }
+        match self.node.failures().iter().find(|f| f.name.as_bytes() == name) {
+            Some(f) => Lookup::Failed(&f.reason),
+            None => Lookup::NotFound,
+        }
+    }
+
+    /// Invoke the function named `name`; the output is appended to `out`.
+    pub fn invoke(&self, name: &[u8], input: &[u8], out: &mut Vec<u8>) -> Result<(), InvokeError> {
+        match self.lookup(name) {
+            Lookup::Found(i, _) => self.invoke_index(i, input, out),
+            Lookup::Failed(why) => Err(InvokeError::Unavailable(format!("failed to load: {why}"))),
+            Lookup::NotFound => Err(InvokeError::NotFound),
+        }
+    }
+
+    /// Invoke the function at `index` (from [`FunctionShard::lookup`]).
+    pub fn invoke_index(&self, index: usize, input: &[u8], out: &mut Vec<u8>) -> Result<(), InvokeError> {
+        let Some(ring) = self.rings.get(index) else {
+            return Err(InvokeError::NotFound);
+        };
+        let r = ring.borrow_mut().invoke(input, out);
+        self.upkeep.notify();
+        r
+    }
+
+    /// Counters per function: (name, snapshot).
+    pub fn stats(&self) -> Vec<(String, StatsSnapshot)> {
+        self.rings
+            .iter()
+            .map(|r| {
+                let r = r.borrow();
+                (r.function().name.clone(), r.stats.snapshot())
+            })
+            .collect()
+    }
+
+    /// All functions' counters added up.
+    pub fn totals(&self) -> StatsSnapshot {
+        let mut t = StatsSnapshot::default();
+        for r in &self.rings {
+            t += r.borrow().stats.snapshot();
+        }
+        t
+    }
+
+    /// Do all pending upkeep now (for callers without an executor, e.g.
+    /// tests and benches). Returns the number of steps done.
+    pub fn upkeep_now(&self) -> usize {
+        let mut steps = 0;
+        for r in &self.rings {
+            while r.borrow_mut().upkeep_step() {
+                steps += 1;
+            }
+        }
+        steps
+    }
+
+    /// The upkeep loop: release used instances and refill rings, one step
+    /// at a time, yielding to requests; sleeps when there is nothing to do.
+    /// Spawn it in a low-priority task queue ([`FunctionShard::spawn_upkeep`]).
+    pub async fn run_upkeep(self: Rc<Self>) {
+        loop {
+            let mut did = false;
+            for r in &self.rings {
+                did |= r.borrow_mut().upkeep_step();
+                glommio::yield_if_needed().await;
+            }
+            if !did {
+                self.upkeep.wait().await;
+            }
+        }
+    }
+
+    /// Spawn [`FunctionShard::run_upkeep`] on the current glommio executor
+    /// in its own `Latency::NotImportant` task queue with a small share, so
+    /// resets never run ahead of requests.
+    pub fn spawn_upkeep(self: &Rc<Self>) -> Result<(), String> {
+        let tq = glommio::executor().create_task_queue(
+            glommio::Shares::Static(100),
+            glommio::Latency::NotImportant,
+            "fn-upkeep",
+        );
+        glommio::spawn_local_into(self.clone().run_upkeep(), tq)
+            .map(|t| t.detach())
+            .map(drop)
+            .map_err(|e| format!("cannot spawn the function upkeep task: {e}"))
+    }
+}

@@ -1,0 +1,544 @@
+//! The datagram load loop of one thread (modes `dns` and `fn-udp`): one
+//! nonblocking UDP socket per source address, each connected to the target;
+//! requests go out in `sendmmsg` batches and replies come in with
+//! `recvmmsg`, each stamped by the kernel on arrival (SO_TIMESTAMPNS) so
+//! latency does not depend on when the loop gets to read. Closed loop keeps
+//! a fixed number of requests outstanding; open loop follows a
+//! [`Schedule`] and measures from the intended send time. Every loop is
+//! bounded: the thread ends at `send_end + timeout` at the latest.
+
+use std::io;
+use std::mem::{size_of, zeroed};
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+use super::codec::{Outcome, UdpCodec};
+use super::inflight::{Finished, Inflight};
+use super::schedule::Schedule;
+use super::stats::Stats;
+use super::sys::{tighten_timer_slack, wait_readable, Clock, Progress, ProgressSnapshot};
+
+/// Datagrams per `sendmmsg`/`recvmmsg` call.
+pub const BATCH: usize = 64;
+/// Receive buffer per datagram; longer replies are judged on their first
+/// bytes (the header is all the codecs need).
+const RECV_LEN: usize = 16 * 1024;
+/// Control buffer per datagram (one SCM_TIMESTAMPNS).
+const CTRL_LEN: usize = 64;
+/// Calls per socket per loop turn, so sends and receives take turns.
+const MAX_ROUNDS: usize = 16;
+/// Longest single wait, so a stop request is seen promptly.
+const MAX_WAIT_NS: u64 = 20_000_000;
+
+/// Event kinds (not tied to one request).
+pub const EV_LATE: &str = "late or duplicate replies (ignored)";
+pub const EV_UNKNOWN: &str = "datagrams that are not replies (ignored)";
+pub const EV_REFUSED: &str = "ICMP port unreachable (target not listening)";
+pub const EV_SEND_ERR: &str = "send errors";
+pub const EV_RECV_ERR: &str = "receive errors";
+pub const EV_NO_ID: &str = "sends delayed: all request ids in flight";
+
+/// How load is offered by one thread.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Load {
+    /// Keep this many requests outstanding.
+    Closed { outstanding: usize },
+    /// Send at this rate (per second), first request at `offset_ns`.
+    Open { rate: f64, offset_ns: u64 },
+}
+
+/// Everything one UDP load thread needs.
+#[derive(Debug, Clone)]
+pub struct UdpPlan {
+    pub target: SocketAddr,
+    /// One socket per source; empty means one socket on the wildcard address.
+    pub sources: Vec<IpAddr>,
+    pub load: Load,
+    /// First request item of this thread (threads start at different lines).
+    pub first_item: usize,
+    pub warmup_ns: u64,
+    pub duration_ns: u64,
+    pub timeout_ns: u64,
+    /// Open loop: at most one wake-up per tick (batching); 0 = every due time.
+    pub tick_ns: u64,
+    pub clock: Clock,
+    pub recv_buffer: usize,
+}
+
+/// Open the sockets of a plan: bound to each source, connected to the target.
+pub fn open_sockets(plan: &UdpPlan) -> Result<Vec<Socket>, String> {
+    let unspecified: IpAddr = match plan.target {
+        SocketAddr::V4(_) => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+        SocketAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+    };
+    let sources = if plan.sources.is_empty() {
+        vec![unspecified]
+    } else {
+        plan.sources.clone()
+    };
+    let mut out = Vec::with_capacity(sources.len());
+    for src in sources {
+        let s = Socket::new(Domain::for_address(plan.target), Type::DGRAM, Some(Protocol::UDP))
+            .map_err(|e| format!("cannot create a UDP socket: {e}"))?;
+        s.set_nonblocking(true)
+            .map_err(|e| format!("cannot make the socket nonblocking: {e}"))?;
+        // Best effort: the kernel caps it at net.core.rmem_max.
+        let _ = s.set_recv_buffer_size(plan.recv_buffer);
+        let _ = s.set_send_buffer_size(plan.recv_buffer);
+        s.bind(&SocketAddr::new(src, 0).into()).map_err(|e| {
+            format!(
+                "cannot bind source address {src}: {e}; a source must be an address of this \
+                 host (on Linux every 127.0.0.0/8 address is)"
+            )
+        })?;
+        s.connect(&plan.target.into())
+            .map_err(|e| format!("cannot connect from {src} to {}: {e}", plan.target))?;
+        enable_rx_timestamps(s.as_raw_fd());
+        out.push(s);
+    }
+    Ok(out)
+}
+
+fn enable_rx_timestamps(fd: RawFd) {
+    let on: libc::c_int = 1;
+    // SAFETY: valid fd and option value; failure only loses kernel stamps.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPNS,
+            &on as *const _ as *const libc::c_void,
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+}
+
+/// Scratch space for one batch of datagrams.
+struct Batch {
+    bufs: Vec<u8>,
+    buf_len: usize,
+    ctrl: Vec<u8>,
+    iovs: Vec<libc::iovec>,
+    hdrs: Vec<libc::mmsghdr>,
+}
+
+impl Batch {
+    fn new(buf_len: usize) -> Batch {
+        Batch {
+            bufs: vec![0u8; buf_len * BATCH],
+            buf_len,
+            ctrl: vec![0u8; CTRL_LEN * BATCH],
+            // SAFETY: iovec and mmsghdr are plain C structs; all-zero is valid.
+            iovs: (0..BATCH).map(|_| unsafe { zeroed() }).collect(),
+            hdrs: (0..BATCH).map(|_| unsafe { zeroed() }).collect(),
+        }
+    }
+
+    fn buf_mut(&mut self, i: usize) -> &mut [u8] {
+        &mut self.bufs[i * self.buf_len..(i + 1) * self.buf_len]
+    }
+
+    fn buf(&self, i: usize, len: usize) -> &[u8] {
+        &self.bufs[i * self.buf_len..i * self.buf_len + len.min(self.buf_len)]
+    }
+
+    /// Point header `i` at buffer `i` (`len` bytes) and, for receives, at
+    /// its control buffer.
+    fn prepare(&mut self, i: usize, len: usize, with_ctrl: bool) {
+        let base = self.bufs.as_mut_ptr();
+        let ctrl = self.ctrl.as_mut_ptr();
+        self.iovs[i] = libc::iovec {
+            // SAFETY: i < BATCH, so the offset is inside `bufs`.
+            iov_base: unsafe { base.add(i * self.buf_len) } as *mut libc::c_void,
+            iov_len: len,
+        };
+        let h = &mut self.hdrs[i].msg_hdr;
+        h.msg_name = std::ptr::null_mut();
+        h.msg_namelen = 0;
+        h.msg_iov = &mut self.iovs[i];
+        h.msg_iovlen = 1;
+        if with_ctrl {
+            // SAFETY: i < BATCH, so the offset is inside `ctrl`.
+            h.msg_control = unsafe { ctrl.add(i * CTRL_LEN) } as *mut libc::c_void;
+            h.msg_controllen = CTRL_LEN as _;
+        } else {
+            h.msg_control = std::ptr::null_mut();
+            h.msg_controllen = 0;
+        }
+        h.msg_flags = 0;
+        self.hdrs[i].msg_len = 0;
+    }
+
+    /// Kernel receive time of datagram `i`, realtime ns, if stamped.
+    fn rx_stamp(&self, i: usize) -> Option<u64> {
+        let h = &self.hdrs[i].msg_hdr;
+        if h.msg_controllen == 0 {
+            return None;
+        }
+        // SAFETY: the kernel filled msg_control/msg_controllen; the CMSG
+        // macros stay within msg_controllen.
+        unsafe {
+            let mut c = libc::CMSG_FIRSTHDR(h);
+            while !c.is_null() {
+                if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
+                    let ts: libc::timespec =
+                        std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::timespec);
+                    return Some(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64);
+                }
+                c = libc::CMSG_NXTHDR(h, c);
+            }
+        }
+        None
+    }
+}
+
+fn errno() -> i32 {
+    io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+/// One thread's state while the run lasts.
+struct Run<'a, C: UdpCodec> {
+    codec: &'a C,
+    plan: &'a UdpPlan,
+    socks: Vec<Socket>,
+    fds: Vec<RawFd>,
+    inflight: Vec<Inflight>,
+    stats: Stats,
+    raw: ProgressSnapshot,
+    next_item: usize,
+    next_sock: usize,
+    send: Batch,
+    recv: Batch,
+}
+
+impl<C: UdpCodec> Run<'_, C> {
+    fn in_flight(&self) -> usize {
+        self.inflight.iter().map(Inflight::len).sum()
+    }
+
+    /// Drain every socket (bounded); returns datagrams read and whether a
+    /// socket may still hold more.
+    fn receive(&mut self) -> (usize, bool) {
+        let mut total = 0;
+        let mut more = false;
+        for s in 0..self.socks.len() {
+            let mut rounds = 0;
+            loop {
+                if rounds == MAX_ROUNDS {
+                    more = true;
+                    break;
+                }
+                rounds += 1;
+                for i in 0..BATCH {
+                    self.recv.prepare(i, RECV_LEN, true);
+                }
+                // SAFETY: hdrs holds BATCH headers pointing into live buffers.
+                let n = unsafe {
+                    libc::recvmmsg(
+                        self.fds[s],
+                        self.recv.hdrs.as_mut_ptr(),
+                        BATCH as libc::c_uint,
+                        libc::MSG_DONTWAIT,
+                        std::ptr::null_mut(),
+                    )
+                };
+                if n < 0 {
+                    match errno() {
+                        libc::EAGAIN | libc::EINTR => {}
+                        libc::ECONNREFUSED => {
+                            self.stats.event(EV_REFUSED);
+                            continue;
+                        }
+                        _ => self.stats.event(EV_RECV_ERR),
+                    }
+                    break;
+                }
+                let n = n as usize;
+                let fallback = self.plan.clock.now();
+                for i in 0..n {
+                    let len = self.recv.hdrs[i].msg_len as usize;
+                    let at = self
+                        .recv
+                        .rx_stamp(i)
+                        .map(|t| self.plan.clock.from_realtime(t))
+                        .unwrap_or(fallback);
+                    self.on_reply(s, i, len, at);
+                }
+                total += n;
+                if n < BATCH {
+                    break;
+                }
+            }
+        }
+        (total, more)
+    }
+
+    fn on_reply(&mut self, s: usize, i: usize, len: usize, at: u64) {
+        let reply = self.recv.buf(i, len);
+        let Some(id) = self.codec.reply_id(reply) else {
+            self.stats.event(EV_UNKNOWN);
+            return;
+        };
+        let Some(f) = self.inflight[s].finish(id) else {
+            self.stats.event(EV_LATE);
+            return;
+        };
+        let outcome = self.codec.classify(f.item, reply);
+        let latency = at.saturating_sub(f.intended_ns);
+        match outcome {
+            Outcome::Ok => {
+                self.raw.ok += 1;
+                if f.measured {
+                    self.stats.record_ok(latency);
+                }
+            }
+            Outcome::Error(kind) => {
+                self.raw.errors += 1;
+                if f.measured {
+                    self.stats.record_error(kind, latency);
+                }
+            }
+        }
+    }
+
+    fn expire(&mut self, now: u64) {
+        let Some(before) = now.checked_sub(self.plan.timeout_ns) else {
+            return;
+        };
+        for t in &mut self.inflight {
+            let stats = &mut self.stats;
+            let raw = &mut self.raw;
+            t.expire(before, |f: Finished| {
+                raw.lost += 1;
+                if f.measured {
+                    stats.lost += 1;
+                }
+            });
+        }
+    }
+
+    /// Send up to `want` requests; `intended(j)` gives the intended time of
+    /// the j-th of them (closed loop: the send time). Returns how many left.
+    fn send(&mut self, want: usize, intended: impl Fn(usize) -> u64) -> usize {
+        let mut sent = 0;
+        let nsocks = self.socks.len();
+        let mut rounds = 0;
+        let mut exhausted = 0;
+        while sent < want && rounds < MAX_ROUNDS * nsocks && exhausted < nsocks {
+            rounds += 1;
+            let s = self.next_sock;
+            self.next_sock = (self.next_sock + 1) % nsocks;
+            let chunk = (want - sent).min(BATCH);
+            let now = self.plan.clock.now();
+            let mut ids = [0u32; BATCH];
+            let mut m = 0;
+            while m < chunk {
+                let item = self.next_item;
+                let when = intended(sent + m).min(now);
+                let measured = when >= self.plan.warmup_ns;
+                let Some(id) = self.inflight[s].start(item, when, now, measured) else {
+                    break;
+                };
+                ids[m] = id;
+                let buf = self.send.buf_mut(m);
+                let len = self.codec.encode(item, id, buf);
+                self.send.prepare(m, len, false);
+                self.next_item = (item + 1) % self.codec.items();
+                m += 1;
+            }
+            if m == 0 {
+                exhausted += 1;
+                self.stats.event(EV_NO_ID);
+                continue;
+            }
+            // SAFETY: the first m headers point into live buffers.
+            let r = unsafe {
+                libc::sendmmsg(
+                    self.fds[s],
+                    self.send.hdrs.as_mut_ptr(),
+                    m as libc::c_uint,
+                    0,
+                )
+            };
+            let done = if r < 0 {
+                match errno() {
+                    libc::EAGAIN | libc::ENOBUFS | libc::EINTR => {}
+                    libc::ECONNREFUSED => self.stats.event(EV_REFUSED),
+                    _ => self.stats.event(EV_SEND_ERR),
+                }
+                0
+            } else {
+                r as usize
+            };
+            // Unsent tail: give the ids back and rewind the item cursor.
+            for &id in ids[done..m].iter().rev() {
+                if let Some(f) = self.inflight[s].cancel(id) {
+                    self.next_item = f.item;
+                }
+            }
+            for j in 0..done {
+                if intended(sent + j).min(now) >= self.plan.warmup_ns {
+                    self.stats.sent += 1;
+                }
+            }
+            self.raw.sent += done as u64;
+            sent += done;
+            if done < m {
+                break;
+            }
+        }
+        sent
+    }
+}
+
+/// Run one UDP load thread until its plan ends or `stop` is set.
+pub fn run_thread<C: UdpCodec>(
+    codec: &C,
+    plan: &UdpPlan,
+    progress: &Progress,
+    stop: &AtomicBool,
+) -> Result<Stats, String> {
+    if codec.items() == 0 {
+        return Err("nothing to send: no requests".into());
+    }
+    let socks = open_sockets(plan)?;
+    let fds: Vec<RawFd> = socks.iter().map(|s| s.as_raw_fd()).collect();
+    let inflight = socks.iter().map(|_| Inflight::new(codec.id_space())).collect();
+    let mut run = Run {
+        codec,
+        plan,
+        fds,
+        socks,
+        inflight,
+        stats: Stats::default(),
+        raw: ProgressSnapshot::default(),
+        next_item: plan.first_item % codec.items(),
+        next_sock: 0,
+        send: Batch::new(codec.max_request_len().max(1)),
+        recv: Batch::new(RECV_LEN),
+    };
+    tighten_timer_slack();
+    let send_end = plan.warmup_ns + plan.duration_ns;
+    let hard_end = send_end + plan.timeout_ns;
+    let schedule = match plan.load {
+        Load::Open { rate, offset_ns } => Some(Schedule::new(offset_ns, send_end, rate)),
+        Load::Closed { .. } => None,
+    };
+    let mut k: u64 = 0; // open loop: requests of the schedule sent so far
+    let mut last_wake = 0u64;
+    plan.clock.wait_for_start();
+    loop {
+        let now = plan.clock.now();
+        let stopping = stop.load(Ordering::Relaxed);
+        if now >= hard_end || (stopping && run.in_flight() == 0) {
+            break;
+        }
+        let (_, more) = run.receive();
+        run.expire(plan.clock.now());
+        let now = plan.clock.now();
+        let sending = now < send_end && !stopping;
+        if sending {
+            match (plan.load, &schedule) {
+                (Load::Open { .. }, Some(sched)) => {
+                    let due = sched.due(now);
+                    if due > k {
+                        let want = (due - k).min((BATCH * MAX_ROUNDS) as u64) as usize;
+                        let base = k;
+                        let n = run.send(want, |j| sched.intended(base + j as u64));
+                        k += n as u64;
+                    }
+                }
+                (Load::Closed { outstanding }, _) => {
+                    let inflight = run.in_flight();
+                    if inflight < outstanding {
+                        let t = plan.clock.now();
+                        run.send(outstanding - inflight, |_| t);
+                    }
+                }
+                _ => {}
+            }
+        } else if run.in_flight() == 0 {
+            break;
+        }
+        run.progress_publish(progress);
+        if more {
+            continue;
+        }
+        // Wait for the next thing to do.
+        let now = plan.clock.now();
+        let mut wake = hard_end;
+        if let Some(oldest) = run.inflight.iter_mut().filter_map(|t| t.oldest_sent_ns()).min() {
+            wake = wake.min(oldest + plan.timeout_ns);
+        }
+        let mut want_replies = true;
+        if sending {
+            wake = wake.min(send_end);
+            if let (Load::Open { .. }, Some(sched)) = (plan.load, &schedule) {
+                if k < sched.total() {
+                    let next = sched.intended(k).max(last_wake + plan.tick_ns);
+                    wake = wake.min(next);
+                    // Replies carry kernel stamps: no need to wake for them
+                    // between sends.
+                    want_replies = false;
+                }
+            }
+        }
+        if wake > now {
+            let fds: &[RawFd] = if want_replies { &run.fds } else { &[] };
+            wait_readable(fds, (wake - now).min(MAX_WAIT_NS));
+        }
+        last_wake = plan.clock.now();
+    }
+    // Whatever is still waiting after the timeout is lost.
+    let end = plan.clock.now().max(hard_end);
+    run.expire(end);
+    if let Some(sched) = &schedule {
+        run.stats.unsent += unsent_in_window(sched, k, plan.warmup_ns);
+    }
+    run.progress_publish(progress);
+    Ok(run.stats)
+}
+
+impl<C: UdpCodec> Run<'_, C> {
+    fn progress_publish(&self, p: &Progress) {
+        p.publish(self.raw);
+    }
+}
+
+/// Requests of the schedule from index `k` on whose intended time falls in
+/// the measured window (at or after `warmup_ns`).
+pub fn unsent_in_window(sched: &Schedule, k: u64, warmup_ns: u64) -> u64 {
+    let total = sched.total();
+    if k >= total {
+        return 0;
+    }
+    // First index at or after the warm-up, found by bisection (bounded).
+    let (mut lo, mut hi) = (0u64, total);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if sched.intended(mid) < warmup_ns {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    total - k.max(lo)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unsent_counts_only_the_measured_window() {
+        let s = Schedule::new(0, 1_000_000_000, 100.0); // 100 requests, 10 ms apart
+        assert_eq!(unsent_in_window(&s, 100, 0), 0);
+        assert_eq!(unsent_in_window(&s, 90, 0), 10);
+        // Warm-up is the first 500 ms: requests 0..50 never count.
+        assert_eq!(unsent_in_window(&s, 10, 500_000_000), 50);
+        assert_eq!(unsent_in_window(&s, 60, 500_000_000), 40);
+    }
+}

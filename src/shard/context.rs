@@ -1,0 +1,108 @@
+//! The per-shard context: everything one shard owns (its index and CPU, its
+//! handle to the served address map, its counters, its stop signal, the gate
+//! its connection tasks run under, its background task queue).
+//!
+//! Shard-local by construction (`Rc`, `Cell`, `RefCell`): handed to every
+//! task of the shard, never to another thread. New per-shard state for new
+//! services (e.g. function arenas) belongs here too.
+
+use std::cell::{Cell, RefCell};
+use std::sync::Arc;
+use std::time::Duration;
+
+use glommio::sync::Gate;
+use glommio::TaskQueueHandle;
+
+use super::state::{Served, Shared};
+use super::stats::ShardStats;
+use crate::metrics::shard::ShardMetrics;
+use super::stop::StopSignal;
+
+/// One shard's state.
+pub struct ShardCtx {
+    /// 0-based shard number (also the slot on the stats board).
+    pub index: usize,
+    /// The CPU this shard's executor is pinned to.
+    pub cpu: Option<usize>,
+    pub shared: Arc<Shared>,
+    served: RefCell<Arc<Served>>,
+    seen_version: Cell<u64>,
+    pub stats: ShardStats,
+    /// This shard's metric handles and latency histograms (crate::metrics).
+    pub metrics: ShardMetrics,
+    /// Stop accepting / serving new work.
+    pub stop: StopSignal,
+    /// Tasks that must finish before the shard exits (in-flight TCP work).
+    pub gate: Gate,
+    /// Low-priority queue for upkeep (stats publishing, later resets/warm-ups).
+    pub background: TaskQueueHandle,
+}
+
+impl ShardCtx {
+    pub fn new(index: usize, cpu: Option<usize>, shared: Arc<Shared>, background: TaskQueueHandle) -> ShardCtx {
+        let served = shared.current();
+        let stats = ShardStats::default();
+        stats.reloaded(served.version);
+        ShardCtx {
+            index,
+            cpu,
+            seen_version: Cell::new(served.version),
+            served: RefCell::new(served),
+            shared,
+            stats,
+            metrics: {
+                let m = ShardMetrics::register(index);
+                m.set_up(true);
+                m
+            },
+            stop: StopSignal::new(),
+            gate: Gate::new(),
+            background,
+        }
+    }
+
+    /// Pick up a new generation of the served map if one was published.
+    /// One atomic load when nothing changed; call once per receive batch.
+    #[inline]
+    pub fn refresh(&self) {
+        if self.shared.version() != self.seen_version.get() {
+            self.swap_in();
+        }
+    }
+
+    #[cold]
+    fn swap_in(&self) {
+        let next = self.shared.current();
+        self.seen_version.set(next.version);
+        self.stats.reloaded(next.version);
+        tracing::debug!(shard = self.index, version = next.version, "shard serves new map");
+        *self.served.borrow_mut() = next;
+    }
+
+    /// Run `f` on the current generation. `f` is synchronous, so no borrow
+    /// outlives an await point and a refresh can never observe one.
+    #[inline]
+    pub fn with_served<R>(&self, f: impl FnOnce(&Served) -> R) -> R {
+        f(&self.served.borrow())
+    }
+
+    /// The version this shard currently serves.
+    pub fn served_version(&self) -> u64 {
+        self.seen_version.get()
+    }
+
+    /// Publish this shard's counters to the stats board.
+    pub fn publish_stats(&self) {
+        let snapshot = self.stats.snapshot();
+        if self.metrics.enabled() {
+            self.metrics.publish_dns(&snapshot);
+            self.metrics.publish_latency();
+        }
+        self.shared.stats.publish(self.index, snapshot);
+    }
+
+    /// The shutdown grace period (fixed at start).
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.shared.startup.server.shutdown_grace_ms)
+    }
+}

@@ -1,0 +1,375 @@
+//! Start-up and shutdown of the shard pool: load the configuration, pick the
+//! shard count, check the locked-memory limit, start one pinned glommio
+//! executor per shard, wait until every shard has bound its sockets (or
+//! report the first failure and stop the rest), serve until a stop signal,
+//! and log the final counters.
+
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context as _};
+use futures_lite::future;
+use glommio::{Latency, LocalExecutorPoolBuilder, PoolPlacement, Shares};
+
+use crate::config::{self, Problem};
+
+use super::context::ShardCtx;
+use super::control::{self, Command, Controller};
+use super::services;
+use super::sockets;
+use super::state::{ConfigSource, Shared};
+use super::stats::Proto;
+
+/// glommio refuses to start below this locked-memory limit.
+const MIN_MEMLOCK: u64 = 512 * 1024;
+/// How often shards publish their counters to the stats board.
+const STATS_PUBLISH_EVERY: Duration = Duration::from_secs(1);
+
+/// What `shardgate run` was asked to do.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Config file; `None` = the embedded default.
+    pub config: Option<PathBuf>,
+    /// Shard count override (`--shards`).
+    pub shards: Option<usize>,
+}
+
+/// Why `run` failed.
+#[derive(Debug)]
+pub enum RunError {
+    /// The configuration is invalid; `source` names it for messages.
+    Config { source: String, problems: Vec<Problem> },
+    /// Anything else that stopped start-up or serving.
+    Runtime(anyhow::Error),
+}
+
+impl From<anyhow::Error> for RunError {
+    fn from(e: anyhow::Error) -> Self {
+        RunError::Runtime(e)
+    }
+}
+
+/// A shard's start-up report to the main thread.
+enum Startup {
+    Ready { index: usize, cpu: Option<usize> },
+    Failed { index: usize, error: String },
+}
+
+/// Run shardgate until SIGTERM/SIGINT. Returns after every shard has stopped.
+pub fn run(opts: RunOptions) -> Result<(), RunError> {
+    let (loaded, source) = match &opts.config {
+        Some(path) => (
+            config::load_file(path).map_err(|problems| RunError::Config {
+                source: path.display().to_string(),
+                problems,
+            })?,
+            ConfigSource::File(path.clone()),
+        ),
+        None => (
+            config::load_embedded().map_err(|problems| RunError::Config {
+                source: "<embedded default>".into(),
+                problems,
+            })?,
+            ConfigSource::Embedded,
+        ),
+    };
+    let online = online_cpus();
+    let n = match opts.shards.or(Some(loaded.config.server.shards).filter(|&s| s > 0)) {
+        Some(n) => n,
+        None => online,
+    };
+    if n == 0 || n > online {
+        return Err(anyhow!(
+            "cannot run {n} shards on {online} online CPU(s): use --shards (or server.shards) between 1 and {online}"
+        )
+        .into());
+    }
+    let io_memory_kib = loaded.config.server.io_memory_kib;
+    check_memlock(n, io_memory_kib)?;
+    let listen = loaded.config.dns.listen.clone();
+
+    // Admin plane: metrics recorder, persisted API map changes merged over
+    // the config, admin token and listener (bound now so a bad address stops
+    // start-up).
+    let (loaded, map_store, admin) =
+        crate::admin::prepare(loaded, &source.base_dir(), n).map_err(|e| match e {
+            crate::admin::PrepareError::Config(problems) => RunError::Config {
+                source: source_name(&source),
+                problems,
+            },
+            crate::admin::PrepareError::Other(e) => RunError::Runtime(e),
+        })?;
+    let health = admin.health();
+    let shared = Arc::new(Shared::new(loaded, source.clone(), n).with_map_store(map_store));
+    let (ctl, shard_fds) = Controller::new(n).context("cannot create shard control channels")?;
+    let ctl = Arc::new(ctl);
+    let admin_addr = admin.start(shared.clone(), ctl.clone())?;
+    tracing::info!("admin listener on http://{admin_addr} (/metrics, /healthz, /readyz, /v1/views)");
+    control::spawn_signal_thread(shared.clone(), ctl.clone()).context("cannot install signal handlers")?;
+
+    let (ready_tx, ready_rx) = mpsc::channel::<Startup>();
+    let boot = Boot {
+        shared: shared.clone(),
+        next_index: Arc::new(AtomicUsize::new(0)),
+        control_fds: Arc::new(Mutex::new(shard_fds.into_iter().map(Some).collect())),
+        ready: ready_tx,
+    };
+    let started = Instant::now();
+    let pool = LocalExecutorPoolBuilder::new(PoolPlacement::MaxSpread(n, None))
+        .name("shard")
+        .io_memory(io_memory_kib * 1024)
+        // Unpinned blocking threads: the default pins every shard's blocking
+        // thread to the first CPU.
+        .blocking_thread_pool_placement(PoolPlacement::Unbound(1))
+        .on_all_shards(move || shard_main(boot))
+        .map_err(|e| anyhow!("cannot start {n} shard executors: {e}. {}", memlock_hint(io_memory_kib)))?;
+
+    // Wait until every shard has bound its sockets, or one failed.
+    let mut ready = 0;
+    let mut failure: Option<String> = None;
+    while ready < n && failure.is_none() {
+        match ready_rx.recv_timeout(Duration::from_millis(50)) {
+            Ok(Startup::Ready { index, cpu }) => {
+                tracing::debug!(shard = index, ?cpu, "shard ready");
+                health.set_shard_serving(index, true);
+                ready += 1;
+            }
+            Ok(Startup::Failed { index, error }) => failure = Some(format!("shard {index}: {error}")),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if pool.handles().iter().any(|h| h.is_finished()) {
+                    failure = Some(format!(
+                        "a shard executor exited during start-up. {}",
+                        memlock_hint(io_memory_kib)
+                    ));
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                failure = Some("every shard exited during start-up".into());
+            }
+        }
+    }
+    if let Some(failure) = failure {
+        ctl.broadcast(Command::Terminate);
+        let errors: Vec<String> = pool
+            .join_all()
+            .into_iter()
+            .filter_map(|r| match r {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(e),
+                Err(e) => Some(format!("{e}. {}", memlock_hint(io_memory_kib))),
+            })
+            .collect();
+        for e in &errors {
+            tracing::debug!("shard stopped: {e}");
+        }
+        return Err(anyhow!("start-up failed: {failure}").into());
+    }
+    crate::notify::ready();
+    tracing::info!(
+        "shardgate serving DNS on {} with {n} shard(s) ({} KiB io_memory each, config {}, started in {} ms)",
+        listen.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", "),
+        io_memory_kib,
+        match &source {
+            ConfigSource::Embedded => "<embedded default>".to_string(),
+            ConfigSource::File(p) => p.display().to_string(),
+        },
+        started.elapsed().as_millis()
+    );
+
+    let mut errors = Vec::new();
+    for r in pool.join_all() {
+        match r {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => errors.push(e),
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    let t = shared.stats.totals();
+    tracing::info!(
+        udp_answered = t.answered_total(Proto::Udp),
+        tcp_answered = t.answered_total(Proto::Tcp),
+        dropped = t.dropped_total(),
+        tcp_accepted = t.tcp_accepted,
+        tcp_refused = t.tcp_refused,
+        map_version = t.map_version,
+        "stopped"
+    );
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(anyhow!("shard(s) failed: {}", errors.join("; ")).into())
+    }
+}
+
+/// What every shard closure captures.
+#[derive(Clone)]
+struct Boot {
+    shared: Arc<Shared>,
+    next_index: Arc<AtomicUsize>,
+    control_fds: Arc<Mutex<Vec<Option<OwnedFd>>>>,
+    ready: mpsc::Sender<Startup>,
+}
+
+/// The life of one shard, on its own pinned executor.
+async fn shard_main(boot: Boot) -> Result<(), String> {
+    let index = boot.next_index.fetch_add(1, Ordering::SeqCst);
+    let fail = |error: String| {
+        let _ = boot.ready.send(Startup::Failed {
+            index,
+            error: error.clone(),
+        });
+        Err(error)
+    };
+    let Some(fd) = boot
+        .control_fds
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get_mut(index)
+        .and_then(Option::take)
+    else {
+        return fail("no control channel for this shard".into());
+    };
+    let cpu = sockets::pinned_cpu();
+    let background = glommio::executor().create_task_queue(
+        Shares::Static(100),
+        Latency::NotImportant,
+        "background",
+    );
+    let ctx = Rc::new(ShardCtx::new(index, cpu, boot.shared.clone(), background));
+    let control = glommio::spawn_local(control::serve(ctx.clone(), fd));
+
+    let sockets = match services::bind_services(&ctx) {
+        Ok(s) => s,
+        Err(e) => return fail(format!("{e:#}")),
+    };
+    let _ = boot.ready.send(Startup::Ready { index, cpu });
+    let tasks = services::spawn_services(&ctx, sockets);
+    let publisher = glommio::spawn_local_into(publish_stats(ctx.clone()), background).ok();
+
+    ctx.stop.stopped().await;
+    let stop_at = Instant::now();
+    // Listeners and UDP loops return at once on stop.
+    for t in tasks {
+        t.await;
+    }
+    // In-flight TCP work gets the rest of the grace period.
+    let grace = ctx.shutdown_grace().saturating_sub(stop_at.elapsed());
+    let drained = future::or(
+        async {
+            let _ = ctx.gate.close().await;
+            true
+        },
+        async {
+            glommio::timer::sleep(grace).await;
+            false
+        },
+    )
+    .await;
+    if !drained {
+        tracing::warn!(
+            shard = index,
+            open = ctx.stats.tcp_open(),
+            "TCP connections still busy after server.shutdown_grace_ms; closing them"
+        );
+    }
+    ctx.publish_stats();
+    drop(publisher);
+    drop(control);
+    Ok(())
+}
+
+/// Publish this shard's counters now and then, from the background queue.
+async fn publish_stats(ctx: Rc<ShardCtx>) {
+    loop {
+        ctx.publish_stats();
+        let stopped = future::or(
+            async {
+                glommio::timer::sleep(STATS_PUBLISH_EVERY).await;
+                false
+            },
+            async {
+                ctx.stop.stopped().await;
+                true
+            },
+        )
+        .await;
+        if stopped {
+            return;
+        }
+    }
+}
+
+/// The configuration's name in messages.
+fn source_name(source: &ConfigSource) -> String {
+    match source {
+        ConfigSource::Embedded => "<embedded default>".to_string(),
+        ConfigSource::File(p) => p.display().to_string(),
+    }
+}
+
+fn online_cpus() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    if n < 1 {
+        1
+    } else {
+        n as usize
+    }
+}
+
+/// The soft locked-memory limit in bytes (`None` = unlimited).
+fn memlock_limit() -> Option<u64> {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut r) } != 0 || r.rlim_cur == libc::RLIM_INFINITY {
+        return None;
+    }
+    Some(r.rlim_cur)
+}
+
+fn memlock_hint(io_memory_kib: usize) -> String {
+    let limit = match memlock_limit() {
+        Some(l) => format!("{} KiB", l / 1024),
+        None => "unlimited".into(),
+    };
+    format!(
+        "If this is about memory or memlock: the locked-memory limit (RLIMIT_MEMLOCK) is {limit} and each shard \
+         registers server.io_memory_kib = {io_memory_kib} KiB with io_uring; raise the limit (`ulimit -l`, \
+         or LimitMEMLOCK= in the systemd unit) or lower server.io_memory_kib"
+    )
+}
+
+/// Refuse to start below glommio's minimum; warn when the I/O memory of all
+/// shards exceeds the limit (buffer registration then fails and glommio runs
+/// slower, without registered buffers).
+fn check_memlock(shards: usize, io_memory_kib: usize) -> anyhow::Result<()> {
+    let Some(limit) = memlock_limit() else {
+        return Ok(());
+    };
+    if limit < MIN_MEMLOCK {
+        bail!(
+            "the locked-memory limit (RLIMIT_MEMLOCK) is {} KiB; glommio needs at least {} KiB to start. \
+             Raise it: `ulimit -l 8192` in the shell, or LimitMEMLOCK=8M in the systemd unit",
+            limit / 1024,
+            MIN_MEMLOCK / 1024
+        );
+    }
+    let need = (shards * io_memory_kib * 1024) as u64;
+    if need > limit {
+        tracing::warn!(
+            "{shards} shard(s) × server.io_memory_kib {io_memory_kib} KiB = {} KiB exceeds the locked-memory limit of {} KiB; \
+             io_uring buffer registration may fail. Lower server.io_memory_kib or raise `ulimit -l` / LimitMEMLOCK",
+            need / 1024,
+            limit / 1024
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,85 @@
+//! What a shard serves, in two steps: [`bind_services`] opens every socket
+//! the shard will own (before the shard reports ready, so a bind error stops
+//! start-up cleanly), then [`spawn_services`] starts one task per socket.
+//!
+//! Adding a per-shard service (e.g. function invocation datagrams) means
+//! adding its sockets to [`ShardSockets`], binding them in `bind_services`
+//! and spawning its tasks in `spawn_services`; the tasks get the shard's
+//! [`ShardCtx`] and must return once `ctx.stop` fires.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+
+use glommio::net::{TcpListener, UdpSocket};
+use glommio::Task;
+
+use crate::dns::{self, Transport};
+use crate::metrics::Protocol;
+
+use super::context::ShardCtx;
+use super::sockets;
+use super::stats::{DropKind, Proto};
+use super::tcp;
+use super::udp::{self, DatagramHandler};
+
+/// Sockets one shard owns.
+#[derive(Default)]
+pub struct ShardSockets {
+    /// One per `dns.listen` address.
+    pub dns_udp: Vec<UdpSocket>,
+    pub dns_tcp: Vec<TcpListener>,
+}
+
+/// Bind every socket of this shard (SO_REUSEPORT, steered to its CPU).
+pub fn bind_services(ctx: &ShardCtx) -> anyhow::Result<ShardSockets> {
+    let mut s = ShardSockets::default();
+    for &addr in &ctx.shared.startup.dns.listen {
+        s.dns_udp.push(sockets::bind_udp(addr, ctx.cpu)?);
+        s.dns_tcp.push(sockets::bind_tcp(addr, ctx.cpu)?);
+    }
+    Ok(s)
+}
+
+/// Start the shard's service tasks. Each returns after `ctx.stop` fires;
+/// the caller awaits them during shutdown.
+pub fn spawn_services(ctx: &Rc<ShardCtx>, sockets: ShardSockets) -> Vec<Task<()>> {
+    let mut tasks = Vec::new();
+    for sock in sockets.dns_udp {
+        let ctx = ctx.clone();
+        tasks.push(glommio::spawn_local(async move {
+            let mut handler = DnsUdp { ctx: ctx.clone() };
+            udp::serve_batched(&sock, &mut handler, &ctx.stop, udp::DEFAULT_BATCH).await;
+        }));
+    }
+    for listener in sockets.dns_tcp {
+        tasks.push(glommio::spawn_local(tcp::serve_listener(ctx.clone(), listener)));
+    }
+    tasks
+}
+
+/// The DNS answer path behind a UDP loop.
+pub struct DnsUdp {
+    pub ctx: Rc<ShardCtx>,
+}
+
+impl DatagramHandler for DnsUdp {
+    #[inline]
+    fn begin_batch(&mut self) {
+        self.ctx.refresh();
+    }
+
+    #[inline]
+    fn handle(&mut self, datagram: &[u8], from: SocketAddr, out: &mut Vec<u8>) -> bool {
+        let t0 = self.ctx.metrics.start();
+        let outcome = self
+            .ctx
+            .with_served(|s| dns::answer(&s.map, datagram, from.ip(), Transport::Udp, out));
+        self.ctx.metrics.finish(Protocol::DnsUdp, t0);
+        self.ctx.stats.record(Proto::Udp, outcome);
+        matches!(outcome, dns::Outcome::Answered { .. })
+    }
+
+    fn dropped(&mut self, why: DropKind) {
+        self.ctx.stats.dropped(why);
+    }
+}

@@ -1,0 +1,210 @@
+//! State shared by all shards, written only off the request path: the
+//! served address map behind an `ArcSwap` plus a version counter, the stats
+//! board, and where the configuration came from (for reloads).
+//!
+//! Writers (reload on the signal thread, later the admin API) build a new
+//! [`Served`] completely, store it, then bump the version. Each shard reads
+//! the version once per receive batch (a read-only load of a line nobody
+//! writes between reloads) and only on a change fetches the new `Arc`.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+
+use crate::addrmap::AddressMap;
+use crate::admin::store::MapStore;
+use crate::config::{self, Config, DnsConfig, Problem};
+
+use super::stats::StatsBoard;
+
+/// What the shards serve: one immutable generation of the address map with
+/// the DNS settings that came with it.
+#[derive(Debug)]
+pub struct Served {
+    /// 1 for the configuration loaded at start, +1 per accepted change.
+    pub version: u64,
+    pub map: AddressMap,
+    /// DNS settings of this generation (TCP limits apply to new reads and
+    /// connections; listen addresses only change with a restart).
+    pub dns: DnsConfig,
+}
+
+/// Where the running configuration comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigSource {
+    /// `config::EMBEDDED_DEFAULT`: nothing to reload.
+    Embedded,
+    File(PathBuf),
+}
+
+impl ConfigSource {
+    /// Directory relative paths in the config resolve against (the config
+    /// file's directory; the current one for the embedded default).
+    pub fn base_dir(&self) -> PathBuf {
+        match self {
+            ConfigSource::File(path) => match path.parent() {
+                Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+                _ => PathBuf::from("."),
+            },
+            ConfigSource::Embedded => PathBuf::from("."),
+        }
+    }
+}
+
+/// Process-wide state; every shard holds an `Arc` of it.
+#[derive(Debug)]
+pub struct Shared {
+    served: ArcSwap<Served>,
+    version: AtomicU64,
+    /// Serializes writers (reloads, later the admin API); readers never take it.
+    write_lock: Mutex<()>,
+    pub stats: StatsBoard,
+    pub source: ConfigSource,
+    /// The configuration the process started with (restart-only settings).
+    pub startup: Config,
+    /// The base config and the admin API's changes over it; every new map
+    /// (reload or API change) is built and published through it.
+    pub map_store: MapStore,
+}
+
+/// Result of a reload attempt.
+#[derive(Debug)]
+pub enum ReloadOutcome {
+    /// A new generation is being served.
+    Swapped { version: u64 },
+    /// Running on the embedded default: there is no file to re-read.
+    NothingToReload,
+    /// The file is invalid; the old generation keeps serving.
+    Rejected(Vec<Problem>),
+}
+
+impl Shared {
+    pub fn new(loaded: config::Loaded, source: ConfigSource, shards: usize) -> Shared {
+        let served = Served {
+            version: 1,
+            map: loaded.map,
+            dns: loaded.config.dns.clone(),
+        };
+        Shared {
+            served: ArcSwap::from_pointee(served),
+            version: AtomicU64::new(1),
+            write_lock: Mutex::new(()),
+            stats: StatsBoard::new(shards),
+            source,
+            map_store: MapStore::detached(&loaded.config),
+            startup: loaded.config,
+        }
+    }
+
+    /// Use `store` (opened with the persisted API changes, see
+    /// `admin::store::MapStore::open`) instead of a detached one.
+    pub fn with_map_store(mut self, store: MapStore) -> Shared {
+        self.map_store = store;
+        self
+    }
+
+    /// Directory relative paths in the config resolve against.
+    pub fn base_dir(&self) -> PathBuf {
+        self.source.base_dir()
+    }
+
+    /// The current version number (cheap; read once per batch by shards).
+    #[inline]
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
+    /// The current generation.
+    pub fn current(&self) -> Arc<Served> {
+        self.served.load_full()
+    }
+
+    /// Swap in a new map (and its DNS settings); returns the new version.
+    /// Shards pick it up at their next batch; a query sees one generation.
+    pub fn publish(&self, map: AddressMap, dns: DnsConfig) -> u64 {
+        let _w = self.write_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let version = self.version.load(Ordering::Relaxed) + 1;
+        self.served.store(Arc::new(Served { version, map, dns }));
+        self.version.store(version, Ordering::Release);
+        version
+    }
+
+    /// Re-read the configuration file, validate it and build its map on the
+    /// calling thread (never a shard), then swap it in if valid.
+    pub fn reload(&self) -> ReloadOutcome {
+        let ConfigSource::File(path) = &self.source else {
+            return ReloadOutcome::NothingToReload;
+        };
+        // The map store merges the admin API's changes over the new file.
+        let reloaded = self.map_store.reload(|| config::load_file(path), &self.base_dir(), |loaded| {
+            for note in restart_only_changes(&self.startup, &loaded.config) {
+                tracing::warn!("reload: {note} changed; this takes effect only after a restart");
+            }
+            self.publish(loaded.map, loaded.config.dns)
+        });
+        match reloaded {
+            Err(problems) => ReloadOutcome::Rejected(problems),
+            Ok(version) => ReloadOutcome::Swapped { version },
+        }
+    }
+}
+
+/// Settings a reload cannot apply to running shards.
+fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut v = Vec::new();
+    if old.dns.listen != new.dns.listen {
+        v.push("dns.listen");
+    }
+    if old.server.shards != new.server.shards {
+        v.push("server.shards");
+    }
+    if old.server.io_memory_kib != new.server.io_memory_kib {
+        v.push("server.io_memory_kib");
+    }
+    if old.server.admin_listen != new.server.admin_listen {
+        v.push("server.admin_listen");
+    }
+    if old.server.shutdown_grace_ms != new.server.shutdown_grace_ms {
+        v.push("server.shutdown_grace_ms");
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publish_bumps_version_and_swaps_generation() {
+        let loaded = config::load_embedded().expect("embedded default is valid");
+        let shared = Shared::new(loaded, ConfigSource::Embedded, 1);
+        assert_eq!(shared.version(), 1);
+        assert_eq!(shared.current().version, 1);
+        let again = config::load_embedded().unwrap();
+        let v = shared.publish(again.map, again.config.dns);
+        assert_eq!(v, 2);
+        assert_eq!(shared.version(), 2);
+        assert_eq!(shared.current().version, 2);
+        assert!(matches!(shared.reload(), ReloadOutcome::NothingToReload));
+    }
+
+    #[test]
+    fn reload_rejects_invalid_file_and_keeps_serving() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, config::EMBEDDED_DEFAULT).unwrap();
+        let loaded = config::load_file(&path).unwrap();
+        let shared = Shared::new(loaded, ConfigSource::File(path.clone()), 1);
+        std::fs::write(&path, "[dns]\nlisten = 5\n").unwrap();
+        match shared.reload() {
+            ReloadOutcome::Rejected(p) => assert!(!p.is_empty()),
+            other => panic!("expected rejection, got {other:?}"),
+        }
+        assert_eq!(shared.version(), 1);
+        std::fs::write(&path, config::EMBEDDED_DEFAULT).unwrap();
+        assert!(matches!(shared.reload(), ReloadOutcome::Swapped { version: 2 }));
+        assert_eq!(shared.current().version, 2);
+    }
+}

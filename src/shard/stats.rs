@@ -1,0 +1,278 @@
+//! Shard-local counters and their periodic publication.
+//!
+//! Every shard counts in plain [`Cell`]s ([`ShardStats`]): nothing shared is
+//! written on the request path. A low-priority task copies a
+//! [`StatsSnapshot`] into the process-wide [`StatsBoard`] now and then (and
+//! once more at shutdown); readers such as an admin/metrics layer read the
+//! board, never a shard's cells.
+
+use std::cell::Cell;
+use std::sync::Mutex;
+
+use crate::dns::{DropReason, Outcome};
+
+/// Transport a query came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proto {
+    Udp = 0,
+    Tcp = 1,
+}
+
+/// rcode slots: 0..=15 are the header rcodes, the last one counts any other.
+pub const RCODE_SLOTS: usize = 17;
+
+/// Why a query got no answer (besides the answer path's own reasons).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropKind {
+    /// Shorter than a DNS header.
+    TooShort = 0,
+    /// A response (QR set), never answered.
+    NotAQuery = 1,
+    /// A UDP datagram larger than the receive slot (cut by the kernel).
+    Oversized = 2,
+    /// The answer could not be sent (socket error or send buffer stuck).
+    SendFailed = 3,
+    /// A sender address family we do not serve.
+    BadSource = 4,
+}
+
+pub const DROP_KINDS: usize = 5;
+
+/// The counters of one shard. Single-threaded: only its shard touches it.
+#[derive(Debug, Default)]
+pub struct ShardStats {
+    answered: [[Cell<u64>; RCODE_SLOTS]; 2],
+    truncated: Cell<u64>,
+    dropped: [Cell<u64>; DROP_KINDS],
+    tcp_accepted: Cell<u64>,
+    tcp_open: Cell<u64>,
+    tcp_refused: Cell<u64>,
+    tcp_idle_closed: Cell<u64>,
+    tcp_oversize_closed: Cell<u64>,
+    reloads: Cell<u64>,
+    map_version: Cell<u64>,
+}
+
+fn bump(c: &Cell<u64>) {
+    c.set(c.get().wrapping_add(1));
+}
+
+impl ShardStats {
+    /// Count what the answer path did with one query.
+    #[inline]
+    pub fn record(&self, proto: Proto, outcome: Outcome) {
+        match outcome {
+            Outcome::Answered { rcode, truncated } => {
+                let slot = usize::from(rcode).min(RCODE_SLOTS - 1);
+                bump(&self.answered[proto as usize][slot]);
+                if truncated {
+                    bump(&self.truncated);
+                }
+            }
+            Outcome::Dropped(DropReason::TooShort) => self.dropped(DropKind::TooShort),
+            Outcome::Dropped(DropReason::NotAQuery) => self.dropped(DropKind::NotAQuery),
+        }
+    }
+
+    #[inline]
+    pub fn dropped(&self, why: DropKind) {
+        bump(&self.dropped[why as usize]);
+    }
+
+    pub fn tcp_opened(&self) {
+        bump(&self.tcp_accepted);
+        bump(&self.tcp_open);
+    }
+
+    pub fn tcp_closed(&self) {
+        self.tcp_open.set(self.tcp_open.get().saturating_sub(1));
+    }
+
+    pub fn tcp_open(&self) -> u64 {
+        self.tcp_open.get()
+    }
+
+    pub fn tcp_refused(&self) {
+        bump(&self.tcp_refused);
+    }
+
+    pub fn tcp_idle_closed(&self) {
+        bump(&self.tcp_idle_closed);
+    }
+
+    pub fn tcp_oversize_closed(&self) {
+        bump(&self.tcp_oversize_closed);
+    }
+
+    /// A new address map was picked up by this shard.
+    pub fn reloaded(&self, version: u64) {
+        bump(&self.reloads);
+        self.map_version.set(version);
+    }
+
+    /// Copy every counter out (for publishing).
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let get = |c: &Cell<u64>| c.get();
+        StatsSnapshot {
+            answered: [
+                self.answered[0].each_ref().map(get),
+                self.answered[1].each_ref().map(get),
+            ],
+            truncated: self.truncated.get(),
+            dropped: self.dropped.each_ref().map(get),
+            tcp_accepted: self.tcp_accepted.get(),
+            tcp_open: self.tcp_open.get(),
+            tcp_refused: self.tcp_refused.get(),
+            tcp_idle_closed: self.tcp_idle_closed.get(),
+            tcp_oversize_closed: self.tcp_oversize_closed.get(),
+            reloads: self.reloads.get(),
+            map_version: self.map_version.get(),
+        }
+    }
+}
+
+/// A plain copy of one shard's counters (or a sum over shards).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    /// `[proto][rcode slot]` answered queries.
+    pub answered: [[u64; RCODE_SLOTS]; 2],
+    pub truncated: u64,
+    /// Indexed by [`DropKind`] as usize.
+    pub dropped: [u64; DROP_KINDS],
+    pub tcp_accepted: u64,
+    pub tcp_open: u64,
+    pub tcp_refused: u64,
+    pub tcp_idle_closed: u64,
+    pub tcp_oversize_closed: u64,
+    pub reloads: u64,
+    /// Address-map version this shard serves (max over shards in a sum).
+    pub map_version: u64,
+}
+
+impl StatsSnapshot {
+    /// Answered queries over one transport, all rcodes.
+    pub fn answered_total(&self, proto: Proto) -> u64 {
+        self.answered[proto as usize].iter().sum()
+    }
+
+    pub fn dropped_total(&self) -> u64 {
+        self.dropped.iter().sum()
+    }
+
+    /// Add another shard's counters into this one.
+    pub fn add(&mut self, o: &StatsSnapshot) {
+        for p in 0..2 {
+            for (a, b) in self.answered[p].iter_mut().zip(o.answered[p]) {
+                *a += b;
+            }
+        }
+        for (a, b) in self.dropped.iter_mut().zip(o.dropped) {
+            *a += b;
+        }
+        self.truncated += o.truncated;
+        self.tcp_accepted += o.tcp_accepted;
+        self.tcp_open += o.tcp_open;
+        self.tcp_refused += o.tcp_refused;
+        self.tcp_idle_closed += o.tcp_idle_closed;
+        self.tcp_oversize_closed += o.tcp_oversize_closed;
+        self.reloads += o.reloads;
+        self.map_version = self.map_version.max(o.map_version);
+    }
+}
+
+/// Where shards publish their snapshots; one slot per shard, each written
+/// only by its shard, off the request path.
+#[derive(Debug)]
+pub struct StatsBoard {
+    slots: Vec<Mutex<StatsSnapshot>>,
+}
+
+impl StatsBoard {
+    pub fn new(shards: usize) -> Self {
+        StatsBoard {
+            slots: (0..shards).map(|_| Mutex::default()).collect(),
+        }
+    }
+
+    pub fn publish(&self, shard: usize, snap: StatsSnapshot) {
+        if let Some(slot) = self.slots.get(shard) {
+            *slot.lock().unwrap_or_else(|e| e.into_inner()) = snap;
+        }
+    }
+
+    /// The last published snapshot of every shard, by shard index.
+    pub fn per_shard(&self) -> Vec<StatsSnapshot> {
+        self.slots
+            .iter()
+            .map(|s| *s.lock().unwrap_or_else(|e| e.into_inner()))
+            .collect()
+    }
+
+    /// Sum over all shards.
+    pub fn totals(&self) -> StatsSnapshot {
+        let mut t = StatsSnapshot::default();
+        for s in self.per_shard() {
+            t.add(&s);
+        }
+        t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_by_protocol_and_rcode_and_sums_over_shards() {
+        let a = ShardStats::default();
+        a.record(
+            Proto::Udp,
+            Outcome::Answered {
+                rcode: 3,
+                truncated: false,
+            },
+        );
+        a.record(
+            Proto::Tcp,
+            Outcome::Answered {
+                rcode: 0,
+                truncated: true,
+            },
+        );
+        a.record(
+            Proto::Udp,
+            Outcome::Answered {
+                rcode: 200,
+                truncated: false,
+            },
+        );
+        a.record(Proto::Udp, Outcome::Dropped(DropReason::NotAQuery));
+        a.tcp_opened();
+        a.tcp_closed();
+        a.tcp_closed();
+        let b = ShardStats::default();
+        b.record(
+            Proto::Udp,
+            Outcome::Answered {
+                rcode: 3,
+                truncated: false,
+            },
+        );
+        b.reloaded(7);
+        let board = StatsBoard::new(2);
+        board.publish(0, a.snapshot());
+        board.publish(1, b.snapshot());
+        board.publish(9, b.snapshot()); // no such shard: ignored
+        let t = board.totals();
+        assert_eq!(t.answered[Proto::Udp as usize][3], 2);
+        assert_eq!(t.answered[Proto::Udp as usize][RCODE_SLOTS - 1], 1);
+        assert_eq!(t.answered_total(Proto::Udp), 3);
+        assert_eq!(t.answered_total(Proto::Tcp), 1);
+        assert_eq!(t.truncated, 1);
+        assert_eq!(t.dropped[DropKind::NotAQuery as usize], 1);
+        assert_eq!(t.tcp_accepted, 1);
+        assert_eq!(t.tcp_open, 0);
+        assert_eq!(t.map_version, 7);
+        assert_eq!(t.reloads, 1);
+    }
+}

@@ -1,0 +1,249 @@
+//! DNS over TCP (RFC 7766): 2-byte length framing, several queries per
+//! connection, pipelined queries answered in order, an idle timeout, a
+//! per-shard connection cap and a bound on the length field.
+//!
+//! Each connection is its own task under the shard's gate, so a slow or
+//! stalled client only holds its own connection: every read and write has a
+//! deadline, and a connection that does not complete a query within
+//! `dns.tcp_idle_timeout_ms` of the previous answer (or of opening) is closed.
+
+use std::net::IpAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use futures_lite::future;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::{TcpListener, TcpStream};
+
+use crate::dns::{self, Outcome, Transport};
+
+use super::context::ShardCtx;
+use super::stats::Proto;
+
+/// Bytes read from a connection per read call.
+const READ_CHUNK: usize = 4096;
+
+/// What the front of a TCP receive buffer holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Frame {
+    /// A whole message: `buf[2..2 + len]`.
+    Complete { len: usize },
+    /// Not all of it yet.
+    Incomplete,
+    /// The length prefix exceeds the bound (or is zero): close the connection.
+    Invalid { len: usize },
+}
+
+/// Decode the frame at the start of `buf` (sans-IO).
+pub fn next_frame(buf: &[u8], max_len: usize) -> Frame {
+    if buf.len() < 2 {
+        return Frame::Incomplete;
+    }
+    let len = usize::from(u16::from_be_bytes([buf[0], buf[1]]));
+    if len == 0 || len > max_len {
+        return Frame::Invalid { len };
+    }
+    if buf.len() < 2 + len {
+        Frame::Incomplete
+    } else {
+        Frame::Complete { len }
+    }
+}
+
+/// Accept loop for one listener, until the shard stops.
+pub async fn serve_listener(ctx: Rc<ShardCtx>, listener: TcpListener) {
+    loop {
+        let accepted = future::or(async { Some(listener.accept().await) }, async {
+            ctx.stop.stopped().await;
+            None
+        })
+        .await;
+        let stream = match accepted {
+            None => break,
+            Some(Ok(s)) => s,
+            Some(Err(e)) => {
+                // EMFILE and friends: back off a little instead of spinning.
+                tracing::warn!(shard = ctx.index, "TCP accept failed: {e}");
+                glommio::timer::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        let cap = ctx.with_served(|s| s.dns.tcp_max_connections_per_shard);
+        if ctx.stats.tcp_open() as usize >= cap {
+            ctx.stats.tcp_refused();
+            drop(stream); // closed at once
+            continue;
+        }
+        ctx.stats.tcp_opened();
+        let conn_ctx = ctx.clone();
+        match ctx.gate.spawn(async move {
+            serve_connection(&conn_ctx, stream).await;
+            conn_ctx.stats.tcp_closed();
+        }) {
+            Ok(task) => {
+                task.detach();
+            }
+            Err(_) => {
+                // Gate closed: the shard is shutting down.
+                ctx.stats.tcp_closed();
+                break;
+            }
+        }
+    }
+    // Dropping the listener closes it: no new connections on this shard.
+}
+
+enum Read {
+    Data(usize),
+    Closed,
+    Deadline,
+    Stop,
+}
+
+/// Serve one connection until the peer closes it, it idles out, sends an
+/// invalid frame, or the shard stops (after answering what was in flight).
+async fn serve_connection(ctx: &ShardCtx, mut stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let peer: IpAddr = match stream.peer_addr() {
+        Ok(a) => a.ip(),
+        Err(_) => return,
+    };
+    let mut rbuf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+    let mut wbuf: Vec<u8> = Vec::new();
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; READ_CHUNK];
+    let mut deadline = Instant::now() + idle_timeout(ctx);
+    loop {
+        // Answer every complete query in the buffer, in order.
+        ctx.refresh();
+        let (max_len, idle) = ctx.with_served(|s| {
+            (
+                usize::from(s.dns.tcp_max_query_bytes),
+                Duration::from_millis(s.dns.tcp_idle_timeout_ms),
+            )
+        });
+        let mut pos = 0;
+        let mut close = false;
+        loop {
+            match next_frame(&rbuf[pos..], max_len) {
+                Frame::Incomplete => break,
+                Frame::Invalid { len } => {
+                    tracing::debug!(shard = ctx.index, %peer, len, "TCP length prefix out of bounds; closing");
+                    ctx.stats.tcp_oversize_closed();
+                    close = true;
+                    break;
+                }
+                Frame::Complete { len } => {
+                    let query = &rbuf[pos + 2..pos + 2 + len];
+                    let t0 = ctx.metrics.start();
+                    let outcome = ctx.with_served(|s| dns::answer(&s.map, query, peer, Transport::Tcp, &mut answer));
+                    ctx.metrics.finish(crate::metrics::Protocol::DnsTcp, t0);
+                    ctx.stats.record(Proto::Tcp, outcome);
+                    pos += 2 + len;
+                    match outcome {
+                        Outcome::Answered { .. } if answer.len() <= usize::from(u16::MAX) => {
+                            wbuf.extend_from_slice(&(answer.len() as u16).to_be_bytes());
+                            wbuf.extend_from_slice(&answer);
+                            deadline = Instant::now() + idle;
+                        }
+                        // Nothing to answer with (no header, or a response):
+                        // this peer is not speaking DNS to us.
+                        _ => {
+                            close = true;
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        rbuf.drain(..pos);
+        if !wbuf.is_empty() {
+            let write = async { stream.write_all(&wbuf).await.is_ok() };
+            let written = future::or(write, async {
+                glommio::timer::sleep(idle).await;
+                false
+            })
+            .await;
+            wbuf.clear();
+            if !written {
+                return;
+            }
+        }
+        if close {
+            return;
+        }
+        // Shutting down: finish a partially received query, otherwise close.
+        let stopping = ctx.stop.is_stopped();
+        if stopping && rbuf.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            ctx.stats.tcp_idle_closed();
+            return;
+        }
+        let wait = deadline - now;
+        let read = async {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => Read::Closed,
+                Ok(n) => Read::Data(n),
+            }
+        };
+        let timer = async {
+            glommio::timer::sleep(wait).await;
+            Read::Deadline
+        };
+        let got = if stopping || !rbuf.is_empty() {
+            future::or(read, timer).await
+        } else {
+            future::or(
+                read,
+                future::or(timer, async {
+                    ctx.stop.stopped().await;
+                    Read::Stop
+                }),
+            )
+            .await
+        };
+        match got {
+            Read::Data(n) => rbuf.extend_from_slice(&chunk[..n]),
+            Read::Closed | Read::Stop => return,
+            Read::Deadline => {
+                ctx.stats.tcp_idle_closed();
+                return;
+            }
+        }
+    }
+}
+
+fn idle_timeout(ctx: &ShardCtx) -> Duration {
+    ctx.with_served(|s| Duration::from_millis(s.dns.tcp_idle_timeout_ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_are_split_and_bounded() {
+        assert_eq!(next_frame(&[], 512), Frame::Incomplete);
+        assert_eq!(next_frame(&[0], 512), Frame::Incomplete);
+        assert_eq!(next_frame(&[0, 3, 1, 2], 512), Frame::Incomplete);
+        assert_eq!(next_frame(&[0, 3, 1, 2, 3, 9], 512), Frame::Complete { len: 3 });
+        assert_eq!(next_frame(&[0, 0], 512), Frame::Invalid { len: 0 });
+        assert_eq!(next_frame(&[0xFF, 0xFF], 512), Frame::Invalid { len: 65535 });
+        assert_eq!(next_frame(&[2, 1, 0], 513), Frame::Incomplete);
+        assert_eq!(next_frame(&[2, 1, 0], 512), Frame::Invalid { len: 513 });
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn framing_never_panics_and_respects_bounds(buf in proptest::collection::vec(proptest::num::u8::ANY, 0..64), max in 1usize..70) {
+            match next_frame(&buf, max) {
+                Frame::Complete { len } => proptest::prop_assert!(len <= max && buf.len() >= 2 + len),
+                Frame::Invalid { len } => proptest::prop_assert!(len == 0 || len > max),
+                Frame::Incomplete => {}
+            }
+        }
+    }
+}

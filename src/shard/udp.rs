@@ -1,0 +1,444 @@
+//! UDP serving loops: batched (`recvmmsg`/`sendmmsg` on the socket's fd,
+//! woken by glommio) and a plain one-datagram-at-a-time glommio loop kept as
+//! the baseline for `benches/udp_batch.rs`.
+//!
+//! Both loops are generic over a [`DatagramHandler`], the per-service part
+//! (the DNS answer path today; function invocation datagrams later), so the
+//! I/O machinery exists once.
+
+use std::io;
+use std::mem::{size_of, zeroed};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+use futures_lite::future;
+use glommio::net::UdpSocket;
+
+use super::stats::DropKind;
+use super::stop::StopSignal;
+
+/// Datagrams per `recvmmsg`/`sendmmsg` call.
+pub const DEFAULT_BATCH: usize = 32;
+/// Receive slot per datagram; larger datagrams are cut by the kernel and dropped.
+pub const RX_SLOT: usize = 4096;
+/// How long one reply may wait for room in a full send buffer before it is dropped.
+const SEND_WAIT: Duration = Duration::from_millis(200);
+
+/// The service-specific part of a UDP loop.
+pub trait DatagramHandler {
+    /// Called once before the datagrams of each received batch are handled
+    /// (e.g. to pick up a new address map: one check per batch).
+    fn begin_batch(&mut self) {}
+    /// Handle one datagram from `from`; write the reply into `out` (cleared
+    /// by the callee) and return true to send it, false to send nothing.
+    fn handle(&mut self, datagram: &[u8], from: SocketAddr, out: &mut Vec<u8>) -> bool;
+    /// A datagram was dropped by the I/O layer (oversized, unsendable reply).
+    fn dropped(&mut self, _why: DropKind) {}
+}
+
+/// Reusable buffers and headers for one batched socket.
+struct Batch {
+    n: usize,
+    rx: Vec<u8>,
+    names: Vec<libc::sockaddr_storage>,
+    rx_iov: Vec<libc::iovec>,
+    rx_hdr: Vec<libc::mmsghdr>,
+    out: Vec<Vec<u8>>,
+    tx_iov: Vec<libc::iovec>,
+    tx_hdr: Vec<libc::mmsghdr>,
+    /// `tx_from[k]`: index of the received datagram (name) reply `k` goes to.
+    tx_from: Vec<usize>,
+}
+
+impl Batch {
+    fn new(n: usize) -> Box<Batch> {
+        let n = n.max(1);
+        // SAFETY: all-zero is a valid value for these plain C structs.
+        let zero_name: libc::sockaddr_storage = unsafe { zeroed() };
+        let zero_iov = libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        };
+        let zero_hdr: libc::mmsghdr = unsafe { zeroed() };
+        let mut b = Box::new(Batch {
+            n,
+            rx: vec![0u8; n * RX_SLOT],
+            names: vec![zero_name; n],
+            rx_iov: vec![zero_iov; n],
+            rx_hdr: vec![zero_hdr; n],
+            out: (0..n).map(|_| Vec::with_capacity(1232)).collect(),
+            tx_iov: vec![zero_iov; n],
+            tx_hdr: vec![zero_hdr; n],
+            tx_from: vec![0; n],
+        });
+        // The vectors above are never resized, so these pointers stay valid
+        // for the life of the batch.
+        for i in 0..n {
+            let Batch {
+                rx,
+                names,
+                rx_iov,
+                rx_hdr,
+                ..
+            } = &mut *b;
+            rx_iov[i].iov_base = rx[i * RX_SLOT..].as_mut_ptr().cast();
+            rx_iov[i].iov_len = RX_SLOT;
+            let h = &mut rx_hdr[i].msg_hdr;
+            h.msg_name = (&mut names[i] as *mut libc::sockaddr_storage).cast();
+            h.msg_iov = &mut rx_iov[i];
+            h.msg_iovlen = 1;
+        }
+        b
+    }
+
+    /// One nonblocking `recvmmsg`: number of datagrams, or the error
+    /// (`WouldBlock` when the socket is empty).
+    fn recv(&mut self, fd: i32) -> io::Result<usize> {
+        for h in &mut self.rx_hdr {
+            h.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            h.msg_hdr.msg_flags = 0;
+            h.msg_len = 0;
+        }
+        loop {
+            // SAFETY: rx_hdr holds n initialised headers pointing into
+            // buffers owned by self, alive for the duration of the call.
+            let r = unsafe {
+                libc::recvmmsg(
+                    fd,
+                    self.rx_hdr.as_mut_ptr(),
+                    self.n as libc::c_uint,
+                    libc::MSG_DONTWAIT,
+                    std::ptr::null_mut(),
+                )
+            };
+            if r >= 0 {
+                return Ok(r as usize);
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+    }
+
+    /// Point tx header `k` at `out[k]` and the sender of datagram `i`.
+    fn queue_reply(&mut self, k: usize, i: usize) {
+        self.tx_iov[k].iov_base = self.out[k].as_mut_ptr().cast();
+        self.tx_iov[k].iov_len = self.out[k].len();
+        self.tx_from[k] = i;
+        let h = &mut self.tx_hdr[k].msg_hdr;
+        h.msg_name = (&mut self.names[i] as *mut libc::sockaddr_storage).cast();
+        h.msg_namelen = self.rx_hdr[i].msg_hdr.msg_namelen;
+        h.msg_iov = &mut self.tx_iov[k];
+        h.msg_iovlen = 1;
+        h.msg_control = std::ptr::null_mut();
+        h.msg_controllen = 0;
+        h.msg_flags = 0;
+    }
+}
+
+/// Convert a kernel-filled sockaddr into a `SocketAddr` (IPv4/IPv6 only).
+pub fn sockaddr_to_std(ss: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<SocketAddr> {
+    match i32::from(ss.ss_family) {
+        libc::AF_INET if len as usize >= size_of::<libc::sockaddr_in>() => {
+            // SAFETY: family says it is a sockaddr_in and it is long enough.
+            let a = unsafe { &*(ss as *const _ as *const libc::sockaddr_in) };
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
+                u16::from_be(a.sin_port),
+            )))
+        }
+        libc::AF_INET6 if len as usize >= size_of::<libc::sockaddr_in6>() => {
+            // SAFETY: as above for sockaddr_in6.
+            let a = unsafe { &*(ss as *const _ as *const libc::sockaddr_in6) };
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::from(a.sin6_addr.s6_addr),
+                u16::from_be(a.sin6_port),
+                u32::from_be(a.sin6_flowinfo),
+                a.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
+}
+
+/// Wait until the socket has a datagram, or stop. Returns false on stop.
+async fn wait_readable(sock: &UdpSocket, stop: &StopSignal) -> bool {
+    let mut probe = [0u8; 1];
+    let readable = async {
+        // An error here (e.g. a queued ICMP error) also means "try recvmmsg".
+        let _ = sock.peek_from(&mut probe).await;
+        true
+    };
+    future::or(readable, async {
+        stop.stopped().await;
+        false
+    })
+    .await
+}
+
+/// Serve `sock` with batched system calls until `stop`.
+///
+/// Each round: `recvmmsg` up to `batch` datagrams without blocking, call the
+/// handler on each, send the replies with `sendmmsg` (a partial send
+/// continues where it stopped; a full send buffer waits through glommio for
+/// at most 200 ms per reply; a reply the kernel refuses is counted and
+/// skipped). When the socket is empty the task awaits glommio's `peek_from`.
+pub async fn serve_batched<H: DatagramHandler>(
+    sock: &UdpSocket,
+    handler: &mut H,
+    stop: &StopSignal,
+    batch: usize,
+) {
+    let fd = sock.as_raw_fd();
+    let mut b = Batch::new(batch);
+    while !stop.is_stopped() {
+        let got = match b.recv(fd) {
+            Ok(0) => 0,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if !wait_readable(sock, stop).await {
+                    break;
+                }
+                continue;
+            }
+            Err(e) => {
+                tracing::debug!("recvmmsg: {e}");
+                if !wait_readable(sock, stop).await {
+                    break;
+                }
+                continue;
+            }
+        };
+        if got == 0 {
+            continue;
+        }
+        handler.begin_batch();
+        let mut k = 0;
+        for i in 0..got {
+            let h = &b.rx_hdr[i];
+            if h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
+                handler.dropped(DropKind::Oversized);
+                continue;
+            }
+            let Some(from) = sockaddr_to_std(&b.names[i], h.msg_hdr.msg_namelen) else {
+                handler.dropped(DropKind::BadSource);
+                continue;
+            };
+            let len = (h.msg_len as usize).min(RX_SLOT);
+            let (rx, out) = (&b.rx, &mut b.out[k]);
+            if handler.handle(&rx[i * RX_SLOT..i * RX_SLOT + len], from, out) {
+                b.queue_reply(k, i);
+                k += 1;
+            }
+        }
+        send_all(sock, &mut b, k, handler).await;
+        glommio::yield_if_needed().await;
+    }
+}
+
+/// Send replies `0..k` of the batch; never loses one silently, never blocks
+/// the executor.
+async fn send_all<H: DatagramHandler>(sock: &UdpSocket, b: &mut Batch, k: usize, handler: &mut H) {
+    let fd = sock.as_raw_fd();
+    let mut sent = 0;
+    while sent < k {
+        // SAFETY: tx_hdr[sent..k] were filled by queue_reply and point into
+        // buffers owned by `b`, which outlives the call.
+        let r = unsafe {
+            libc::sendmmsg(
+                fd,
+                b.tx_hdr.as_mut_ptr().add(sent),
+                (k - sent) as libc::c_uint,
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if r > 0 {
+            sent += r as usize;
+            continue;
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EAGAIN) | Some(libc::ENOBUFS) => {
+                // Send buffer full: let glommio's ring wait for room for this
+                // one reply, bounded, then go back to sendmmsg for the rest.
+                let i = b.tx_from[sent];
+                let to = sockaddr_to_std(&b.names[i], b.rx_hdr[i].msg_hdr.msg_namelen);
+                let ok = match to {
+                    Some(to) => {
+                        let send = async { sock.send_to(&b.out[sent], to).await.is_ok() };
+                        future::or(send, async {
+                            glommio::timer::sleep(SEND_WAIT).await;
+                            false
+                        })
+                        .await
+                    }
+                    None => false,
+                };
+                if !ok {
+                    handler.dropped(DropKind::SendFailed);
+                }
+            }
+            _ => {
+                // The first remaining reply was refused (e.g. EPERM from a
+                // firewall, EINVAL for a bad destination): skip just that one.
+                tracing::debug!("sendmmsg: {e}");
+                handler.dropped(DropKind::SendFailed);
+            }
+        }
+        sent += 1;
+    }
+}
+
+/// Baseline: one glommio `recv_from` and one `send_to` per datagram. Kept for
+/// the batching benchmark; the shards serve with [`serve_batched`].
+pub async fn serve_plain<H: DatagramHandler>(sock: &UdpSocket, handler: &mut H, stop: &StopSignal) {
+    let mut buf = vec![0u8; RX_SLOT];
+    let mut out = Vec::with_capacity(1232);
+    loop {
+        let recv = async { Some(sock.recv_from(&mut buf).await) };
+        let got = future::or(recv, async {
+            stop.stopped().await;
+            None
+        })
+        .await;
+        let (len, from) = match got {
+            None => break,
+            Some(Ok(x)) => x,
+            Some(Err(e)) => {
+                tracing::debug!("recv_from: {e}");
+                continue;
+            }
+        };
+        handler.begin_batch();
+        if handler.handle(&buf[..len], from, &mut out) && sock.send_to(&out, from).await.is_err() {
+            handler.dropped(DropKind::SendFailed);
+        }
+        glommio::yield_if_needed().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::UdpSocket as StdUdp;
+    use std::rc::Rc;
+
+    /// Echo handler that flips the first byte, counts batches, and refuses
+    /// to answer datagrams starting with 0xFF.
+    struct Echo {
+        batches: Rc<std::cell::Cell<usize>>,
+        drops: Rc<std::cell::Cell<usize>>,
+    }
+    impl DatagramHandler for Echo {
+        fn begin_batch(&mut self) {
+            self.batches.set(self.batches.get() + 1);
+        }
+        fn handle(&mut self, d: &[u8], _from: SocketAddr, out: &mut Vec<u8>) -> bool {
+            out.clear();
+            if d.first() == Some(&0xFF) {
+                return false;
+            }
+            out.extend_from_slice(d);
+            if let Some(b) = out.first_mut() {
+                *b ^= 0x80;
+            }
+            true
+        }
+        fn dropped(&mut self, _why: DropKind) {
+            self.drops.set(self.drops.get() + 1);
+        }
+    }
+
+    fn run_loop(batched: bool, v6: bool) {
+        let ex = glommio::LocalExecutorBuilder::default().make().unwrap();
+        ex.run(async move {
+            let addr: SocketAddr = if v6 { "[::1]:0" } else { "127.0.0.1:0" }.parse().unwrap();
+            let sock = super::super::sockets::bind_udp(addr, None).unwrap();
+            let server = sock.local_addr().unwrap();
+            let stop = StopSignal::new();
+            let batches = Rc::new(std::cell::Cell::new(0));
+            let drops = Rc::new(std::cell::Cell::new(0));
+            let mut h = Echo {
+                batches: batches.clone(),
+                drops: drops.clone(),
+            };
+            // A blocking client on another thread sends everything first
+            // (100 datagrams, every tenth unanswered, one oversized), then
+            // expects exactly the 90 echoes.
+            let sent = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let sent2 = sent.clone();
+            let client = std::thread::spawn(move || {
+                let c = StdUdp::bind(if v6 { "[::1]:0" } else { "127.0.0.1:0" }).unwrap();
+                c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                for i in 0..100u8 {
+                    let first = if i % 10 == 9 { 0xFF } else { i };
+                    c.send_to(&[first, i, 1, 2, 3], server).unwrap();
+                }
+                c.send_to(&vec![7u8; RX_SLOT + 10], server).unwrap();
+                sent2.store(true, std::sync::atomic::Ordering::Release);
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 64];
+                while seen.len() < 90 {
+                    let (n, _) = c.recv_from(&mut buf).unwrap();
+                    assert_eq!(n, 5);
+                    assert_eq!(buf[0], buf[1] ^ 0x80);
+                    seen.push(buf[1]);
+                }
+                seen.sort();
+                let want: Vec<u8> = (0..100).filter(|i| i % 10 != 9).collect();
+                assert_eq!(seen, want);
+            });
+            while !sent.load(std::sync::atomic::Ordering::Acquire) {
+                glommio::timer::sleep(Duration::from_millis(1)).await;
+            }
+            let stop2 = stop.clone();
+            let server_task = glommio::spawn_local(async move {
+                if batched {
+                    serve_batched(&sock, &mut h, &stop2, 8).await;
+                } else {
+                    serve_plain(&sock, &mut h, &stop2).await;
+                }
+            });
+            while !client.is_finished() {
+                glommio::timer::sleep(Duration::from_millis(5)).await;
+            }
+            client.join().unwrap();
+            stop.stop();
+            server_task.await;
+            assert!(batches.get() >= 1);
+            if batched {
+                // 101 queued datagrams in batches of 8: 13 calls.
+                assert_eq!(batches.get(), 13, "batched loop made {} batches", batches.get());
+                assert_eq!(drops.get(), 1, "the oversized datagram is counted");
+            }
+        });
+    }
+
+    #[test]
+    fn batched_loop_answers_every_datagram_v4() {
+        run_loop(true, false);
+    }
+
+    #[test]
+    fn batched_loop_answers_every_datagram_v6() {
+        run_loop(true, true);
+    }
+
+    #[test]
+    fn plain_loop_answers_every_datagram() {
+        run_loop(false, false);
+    }
+
+    #[test]
+    fn sockaddr_conversion_rejects_short_and_unknown() {
+        let ss: libc::sockaddr_storage = unsafe { zeroed() };
+        assert_eq!(sockaddr_to_std(&ss, 128), None);
+        let mut ss4 = ss;
+        ss4.ss_family = libc::AF_INET as libc::sa_family_t;
+        assert_eq!(sockaddr_to_std(&ss4, 4), None);
+        assert!(sockaddr_to_std(&ss4, 16).is_some());
+    }
+}

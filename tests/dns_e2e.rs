@@ -1,0 +1,984 @@
+//! End-to-end tests of the DNS address service: the real `shardgate` binary
+//! on loopback, queried with the real `dig` and with raw sockets.
+//!
+//! Every test starts its own server on its own free port (killed on drop)
+//! from a config written to a temporary directory.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use domain::base::iana::Rcode;
+use domain::base::Message;
+use domain::rdata::A;
+
+const BIN: &str = env!("CARGO_BIN_EXE_shardgate");
+
+// ---------------------------------------------------------------------------
+// Server under test
+// ---------------------------------------------------------------------------
+
+/// A port free for UDP and TCP on both 127.0.0.1 and ::1 right now.
+fn free_port() -> u16 {
+    for _ in 0..100 {
+        let t4 = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = t4.local_addr().unwrap().port();
+        let ok = UdpSocket::bind(("127.0.0.1", port)).is_ok()
+            && TcpListener::bind(("::1", port)).is_ok()
+            && UdpSocket::bind(("::1", port)).is_ok();
+        if ok {
+            return port;
+        }
+    }
+    panic!("no free port found");
+}
+
+struct Server {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+/// Test settings substituted into the config template.
+struct Opts {
+    shards: usize,
+    idle_ms: u64,
+    max_conns: usize,
+    grace_ms: u64,
+    /// The two A records of upf.svc.example. in the `low` view.
+    low_a: [&'static str; 2],
+}
+
+impl Default for Opts {
+    fn default() -> Self {
+        Opts {
+            shards: 2,
+            idle_ms: 1000,
+            max_conns: 64,
+            grace_ms: 3000,
+            low_a: ["10.0.1.5", "10.0.1.6"],
+        }
+    }
+}
+
+fn config_text(port: u16, o: &Opts) -> String {
+    let big_txt: String = (0..20)
+        .map(|i| {
+            format!(
+                "[[view.record]]\nname = \"big.svc.example.\"\ntype = \"TXT\"\ndata = \"{}{:03}\"\n",
+                "x".repeat(197),
+                i
+            )
+        })
+        .collect();
+    format!(
+        r#"
+[server]
+shutdown_grace_ms = {grace}
+
+[dns]
+listen = ["127.0.0.1:{port}", "[::1]:{port}"]
+trusted_resolvers = ["127.0.0.9/32"]
+tcp_idle_timeout_ms = {idle}
+tcp_max_connections_per_shard = {conns}
+tcp_max_query_bytes = 512
+
+[[zone]]
+name = "svc.example."
+ttl = 30
+[zone.soa]
+mname = "ns1.svc.example."
+rname = "hostmaster.svc.example."
+serial = 7
+
+[[view]]
+name = "low"
+prefixes = ["127.0.0.0/25"]
+[[view.record]]
+name = "upf.svc.example."
+type = "A"
+data = "{a0}"
+[[view.record]]
+name = "upf.svc.example."
+type = "A"
+data = "{a1}"
+{big_txt}
+[[view]]
+name = "high"
+prefixes = ["127.0.0.128/25"]
+[[view.record]]
+name = "upf.svc.example."
+type = "A"
+data = "10.0.2.5"
+
+[[view]]
+name = "v6"
+prefixes = ["::1/128"]
+[[view.record]]
+name = "upf.svc.example."
+type = "A"
+data = "10.0.6.5"
+[[view.record]]
+name = "upf.svc.example."
+type = "AAAA"
+data = "fd00::6:5"
+
+[[view]]
+name = "ecs"
+prefixes = ["10.1.0.0/16"]
+[[view.record]]
+name = "upf.svc.example."
+type = "A"
+data = "10.0.3.5"
+
+[[view]]
+name = "default"
+[[view.record]]
+name = "upf.svc.example."
+type = "A"
+data = "10.0.0.5"
+"#,
+        grace = o.grace_ms,
+        idle = o.idle_ms,
+        conns = o.max_conns,
+        a0 = o.low_a[0],
+        a1 = o.low_a[1],
+    )
+}
+
+impl Server {
+    fn start(o: Opts) -> Server {
+        let port = free_port();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shardgate.toml");
+        std::fs::write(&path, config_text(port, &o)).unwrap();
+        let mut child = Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(&path)
+            .args(["--shards", &o.shards.to_string()])
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start shardgate");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let mut server = Server {
+            child,
+            port,
+            dir,
+            log,
+        };
+        server.wait_log("shardgate serving DNS", Duration::from_secs(20));
+        server
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.dir.path().join("shardgate.toml")
+    }
+
+    fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// Wait until a log line contains `needle`; panics with the log on timeout
+    /// or if the server exits first.
+    fn wait_log(&mut self, needle: &str, timeout: Duration) {
+        let end = Instant::now() + timeout;
+        loop {
+            if self.log.lock().unwrap().iter().any(|l| l.contains(needle)) {
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                std::thread::sleep(Duration::from_millis(100));
+                panic!("shardgate exited ({status}) before logging {needle:?}:\n{}", self.log_text());
+            }
+            if Instant::now() > end {
+                panic!("timed out waiting for {needle:?} in the log:\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn count_log(&self, needle: &str) -> usize {
+        self.log.lock().unwrap().iter().filter(|l| l.contains(needle)).count()
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: sending a signal to our own child process.
+        assert_eq!(unsafe { libc::kill(self.child.id() as i32, sig) }, 0);
+    }
+
+    fn addr4(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    fn dig(&self, args: &[&str]) -> Dig {
+        self.dig_at("127.0.0.1", args)
+    }
+
+    fn dig_at(&self, server: &str, args: &[&str]) -> Dig {
+        let out = Command::new("dig")
+            .arg(format!("@{server}"))
+            .args(["-p", &self.port.to_string(), "+tries=1", "+time=2", "+nocookie"])
+            .args(args)
+            .output()
+            .expect("run dig (apt-get install dnsutils)");
+        Dig::parse(&String::from_utf8_lossy(&out.stdout))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// dig output
+// ---------------------------------------------------------------------------
+
+#[derive(Debug, Default)]
+struct Dig {
+    raw: String,
+    status: String,
+    flags: Vec<String>,
+    /// (section, name, type, rdata)
+    records: Vec<(String, String, String, String)>,
+}
+
+impl Dig {
+    fn parse(raw: &str) -> Dig {
+        let mut d = Dig {
+            raw: raw.to_string(),
+            ..Dig::default()
+        };
+        let mut section = String::new();
+        for line in raw.lines() {
+            if let Some(rest) = line.split("status: ").nth(1) {
+                d.status = rest.split(',').next().unwrap_or("").trim().to_string();
+            } else if let Some(rest) = line.strip_prefix(";; flags: ") {
+                d.flags = rest
+                    .split(';')
+                    .next()
+                    .unwrap_or("")
+                    .split_whitespace()
+                    .map(str::to_string)
+                    .collect();
+            } else if let Some(s) = line.strip_prefix(";; ").and_then(|l| l.strip_suffix(" SECTION:")) {
+                section = s.to_string();
+            } else if line.trim().is_empty() {
+                section.clear();
+            } else if !line.starts_with(';') && !section.is_empty() {
+                let f: Vec<&str> = line.split_whitespace().collect();
+                if f.len() >= 5 {
+                    d.records
+                        .push((section.clone(), f[0].to_string(), f[3].to_string(), f[4..].join(" ")));
+                }
+            }
+        }
+        d
+    }
+
+    fn answers(&self, rtype: &str) -> BTreeSet<String> {
+        self.records
+            .iter()
+            .filter(|r| r.0 == "ANSWER" && r.2 == rtype)
+            .map(|r| r.3.clone())
+            .collect()
+    }
+
+    fn count(&self, section: &str, rtype: &str) -> usize {
+        self.records
+            .iter()
+            .filter(|r| r.0 == section && r.2 == rtype)
+            .count()
+    }
+
+    fn has_flag(&self, f: &str) -> bool {
+        self.flags.iter().any(|x| x == f)
+    }
+}
+
+fn set(v: &[&str]) -> BTreeSet<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+// ---------------------------------------------------------------------------
+// Raw DNS
+// ---------------------------------------------------------------------------
+
+/// A query with RD set, optionally with an EDNS OPT record (1232 bytes).
+fn build_query(id: u16, name: &str, qtype: u16, edns: bool) -> Vec<u8> {
+    let mut q = Vec::new();
+    q.extend_from_slice(&id.to_be_bytes());
+    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, u8::from(edns)]);
+    for label in name.trim_end_matches('.').split('.') {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.push(0);
+    q.extend_from_slice(&qtype.to_be_bytes());
+    q.extend_from_slice(&[0, 1]);
+    if edns {
+        q.extend_from_slice(&[0, 0, 41, 0x04, 0xD0, 0, 0, 0, 0, 0, 0]);
+    }
+    q
+}
+
+const QTYPE_A: u16 = 1;
+
+fn a_records(resp: &[u8]) -> BTreeSet<Ipv4Addr> {
+    let msg = Message::from_octets(resp.to_vec()).expect("a DNS message");
+    msg.answer()
+        .expect("answer section")
+        .limit_to::<A>()
+        .map(|r| r.expect("A record").data().addr())
+        .collect()
+}
+
+fn header(resp: &[u8]) -> (u16, bool, Rcode) {
+    let msg = Message::from_octets(resp.to_vec()).expect("a DNS message");
+    let h = msg.header();
+    (h.id(), h.qr(), h.rcode())
+}
+
+fn udp_client(src: &str) -> UdpSocket {
+    let s = UdpSocket::bind((src, 0)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    s
+}
+
+fn udp_ask(sock: &UdpSocket, server: SocketAddr, query: &[u8]) -> Option<Vec<u8>> {
+    sock.send_to(query, server).unwrap();
+    let mut buf = vec![0u8; 65535];
+    match sock.recv_from(&mut buf) {
+        Ok((n, _)) => Some(buf[..n].to_vec()),
+        Err(_) => None,
+    }
+}
+
+fn tcp_connect(server: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect_timeout(&server, Duration::from_secs(2)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    s.set_nodelay(true).unwrap();
+    s
+}
+
+fn framed(q: &[u8]) -> Vec<u8> {
+    let mut v = (q.len() as u16).to_be_bytes().to_vec();
+    v.extend_from_slice(q);
+    v
+}
+
+fn tcp_read_msg(s: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+    let mut len = [0u8; 2];
+    s.read_exact(&mut len)?;
+    let mut msg = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    s.read_exact(&mut msg)?;
+    Ok(msg)
+}
+
+/// True when the peer closed the connection (EOF or reset) within `within`.
+fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
+    s.set_read_timeout(Some(within)).unwrap();
+    let mut b = [0u8; 64];
+    match s.read(&mut b) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => matches!(
+            e.kind(),
+            std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionAborted
+        ),
+    }
+}
+
+/// The low view still answers, over UDP and TCP.
+fn assert_still_serving(srv: &Server) {
+    let c = udp_client("127.0.0.5");
+    let resp = udp_ask(&c, srv.addr4(), &build_query(4242, "upf.svc.example.", QTYPE_A, true))
+        .expect("server still answers UDP");
+    assert_eq!(a_records(&resp), [Ipv4Addr::new(10, 0, 1, 5), Ipv4Addr::new(10, 0, 1, 6)].into());
+    let mut t = tcp_connect(srv.addr4());
+    t.write_all(&framed(&build_query(4343, "upf.svc.example.", QTYPE_A, false)))
+        .unwrap();
+    let resp = tcp_read_msg(&mut t).expect("server still answers TCP");
+    assert_eq!(header(&resp).0, 4343);
+    assert_eq!(a_records(&resp).len(), 2);
+}
+
+// ---------------------------------------------------------------------------
+// Views, ECS, rcodes, truncation
+// ---------------------------------------------------------------------------
+
+#[test]
+fn each_source_gets_its_own_view_over_udp_tcp_and_ipv6() {
+    let srv = Server::start(Opts::default());
+    let low = set(&["10.0.1.5", "10.0.1.6"]);
+    let high = set(&["10.0.2.5"]);
+    for transport in ["+notcp", "+tcp"] {
+        let d = srv.dig(&["-b", "127.0.0.5", transport, "upf.svc.example.", "A"]);
+        assert_eq!(d.status, "NOERROR", "{}", d.raw);
+        assert_eq!(d.answers("A"), low, "{transport} from 127.0.0.5:\n{}", d.raw);
+        assert!(d.has_flag("aa"), "{}", d.raw);
+        let d = srv.dig(&["-b", "127.0.0.200", transport, "upf.svc.example.", "A"]);
+        assert_eq!(d.answers("A"), high, "{transport} from 127.0.0.200:\n{}", d.raw);
+        let d = srv.dig_at("::1", &["-b", "::1", transport, "upf.svc.example.", "AAAA"]);
+        assert_eq!(d.answers("AAAA"), set(&["fd00::6:5"]), "{transport} from ::1:\n{}", d.raw);
+        let d = srv.dig_at("::1", &["-b", "::1", transport, "upf.svc.example.", "A"]);
+        assert_eq!(d.answers("A"), set(&["10.0.6.5"]), "{transport} from ::1:\n{}", d.raw);
+    }
+    // Names are case-insensitive and the question is echoed as sent.
+    let d = srv.dig(&["-b", "127.0.0.200", "UpF.SVC.example.", "A"]);
+    assert_eq!(d.answers("A"), high, "{}", d.raw);
+    assert!(d.raw.contains(";UpF.SVC.example."), "question echoed as sent:\n{}", d.raw);
+}
+
+#[test]
+fn ecs_picks_the_view_only_from_trusted_resolvers() {
+    let srv = Server::start(Opts::default());
+    let trusted = srv.dig(&["-b", "127.0.0.9", "+subnet=10.1.2.0/24", "upf.svc.example.", "A"]);
+    assert_eq!(trusted.answers("A"), set(&["10.0.3.5"]), "{}", trusted.raw);
+    assert!(
+        trusted.raw.contains("CLIENT-SUBNET: 10.1.2.0/24/16"),
+        "answer carries the ECS scope of the matched /16:\n{}",
+        trusted.raw
+    );
+    let untrusted = srv.dig(&["-b", "127.0.0.5", "+subnet=10.1.2.0/24", "upf.svc.example.", "A"]);
+    assert_eq!(
+        untrusted.answers("A"),
+        set(&["10.0.1.5", "10.0.1.6"]),
+        "ECS from an untrusted source is ignored:\n{}",
+        untrusted.raw
+    );
+    // The trusted resolver without ECS is answered by its own address.
+    let plain = srv.dig(&["-b", "127.0.0.9", "upf.svc.example.", "A"]);
+    assert_eq!(plain.answers("A"), set(&["10.0.1.5", "10.0.1.6"]), "{}", plain.raw);
+}
+
+#[test]
+fn rcodes_nxdomain_nodata_refused_notimp_formerr() {
+    let srv = Server::start(Opts::default());
+    let d = srv.dig(&["-b", "127.0.0.5", "nothere.svc.example.", "A"]);
+    assert_eq!(d.status, "NXDOMAIN", "{}", d.raw);
+    assert_eq!(d.count("AUTHORITY", "SOA"), 1, "NXDOMAIN carries the SOA:\n{}", d.raw);
+
+    let d = srv.dig(&["-b", "127.0.0.5", "upf.svc.example.", "MX"]);
+    assert_eq!(d.status, "NOERROR", "{}", d.raw);
+    assert_eq!(d.records.iter().filter(|r| r.0 == "ANSWER").count(), 0, "{}", d.raw);
+    assert_eq!(d.count("AUTHORITY", "SOA"), 1, "NODATA carries the SOA:\n{}", d.raw);
+
+    let d = srv.dig(&["-b", "127.0.0.5", "www.example.com.", "A"]);
+    assert_eq!(d.status, "REFUSED", "{}", d.raw);
+
+    let d = srv.dig(&["-b", "127.0.0.5", "+opcode=2", "upf.svc.example.", "A"]);
+    assert_eq!(d.status, "NOTIMP", "{}", d.raw);
+
+    // Two questions: FORMERR with the ID echoed.
+    let mut q = build_query(0xBEEF, "upf.svc.example.", QTYPE_A, false);
+    q[5] = 2;
+    q.extend_from_slice(&q.clone()[12..]);
+    let c = udp_client("127.0.0.5");
+    let resp = udp_ask(&c, srv.addr4(), &q).expect("FORMERR answer");
+    assert_eq!(header(&resp), (0xBEEF, true, Rcode::FORMERR));
+}
+
+#[test]
+fn truncated_over_udp_then_complete_over_tcp() {
+    let srv = Server::start(Opts::default());
+    let udp = srv.dig(&["-b", "127.0.0.5", "+ignore", "+bufsize=1232", "big.svc.example.", "TXT"]);
+    assert!(udp.has_flag("tc"), "20 × 200-byte TXT do not fit 1232 bytes:\n{}", udp.raw);
+    // Without +ignore dig retries over TCP and gets all of them.
+    let full = srv.dig(&["-b", "127.0.0.5", "big.svc.example.", "TXT"]);
+    assert!(
+        full.raw.contains("Truncated, retrying in TCP mode"),
+        "dig saw TC and retried:\n{}",
+        full.raw
+    );
+    assert!(!full.has_flag("tc"), "{}", full.raw);
+    assert_eq!(full.answers("TXT").len(), 20, "{}", full.raw);
+    // Plain 512-byte DNS (no EDNS) is truncated too.
+    let noedns = srv.dig(&["-b", "127.0.0.5", "+ignore", "+noedns", "big.svc.example.", "TXT"]);
+    assert!(noedns.has_flag("tc"), "{}", noedns.raw);
+}
+
+// ---------------------------------------------------------------------------
+// Malformed input
+// ---------------------------------------------------------------------------
+
+struct XorShift(u64);
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// Send `packets` in bursts, collect every reply, and check: a packet
+/// shorter than a header or with QR set gets nothing; every other packet
+/// gets exactly one reply with its ID and QR set.
+fn check_replies(srv: &Server, packets: &[Vec<u8>], expect_rcode: Option<Rcode>) {
+    let c = udp_client("127.0.0.5");
+    c.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    for chunk in packets.chunks(40) {
+        let mut want: Vec<u16> = Vec::new();
+        for p in chunk {
+            c.send_to(p, srv.addr4()).unwrap();
+            if p.len() >= 12 && p[2] & 0x80 == 0 {
+                want.push(u16::from_be_bytes([p[0], p[1]]));
+            }
+        }
+        let mut got: Vec<u16> = Vec::new();
+        let mut buf = vec![0u8; 65535];
+        while let Ok((n, _)) = c.recv_from(&mut buf) {
+            let resp = &buf[..n];
+            assert!(n >= 12, "reply shorter than a header");
+            assert!(resp[2] & 0x80 != 0, "reply has QR set");
+            if let Some(rcode) = expect_rcode {
+                assert_eq!(header(resp).2, rcode, "reply {:02x?}", resp);
+            }
+            got.push(u16::from_be_bytes([resp[0], resp[1]]));
+            if got.len() == want.len() {
+                break;
+            }
+        }
+        want.sort();
+        got.sort();
+        assert_eq!(got, want, "one reply per header-sized, QR=0 datagram");
+    }
+}
+
+#[test]
+fn random_and_truncated_packets_get_formerr_or_nothing_and_service_goes_on() {
+    let srv = Server::start(Opts::default());
+    let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
+    let random: Vec<Vec<u8>> = (0..400)
+        .map(|_| {
+            let len = (rng.next() % 600) as usize;
+            (0..len).map(|_| rng.next() as u8).collect()
+        })
+        .collect();
+    check_replies(&srv, &random, None);
+
+    let q = build_query(0x1234, "upf.svc.example.", QTYPE_A, true);
+    let truncated: Vec<Vec<u8>> = (0..q.len()).map(|n| q[..n].to_vec()).collect();
+    // Cut anywhere after the header: FORMERR (or nothing before 12 bytes).
+    let (short, cut): (Vec<_>, Vec<_>) = truncated.into_iter().partition(|p| p.len() < 12);
+    check_replies(&srv, &short, None);
+    // A cut inside the trailing OPT record still leaves a complete question,
+    // so only cuts up to the end of the question are checked for FORMERR.
+    let question_end = q.len() - 11;
+    let cut: Vec<Vec<u8>> = cut.into_iter().filter(|p| p.len() < question_end).collect();
+    check_replies(&srv, &cut, Some(Rcode::FORMERR));
+    assert_still_serving(&srv);
+}
+
+#[test]
+fn bad_labels_and_compression_loops_get_formerr() {
+    let srv = Server::start(Opts::default());
+    let hdr = |id: u16| {
+        let mut h = id.to_be_bytes().to_vec();
+        h.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+        h
+    };
+    let mut packets = Vec::new();
+    // Label longer than the rest of the packet.
+    let mut p = hdr(1);
+    p.extend_from_slice(&[63, b'a', b'b']);
+    packets.push(p);
+    // Reserved label types 0b01 and 0b10.
+    for (id, t) in [(2u16, 0x40u8), (3, 0x80)] {
+        let mut p = hdr(id);
+        p.extend_from_slice(&[t | 1, b'a', 0, 0, 1, 0, 1]);
+        packets.push(p);
+    }
+    // A pointer to itself (offset 12).
+    let mut p = hdr(4);
+    p.extend_from_slice(&[0xC0, 12, 0, 1, 0, 1]);
+    packets.push(p);
+    // Two pointers pointing at each other.
+    let mut p = hdr(5);
+    p.extend_from_slice(&[3, b'u', b'p', b'f', 0xC0, 18, 0xC0, 16, 0, 1, 0, 1]);
+    packets.push(p);
+    // A pointer past the end.
+    let mut p = hdr(6);
+    p.extend_from_slice(&[0xC0, 200, 0, 1, 0, 1]);
+    packets.push(p);
+    // A name longer than 255 bytes.
+    let mut p = hdr(7);
+    for _ in 0..5 {
+        p.push(63);
+        p.extend_from_slice(&[b'a'; 63]);
+    }
+    p.extend_from_slice(&[0, 0, 1, 0, 1]);
+    packets.push(p);
+    check_replies(&srv, &packets, Some(Rcode::FORMERR));
+
+    // The same garbage inside a valid TCP frame: FORMERR, connection kept.
+    let mut t = tcp_connect(srv.addr4());
+    t.write_all(&framed(&packets[3])).unwrap();
+    let resp = tcp_read_msg(&mut t).unwrap();
+    assert_eq!(header(&resp), (4, true, Rcode::FORMERR));
+    t.write_all(&framed(&build_query(8, "upf.svc.example.", QTYPE_A, false)))
+        .unwrap();
+    let resp = tcp_read_msg(&mut t).unwrap();
+    assert_eq!(header(&resp), (8, true, Rcode::NOERROR));
+    assert_still_serving(&srv);
+}
+
+// ---------------------------------------------------------------------------
+// TCP behaviour
+// ---------------------------------------------------------------------------
+
+#[test]
+fn tcp_pipelined_queries_are_answered_in_order() {
+    let srv = Server::start(Opts::default());
+    let mut t = tcp_connect(srv.addr4());
+    let mut burst = Vec::new();
+    for id in 1..=10u16 {
+        let name = if id % 3 == 0 { "nothere.svc.example." } else { "upf.svc.example." };
+        burst.extend_from_slice(&framed(&build_query(id, name, QTYPE_A, id % 2 == 0)));
+    }
+    t.write_all(&burst).unwrap();
+    for id in 1..=10u16 {
+        let resp = tcp_read_msg(&mut t).unwrap();
+        let (rid, qr, rcode) = header(&resp);
+        assert_eq!((rid, qr), (id, true), "answers come back in query order");
+        let want = if id % 3 == 0 { Rcode::NXDOMAIN } else { Rcode::NOERROR };
+        assert_eq!(rcode, want);
+    }
+    // A query dribbled a byte at a time is still answered.
+    for b in framed(&build_query(77, "upf.svc.example.", QTYPE_A, false)) {
+        t.write_all(&[b]).unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert_eq!(header(&tcp_read_msg(&mut t).unwrap()).0, 77);
+}
+
+#[test]
+fn tcp_huge_length_prefix_closes_only_that_connection() {
+    let srv = Server::start(Opts::default());
+    let mut bad = tcp_connect(srv.addr4());
+    bad.write_all(&[0xFF, 0xFF, 0, 0, 0, 0]).unwrap();
+    assert!(closed_within(&mut bad, Duration::from_secs(1)), "65535 > tcp_max_query_bytes closes");
+    let mut bad = tcp_connect(srv.addr4());
+    bad.write_all(&[0x02, 0x01]).unwrap(); // 513 > 512
+    assert!(closed_within(&mut bad, Duration::from_secs(1)));
+    assert_still_serving(&srv);
+}
+
+#[test]
+fn a_slow_tcp_client_costs_only_its_own_connection() {
+    let srv = Server::start(Opts {
+        idle_ms: 1000,
+        ..Opts::default()
+    });
+    // Slowloris: a length prefix, then a byte now and then.
+    let mut slow = tcp_connect(srv.addr4());
+    let opened = Instant::now();
+    slow.write_all(&[0, 40, 0x12]).unwrap();
+    let dribbler = {
+        let mut s = slow.try_clone().unwrap();
+        std::thread::spawn(move || {
+            for _ in 0..20 {
+                std::thread::sleep(Duration::from_millis(150));
+                if s.write_all(&[0]).is_err() {
+                    break;
+                }
+            }
+        })
+    };
+    // Meanwhile everyone else is served.
+    for _ in 0..5 {
+        assert_still_serving(&srv);
+    }
+    // The slow connection is closed at the idle deadline although it keeps
+    // sending: progress does not extend it.
+    assert!(closed_within(&mut slow, Duration::from_secs(3)), "slow client closed");
+    let held = opened.elapsed();
+    assert!(
+        held >= Duration::from_millis(800) && held < Duration::from_millis(2500),
+        "closed after {held:?}, idle timeout 1000 ms"
+    );
+    dribbler.join().unwrap();
+    // A silent connection is closed at the idle deadline too.
+    let mut idle = tcp_connect(srv.addr4());
+    assert!(closed_within(&mut idle, Duration::from_secs(3)));
+    assert_still_serving(&srv);
+}
+
+#[test]
+fn tcp_connections_over_the_per_shard_cap_are_closed_at_once() {
+    let srv = Server::start(Opts {
+        shards: 1,
+        max_conns: 4,
+        idle_ms: 10_000,
+        ..Opts::default()
+    });
+    let mut held: Vec<TcpStream> = Vec::new();
+    for id in 0..4u16 {
+        let mut t = tcp_connect(srv.addr4());
+        t.write_all(&framed(&build_query(id, "upf.svc.example.", QTYPE_A, false)))
+            .unwrap();
+        assert_eq!(header(&tcp_read_msg(&mut t).unwrap()).0, id, "connection {id} served");
+        held.push(t);
+    }
+    let mut extra = tcp_connect(srv.addr4());
+    let _ = extra.write_all(&framed(&build_query(99, "upf.svc.example.", QTYPE_A, false)));
+    let t0 = Instant::now();
+    assert!(closed_within(&mut extra, Duration::from_secs(2)), "fifth connection refused");
+    assert!(t0.elapsed() < Duration::from_secs(1), "closed at once, not at the idle timeout");
+    // The held ones still work; freeing one makes room.
+    held[0]
+        .write_all(&framed(&build_query(50, "upf.svc.example.", QTYPE_A, false)))
+        .unwrap();
+    assert_eq!(header(&tcp_read_msg(&mut held[0]).unwrap()).0, 50);
+    held.pop().unwrap().shutdown(Shutdown::Both).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut again = tcp_connect(srv.addr4());
+    again
+        .write_all(&framed(&build_query(51, "upf.svc.example.", QTYPE_A, false)))
+        .unwrap();
+    assert_eq!(header(&tcp_read_msg(&mut again).unwrap()).0, 51);
+}
+
+// ---------------------------------------------------------------------------
+// Reload and shutdown
+// ---------------------------------------------------------------------------
+
+#[test]
+fn sighup_reload_under_load_never_serves_a_wrong_or_mixed_answer() {
+    let mut srv = Server::start(Opts::default());
+    let v1: BTreeSet<Ipv4Addr> = [Ipv4Addr::new(10, 0, 1, 5), Ipv4Addr::new(10, 0, 1, 6)].into();
+    let v2: BTreeSet<Ipv4Addr> = [Ipv4Addr::new(10, 0, 9, 5), Ipv4Addr::new(10, 0, 9, 6)].into();
+
+    // Bounded background load: sequential UDP queries from two sources.
+    let stop = Arc::new(AtomicBool::new(false));
+    let v2_seen_at: Arc<Mutex<Option<Instant>>> = Arc::default();
+    let server = srv.addr4();
+    let loaders: Vec<_> = ["127.0.0.5", "127.0.0.77"]
+        .into_iter()
+        .map(|src| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let c = udp_client(src);
+                let mut answers: Vec<(Instant, BTreeSet<Ipv4Addr>)> = Vec::new();
+                let mut lost = 0;
+                let end = Instant::now() + Duration::from_secs(20);
+                let mut id = 0u16;
+                while !stop.load(Ordering::Relaxed) && Instant::now() < end && answers.len() < 200_000 {
+                    id = id.wrapping_add(1);
+                    let sent = Instant::now();
+                    match udp_ask(&c, server, &build_query(id, "upf.svc.example.", QTYPE_A, true)) {
+                        Some(resp) => {
+                            assert_eq!(header(&resp).0, id);
+                            answers.push((sent, a_records(&resp)));
+                        }
+                        None => lost += 1,
+                    }
+                }
+                (answers, lost)
+            })
+        })
+        .collect();
+
+    std::thread::sleep(Duration::from_millis(300));
+    let o = Opts {
+        low_a: ["10.0.9.5", "10.0.9.6"],
+        ..Opts::default()
+    };
+    std::fs::write(srv.config_path(), config_text(srv.port, &o)).unwrap();
+    srv.signal(libc::SIGHUP);
+    srv.wait_log("serving address map version 2", Duration::from_secs(10));
+    *v2_seen_at.lock().unwrap() = Some(Instant::now());
+    std::thread::sleep(Duration::from_millis(300));
+
+    // An invalid file is rejected with its problems logged; v2 keeps serving.
+    let broken = config_text(srv.port, &o).replace("127.0.0.128/25", "127.0.0.128/33");
+    std::fs::write(srv.config_path(), broken).unwrap();
+    srv.signal(libc::SIGHUP);
+    srv.wait_log("rejected", Duration::from_secs(10));
+    assert!(srv.count_log("127.0.0.128/33") + srv.count_log("prefixes") >= 1, "{}", srv.log_text());
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+
+    let t2 = v2_seen_at.lock().unwrap().unwrap();
+    for l in loaders {
+        let (answers, lost) = l.join().unwrap();
+        assert!(answers.len() > 100, "load ran ({} answers)", answers.len());
+        assert_eq!(lost, 0, "no query went unanswered");
+        let mut saw = (false, false);
+        for (sent, a) in &answers {
+            if *a == v1 {
+                saw.0 = true;
+                assert!(*sent < t2, "old answer for a query sent after the reload was logged");
+            } else if *a == v2 {
+                saw.1 = true;
+            } else {
+                panic!("wrong or mixed answer {a:?}");
+            }
+        }
+        assert!(saw.0 && saw.1, "load saw both generations");
+    }
+    assert!(!srv.log_text().contains("serving address map version 3"));
+}
+
+#[test]
+fn sighup_on_the_embedded_default_is_a_logged_no_op() {
+    // The embedded default listens on a fixed port; only SIGHUP handling is
+    // checked here, so the port may be taken: start-up failure is fine too.
+    let mut child = Command::new(BIN)
+        .args(["run", "--shards", "1"])
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines().map_while(Result::ok);
+    let first = lines.by_ref().find(|l| l.contains("serving DNS") || l.contains("start-up failed"));
+    if first.as_deref().is_some_and(|l| l.contains("serving DNS")) {
+        unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
+        assert!(
+            lines.by_ref().any(|l| l.contains("nothing to reload")),
+            "SIGHUP on the embedded default is logged as a no-op"
+        );
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn sigterm_finishes_in_flight_tcp_then_exits_zero_promptly() {
+    let mut srv = Server::start(Opts {
+        grace_ms: 3000,
+        ..Opts::default()
+    });
+    // A TCP query half sent when SIGTERM arrives.
+    let mut t = tcp_connect(srv.addr4());
+    let q = framed(&build_query(31, "upf.svc.example.", QTYPE_A, false));
+    t.write_all(&q[..7]).unwrap();
+    // An idle connection, which is simply closed.
+    let mut idle = tcp_connect(srv.addr4());
+    std::thread::sleep(Duration::from_millis(100));
+    let signalled = Instant::now();
+    srv.signal(libc::SIGTERM);
+    srv.wait_log("stopping", Duration::from_secs(2));
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(closed_within(&mut idle, Duration::from_secs(1)), "idle connection closed at stop");
+    // No new connections once stopping.
+    assert!(
+        TcpStream::connect_timeout(&srv.addr4(), Duration::from_millis(500)).is_err(),
+        "listeners closed"
+    );
+    // The in-flight query is completed and answered, then the connection closes.
+    t.write_all(&q[7..]).unwrap();
+    let resp = tcp_read_msg(&mut t).expect("in-flight query answered during shutdown");
+    assert_eq!(header(&resp), (31, true, Rcode::NOERROR));
+    assert!(closed_within(&mut t, Duration::from_secs(2)));
+    // Then the process exits 0 well within the grace period.
+    let status = loop {
+        if let Some(s) = srv.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(signalled.elapsed() < Duration::from_millis(3000), "exit within shutdown_grace_ms");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(status.success(), "exit status {status}:\n{}", srv.log_text());
+}
+
+#[test]
+fn sigterm_on_an_idle_server_exits_zero_at_once() {
+    let mut srv = Server::start(Opts::default());
+    let t0 = Instant::now();
+    srv.signal(libc::SIGTERM);
+    let status = loop {
+        if let Some(s) = srv.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(1), "idle server exits within 1 s");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert!(status.success(), "{status}");
+}
+
+// ---------------------------------------------------------------------------
+// CLI
+// ---------------------------------------------------------------------------
+
+#[test]
+fn check_config_exit_codes_and_problem_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.toml");
+    std::fs::write(&good, config_text(free_port(), &Opts::default())).unwrap();
+    let out = Command::new(BIN).arg("check-config").arg(&good).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+
+    let bad = dir.path().join("bad.toml");
+    let text = config_text(free_port(), &Opts::default()).replace("127.0.0.128/25", "127.0.0.128/33");
+    let line = text
+        .lines()
+        .position(|l| l.contains("127.0.0.128/33"))
+        .unwrap()
+        + 1;
+    std::fs::write(&bad, &text).unwrap();
+    let out = Command::new(BIN).arg("check-config").arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let printed = String::from_utf8_lossy(&out.stdout);
+    let want = format!("{}:{line}: view[1].prefixes", bad.display());
+    assert!(printed.contains(&want), "expected {want:?} in:\n{printed}");
+
+    let out = Command::new(BIN)
+        .args(["check-config", "/nonexistent/shardgate.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+
+    // `run` refuses an invalid config the same way.
+    let out = Command::new(BIN).args(["run", "--config"]).arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&want));
+}
+
+#[test]
+fn addresses_in_use_and_too_many_shards_fail_with_a_clear_error() {
+    let port = free_port();
+    let _squatter = UdpSocket::bind(("127.0.0.1", port)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, config_text(port, &Opts::default())).unwrap();
+    let out = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&path)
+        .args(["--shards", "1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("127.0.0.1:{port}")) && err.contains("dns.listen"), "{err}");
+
+    let out = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&path)
+        .args(["--shards", "4096"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("online CPU"));
+}
