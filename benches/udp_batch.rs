@@ -31,7 +31,7 @@ use shardgate::shard::udp::{self, DatagramHandler};
 
 const BENCH_CONFIG: &str = r#"
 [dns]
-listen = ["127.0.0.1:0"]
+listen = ["127.0.0.1:8053"] # not bound by this bench
 
 [[zone]]
 name = "svc.example."

@@ -63,7 +63,7 @@ pub struct ServerConfig {
     /// Directory where address-map changes made through the admin API are
     /// persisted (relative to the config file's directory). Unset:
     /// `$STATE_DIRECTORY` (set by systemd's `StateDirectory=`, i.e.
-    /// /var/lib/shardgate) or else `./shardgate-state`.
+    /// /var/lib/shardgate), else `shardgate-state` next to the config file.
     pub state_dir: Option<PathBuf>,
     /// Time every request and publish per-shard metrics (false only to
     /// measure what metrics cost; /metrics then has process series only).
@@ -252,25 +252,19 @@ pub struct Loaded {
 /// file (e.g. `prefixes_file`); use the config file's directory.
 ///
 /// On failure returns every problem found, sorted by line. A TOML syntax
-/// error stops at that error; type and unknown-key errors are reported for
-/// each top-level table and each `[[zone]]`/`[[view]]` separately; when the
-/// file deserializes, semantic problems and address-map build problems are
-/// all reported together.
+/// error stops at that error; otherwise every type, unknown-key and
+/// missing-key error is reported; when the file deserializes, every semantic
+/// problem and every address-map build problem is reported together.
 pub fn load(text: &str, base_dir: &Path) -> Result<Loaded, Vec<Problem>> {
-    let doc = match ImDocument::parse(text.to_owned()) {
-        Ok(doc) => doc,
-        Err(e) => {
-            let lines = LineIndex::new(text);
-            let line = e.span().map(|s| lines.line_of(s.start));
-            return Err(vec![Problem {
-                line,
-                key: String::new(),
-                message: format!("TOML syntax error: {}", one_line(e.message())),
-            }]);
+    let config = match Config::deserialize(parse(text)?.into_deserializer()) {
+        Ok(config) => config,
+        Err(first) => {
+            // Only on failure: parse again (the first document was consumed)
+            // to locate this error and look for the others.
+            let doc = parse(text)?;
+            return Err(deserialize_problems(first, &Locator::new(text, &doc)));
         }
     };
-    let locator = Locator::new(text, &doc);
-    let config = deserialize(&doc, &locator)?;
 
     let mut problems = validate(&config);
     match AddressMap::build(&config, base_dir) {
@@ -285,6 +279,8 @@ pub fn load(text: &str, base_dir: &Path) -> Result<Loaded, Vec<Problem>> {
             }
         }
     }
+    let doc = parse(text)?;
+    let locator = Locator::new(text, &doc);
     for p in &mut problems {
         if p.line.is_none() {
             p.line = locator.line_of_key(&p.key);
@@ -292,6 +288,18 @@ pub fn load(text: &str, base_dir: &Path) -> Result<Loaded, Vec<Problem>> {
     }
     sort_problems(&mut problems);
     Err(problems)
+}
+
+/// Parse keeping spans; a syntax error is the one problem reported.
+fn parse(text: &str) -> Result<ImDocument<String>, Vec<Problem>> {
+    ImDocument::parse(text.to_owned()).map_err(|e| {
+        let line = e.span().map(|s| LineIndex::new(text).line_of(s.start));
+        vec![Problem {
+            line,
+            key: String::new(),
+            message: format!("TOML syntax error: {}", one_line(e.message())),
+        }]
+    })
 }
 
 /// Read and [`load`] the file at `path`; relative paths inside it resolve
@@ -323,18 +331,13 @@ fn sort_problems(problems: &mut [Problem]) {
     problems.sort_by_key(|p| p.line.unwrap_or(usize::MAX));
 }
 
-/// Deserialize the whole document. On failure, find every type and
-/// unknown-key error, not just serde's first: each failing node is
-/// deserialized again on its own (its key or element wrapped in a bare
-/// skeleton of its ancestors, spans kept), then each of its children, so one
-/// bad key does not hide the next one.
-fn deserialize(doc: &ImDocument<String>, locator: &Locator<'_>) -> Result<Config, Vec<Problem>> {
-    let whole_err = match Config::deserialize(doc.clone().into_deserializer()) {
-        Ok(config) => return Ok(config),
-        Err(e) => e,
-    };
-    let mut errors = vec![whole_err];
-    let root = Node::Item(doc.as_item());
+/// Every type and unknown-key error, not just serde's `first`: each failing
+/// node is deserialized again on its own (its key or element wrapped in a
+/// bare skeleton of its ancestors, spans kept), then each of its children, so
+/// one bad key does not hide the next one.
+fn deserialize_problems(first: toml_edit::de::Error, locator: &Locator<'_>) -> Vec<Problem> {
+    let mut errors = vec![first];
+    let root = Node::Item(locator.doc.as_item());
     let mut budget = MAX_REFINE_STEPS;
     for (seg, _, child) in root.children() {
         refine(&mut vec![(root, seg)], child, &mut errors, &mut budget);
@@ -359,7 +362,7 @@ fn deserialize(doc: &ImDocument<String>, locator: &Locator<'_>) -> Result<Config
         problems.push(Problem { line, key, message });
     }
     sort_problems(&mut problems);
-    Err(problems)
+    problems
 }
 
 /// Bound on the re-deserializations one failing document may cost.
@@ -585,12 +588,7 @@ fn contains(span: &Option<Range<usize>>, offset: usize) -> bool {
 }
 
 /// Split `view[1].record[0].data` into `view`, `[1]`, `record`, `[0]`, `data`.
-enum Segment<'k> {
-    Key(&'k str),
-    Index(usize),
-}
-
-fn segments(path: &str) -> Vec<Segment<'_>> {
+fn segments(path: &str) -> Vec<Seg> {
     let mut out = Vec::new();
     for part in path.split('.').filter(|p| !p.is_empty()) {
         let (name, mut rest) = match part.find('[') {
@@ -598,13 +596,13 @@ fn segments(path: &str) -> Vec<Segment<'_>> {
             None => (part, ""),
         };
         if !name.is_empty() {
-            out.push(Segment::Key(name));
+            out.push(Seg::Key(name.to_owned()));
         }
         while let Some(stripped) = rest.strip_prefix('[') {
             let Some(end) = stripped.find(']') else { break };
             match stripped[..end].parse() {
-                Ok(i) => out.push(Segment::Index(i)),
-                Err(_) => out.push(Segment::Key(&stripped[..end])),
+                Ok(i) => out.push(Seg::Index(i)),
+                Err(_) => out.push(Seg::Key(stripped[..end].to_owned())),
             }
             rest = &stripped[end + 1..];
         }
@@ -629,11 +627,11 @@ impl<'a> Locator<'a> {
         let mut best: Option<Range<usize>> = None;
         for seg in segments(path) {
             let next = match seg {
-                Segment::Key(k) => node.child(k).map(|(key_span, child)| {
+                Seg::Key(k) => node.child(&k).map(|(key_span, child)| {
                     // Prefer the key's own line: a multi-line value starts there.
                     (key_span.or_else(|| child.span()), child)
                 }),
-                Segment::Index(i) => node.element(i).map(|child| (child.span(), child)),
+                Seg::Index(i) => node.element(i).map(|child| (child.span(), child)),
             };
             match next {
                 Some((span, child)) => {
@@ -645,7 +643,6 @@ impl<'a> Locator<'a> {
                 None => break,
             }
         }
-        // The leaf's own span is more precise for a single array element or a value.
         best.map(|s| self.lines.line_of(s.start))
     }
 

@@ -81,6 +81,7 @@ fn config_text(port: u16, o: &Opts) -> String {
         r#"
 [server]
 shutdown_grace_ms = {grace}
+admin_listen = "127.0.0.1:0"
 
 [dns]
 listen = ["127.0.0.1:{port}", "[::1]:{port}"]

@@ -81,6 +81,7 @@ def main():
 shards = 1
 io_memory_kib = 1024
 admin_listen = "127.0.0.1:{args.admin_port}"
+state_dir = "state"
 
 [dns]
 listen = ["127.0.0.1:{args.shardgate_port}"]

@@ -7,12 +7,38 @@
 //! exactly these items):
 //! - `AddressMap::build(&Config, base_dir: &Path) -> Result<AddressMap, Vec<BuildError>>`
 //! - `BuildError { key: String /* e.g. "view[1].record[0].data" */, message: String }`
+//!
+//! # Semantics
+//! - A query name belongs to the zone with the longest matching apex; the
+//!   apex carries the zone's SOA and NS records.
+//! - The view of a client is the one owning the longest prefix covering its
+//!   address (IPv4-mapped IPv6 counts as IPv4); the view named `default`
+//!   answers everyone else. Without a `default` view, uncovered clients see
+//!   only the zones' SOA/NS (every other name is NXDOMAIN for them).
+//! - Per owner name: if the client's view has records there, the answer
+//!   comes from the view; otherwise from the `default` view's records.
+//!   A name exists for a view when it (or a name below it: an empty
+//!   non-terminal) has records in that view or in `default`, or is an apex.
+//! - Every answer RRset is encoded here once, as wire bytes whose owner is a
+//!   compression pointer to the question (`0xC00C`), so the DNS layer
+//!   answers by copying.
+//! - No wildcard expansion: a configured `*` label only matches itself.
 
 pub mod lpm;
+pub mod names;
+pub mod prefixes;
+pub mod records;
 
-use std::path::Path;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 
 use crate::config::Config;
+
+use self::lpm::{Lpm, Match};
+use self::names::{display, label_offsets, lower, parse_name, NameTable};
+use self::prefixes::{canonical, parse_prefix, parse_prefix_lines, Net};
+use self::records::{push_rr_tail, MAX_TTL};
 
 /// A problem found while building the map, located by its config key path
 /// (e.g. `view[1].prefixes[3]`) so `check-config` can point at the line.
@@ -28,14 +54,754 @@ impl std::fmt::Display for BuildError {
     }
 }
 
+impl std::error::Error for BuildError {}
+
+/// Sentinel: no view / no table.
+pub(crate) const NONE: u32 = u32::MAX;
+
+/// At most this many problems are listed per prefixes file and for
+/// cross-view duplicates; a summary line counts the rest.
+const MAX_LISTED: usize = 100;
+
+/// Largest RRset (wire bytes) accepted, so any answer fits a DNS message.
+const MAX_RRSET_WIRE: usize = 60_000;
+
+/// Which view answers an address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ViewMatch {
+    /// Index of the view (position in the config's `[[view]]` array and in
+    /// [`AddressMap::views`]); `None` when no prefix covers the address and
+    /// there is no `default` view.
+    pub view: Option<usize>,
+    /// Length of the prefix that matched; `None` when nothing matched and the
+    /// `default` view (if any) answers.
+    pub prefix_len: Option<u8>,
+}
+
+/// What the map reports about one view (for the admin API and logs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ViewInfo {
+    pub name: String,
+    /// Prefixes selecting this view (inline and from its file).
+    pub prefixes: usize,
+    /// Records configured in this view.
+    pub records: usize,
+}
+
+/// A served zone.
+#[derive(Debug, Clone)]
+pub(crate) struct Zone {
+    /// As configured (presentation form).
+    pub name: String,
+    /// Lowercase wire form of the apex.
+    pub apex: Vec<u8>,
+    /// The SOA record after its owner (TYPE..RDATA), TTL = min(ttl, minimum),
+    /// for the authority section of negative answers.
+    pub neg_soa: Vec<u8>,
+}
+
+/// One RRset (or the ANY pseudo-set) as answer-section wire bytes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RrSet {
+    pub rtype: u16,
+    pub count: u16,
+    pub off: u32,
+    pub len: u32,
+}
+
+/// All RRsets of one owner name as one view sees it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RrTable {
+    /// Range in `AddressMap::rrsets`.
+    pub start: u32,
+    pub end: u32,
+    /// Every record of the name (qtype ANY).
+    pub any: RrSet,
+}
+
+/// A name known to the map: an apex, an owner, or an empty non-terminal.
+#[derive(Debug, Clone)]
+pub(crate) struct NameEntry {
+    pub zone: u32,
+    /// Exists for every client (apex, or records at/below it in `default`).
+    pub visible_all: bool,
+    /// Other views for which it exists (sorted).
+    pub visible: Box<[u32]>,
+    /// Table of the `default` view (plus SOA/NS at an apex), or NONE.
+    pub base: u32,
+    /// Per view with its own records here: (view, table), sorted by view.
+    pub overrides: Box<[(u32, u32)]>,
+}
+
+/// Result of selecting a view, with what ECS scope needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Selected {
+    /// View index or NONE.
+    pub view: u32,
+    /// The deciding prefix, if one matched.
+    pub matched: Option<Match>,
+}
+
 /// Immutable address map.
 #[derive(Debug)]
-pub struct AddressMap {}
+pub struct AddressMap {
+    config: Config,
+    base_dir: PathBuf,
+    views: Vec<ViewInfo>,
+    default_view: u32,
+    pub(crate) zones: Vec<Zone>,
+    lpm: Lpm,
+    trusted: Lpm,
+    pub(crate) max_udp_payload: u16,
+    names: NameTable,
+    entries: Vec<NameEntry>,
+    tables: Vec<RrTable>,
+    rrsets: Vec<RrSet>,
+    wire: Vec<u8>,
+    record_count: usize,
+}
+
+/// Collects problems; keys are built lazily by the callers.
+struct Problems(Vec<BuildError>);
+
+impl Problems {
+    fn add(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.0.push(BuildError {
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+}
+
+/// Where a prefix came from, for messages: inline index or file line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Src {
+    Inline(u32),
+    Line(u32),
+}
+
+/// Records of one (name, view-or-default) grouped by type:
+/// type -> [(rdata, ttl, record index)].
+type TypeMap = BTreeMap<u16, Vec<(Vec<u8>, u32, usize)>>;
+
+#[derive(Default)]
+struct NameBuild {
+    zone: u32,
+    visible_all: bool,
+    visible: BTreeSet<u32>,
+    is_apex: bool,
+    /// None = the default view.
+    records: BTreeMap<Option<u32>, TypeMap>,
+}
 
 impl AddressMap {
     /// Build the map from a validated config. `base_dir` resolves relative
     /// `prefixes_file` paths (the config file's directory).
-    pub fn build(_config: &Config, _base_dir: &Path) -> Result<AddressMap, Vec<BuildError>> {
-        Ok(AddressMap {})
+    pub fn build(config: &Config, base_dir: &Path) -> Result<AddressMap, Vec<BuildError>> {
+        let mut p = Problems(Vec::new());
+
+        // --- [dns]
+        let dns = &config.dns;
+        if dns.max_udp_payload < 512 {
+            p.add(
+                "dns.max_udp_payload",
+                format!(
+                    "{} is below 512, the size every DNS client accepts; use 512..=65535 \
+                     (1232 avoids IP fragmentation)",
+                    dns.max_udp_payload
+                ),
+            );
+        }
+        let mut trusted4 = Vec::new();
+        let mut trusted6 = Vec::new();
+        for (i, net) in dns.trusted_resolvers.iter().enumerate() {
+            match parse_prefix(&net.to_string()) {
+                Ok(Net::V4(a, l)) => trusted4.push((a, l, 0)),
+                Ok(Net::V6(a, l)) => trusted6.push((a, l, 0)),
+                Err(e) => p.add(format!("dns.trusted_resolvers[{i}]"), e),
+            }
+        }
+
+        // --- [[zone]]
+        let mut zones: Vec<Zone> = Vec::new();
+        let mut zone_by_apex: HashMap<Vec<u8>, u32> = HashMap::new();
+        let mut zone_ns: Vec<Vec<Vec<u8>>> = Vec::new();
+        let mut zone_soa: Vec<(u32, Vec<u8>)> = Vec::new();
+        for (zi, z) in config.zones.iter().enumerate() {
+            let key = |f: &str| format!("zone[{zi}].{f}");
+            let apex = match parse_name(&z.name) {
+                Ok(w) => lower(&w),
+                Err(e) => {
+                    p.add(key("name"), e);
+                    continue;
+                }
+            };
+            if let Some(&other) = zone_by_apex.get(&apex) {
+                p.add(
+                    key("name"),
+                    format!(
+                        "zone `{}` is already configured as zone[{other}]; remove one of them",
+                        z.name
+                    ),
+                );
+                continue;
+            }
+            if z.ttl > MAX_TTL {
+                p.add(key("ttl"), format!("{} exceeds the largest TTL, {MAX_TTL}", z.ttl));
+            }
+            let mname = parse_name(&z.soa.mname).map_err(|e| p.add(key("soa.mname"), e));
+            let rname = parse_name(&z.soa.rname).map_err(|e| {
+                p.add(
+                    key("soa.rname"),
+                    format!("{e} (the mailbox `hostmaster@svc.example` is written `hostmaster.svc.example.`)"),
+                )
+            });
+            let mut ns = Vec::new();
+            for (ni, n) in z.ns.iter().enumerate() {
+                match parse_name(n) {
+                    Ok(w) => ns.push(w),
+                    Err(e) => p.add(key(&format!("ns[{ni}]")), e),
+                }
+            }
+            let (Ok(mname), Ok(rname)) = (mname, rname) else {
+                continue;
+            };
+            let soa = records::soa_rdata(
+                &mname,
+                &rname,
+                z.soa.serial,
+                [z.soa.refresh, z.soa.retry, z.soa.expire, z.soa.minimum],
+            );
+            let mut neg_soa = Vec::new();
+            push_rr_tail(&mut neg_soa, records::SOA, z.ttl.min(z.soa.minimum), &soa);
+            zone_by_apex.insert(apex.clone(), zones.len() as u32);
+            zones.push(Zone {
+                name: z.name.clone(),
+                apex,
+                neg_soa,
+            });
+            zone_ns.push(ns);
+            zone_soa.push((z.ttl, soa));
+        }
+        let zone_list = if zones.is_empty() {
+            "none; add a [[zone]]".to_string()
+        } else {
+            zones.iter().map(|z| z.name.as_str()).collect::<Vec<_>>().join(", ")
+        };
+
+        // --- [[view]] names
+        let mut default_view = NONE;
+        let mut view_by_name: HashMap<&str, usize> = HashMap::new();
+        if config.views.len() as u64 > lpm::MAX_VALUE as u64 {
+            p.add("view", format!("at most {} views are supported", lpm::MAX_VALUE));
+        }
+        for (vi, v) in config.views.iter().enumerate() {
+            if v.name.trim().is_empty() {
+                p.add(format!("view[{vi}].name"), "a view needs a non-empty name");
+            } else if let Some(&other) = view_by_name.get(v.name.as_str()) {
+                p.add(
+                    format!("view[{vi}].name"),
+                    format!("view `{}` is already defined as view[{other}]; view names must be unique", v.name),
+                );
+            } else {
+                view_by_name.insert(v.name.as_str(), vi);
+                if v.name == "default" {
+                    default_view = vi as u32;
+                }
+            }
+        }
+
+        // --- prefixes
+        let mut v4: Vec<(u32, u8, u32, Src)> = Vec::new();
+        let mut v6: Vec<(u128, u8, u32, Src)> = Vec::new();
+        let mut prefix_counts = vec![0usize; config.views.len()];
+        let mut files: Vec<Option<String>> = vec![None; config.views.len()];
+        for (vi, v) in config.views.iter().enumerate() {
+            for (pi, text) in v.prefixes.iter().enumerate() {
+                match parse_prefix(text) {
+                    Ok(Net::V4(a, l)) => v4.push((a, l, vi as u32, Src::Inline(pi as u32))),
+                    Ok(Net::V6(a, l)) => v6.push((a, l, vi as u32, Src::Inline(pi as u32))),
+                    Err(e) => p.add(format!("view[{vi}].prefixes[{pi}]"), e),
+                }
+            }
+            if let Some(file) = &v.prefixes_file {
+                let path = if file.is_absolute() {
+                    file.clone()
+                } else {
+                    base_dir.join(file)
+                };
+                files[vi] = Some(path.display().to_string());
+                let key = format!("view[{vi}].prefixes_file");
+                match std::fs::read_to_string(&path) {
+                    Err(e) => p.add(
+                        key,
+                        format!(
+                            "cannot read {}: {e} (relative paths are taken from the config file's directory, {})",
+                            path.display(),
+                            base_dir.display()
+                        ),
+                    ),
+                    Ok(text) => {
+                        let (ok, bad) = parse_prefix_lines(&text);
+                        for (line, e) in bad.iter().take(MAX_LISTED) {
+                            p.add(key.clone(), format!("{}:{line}: {e}", path.display()));
+                        }
+                        if bad.len() > MAX_LISTED {
+                            p.add(
+                                key.clone(),
+                                format!("{}: {} more bad lines not listed", path.display(), bad.len() - MAX_LISTED),
+                            );
+                        }
+                        for (line, n) in ok {
+                            match n {
+                                Net::V4(a, l) => v4.push((a, l, vi as u32, Src::Line(line))),
+                                Net::V6(a, l) => v6.push((a, l, vi as u32, Src::Line(line))),
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let mut dup_listed = 0usize;
+        let mut dup_more = 0usize;
+        let mut dup = |vi: u32, src: Src, net: Net, first_view: u32, first_src: Src| {
+            if dup_listed >= MAX_LISTED {
+                dup_more += 1;
+                return;
+            }
+            dup_listed += 1;
+            let where_first = match first_src {
+                Src::Inline(i) => format!("view[{first_view}].prefixes[{i}]"),
+                Src::Line(l) => format!(
+                    "{}:{l} (view[{first_view}].prefixes_file)",
+                    files[first_view as usize].as_deref().unwrap_or("?")
+                ),
+            };
+            let first_name = &config.views[first_view as usize].name;
+            let msg = format!(
+                "prefix {net} is also listed in view `{first_name}` ({where_first}); a prefix can select only one view: \
+                 remove it from one of them"
+            );
+            match src {
+                Src::Inline(i) => p.add(format!("view[{vi}].prefixes[{i}]"), msg),
+                Src::Line(l) => p.add(
+                    format!("view[{vi}].prefixes_file"),
+                    format!("{}:{l}: {msg}", files[vi as usize].as_deref().unwrap_or("?")),
+                ),
+            }
+        };
+        let v4_entries = dedup_prefixes(&mut v4, &mut prefix_counts, |e, f| {
+            dup(e.2, e.3, Net::V4(e.0, e.1), f.2, f.3)
+        });
+        let v6_entries = dedup_prefixes(&mut v6, &mut prefix_counts, |e, f| {
+            dup(e.2, e.3, Net::V6(e.0, e.1), f.2, f.3)
+        });
+        if dup_more > 0 {
+            p.add(
+                "view",
+                format!("{dup_more} more prefixes listed in two views are not shown"),
+            );
+        }
+
+        // --- records
+        let mut names_build: BTreeMap<Vec<u8>, NameBuild> = BTreeMap::new();
+        for (zi, z) in zones.iter().enumerate() {
+            let nb = names_build.entry(z.apex.clone()).or_default();
+            nb.zone = zi as u32;
+            nb.visible_all = true;
+            nb.is_apex = true;
+        }
+        let mut record_count = 0usize;
+        let mut record_counts = vec![0usize; config.views.len()];
+        for (vi, v) in config.views.iter().enumerate() {
+            let view_key = if vi as u32 == default_view {
+                None
+            } else {
+                Some(vi as u32)
+            };
+            for (ri, r) in v.records.iter().enumerate() {
+                let key = |f: &str| format!("view[{vi}].record[{ri}].{f}");
+                let owner = match parse_name(&r.name) {
+                    Ok(w) => lower(&w),
+                    Err(e) => {
+                        p.add(key("name"), e);
+                        continue;
+                    }
+                };
+                let offs = label_offsets(&owner);
+                let zone = offs
+                    .iter()
+                    .find_map(|&o| zone_by_apex.get(&owner[o..]).map(|&z| (z, o)));
+                let Some((zi, apex_off)) = zone else {
+                    p.add(
+                        key("name"),
+                        format!(
+                            "`{}` is outside every configured zone (zones: {zone_list}); fix the name or add a [[zone]] for it",
+                            r.name
+                        ),
+                    );
+                    continue;
+                };
+                let rtype = match records::parse_type(&r.rtype) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        p.add(key("type"), e);
+                        continue;
+                    }
+                };
+                let rdata = match records::parse_rdata(rtype, &r.data) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        p.add(key("data"), e);
+                        continue;
+                    }
+                };
+                if rdata.len() > 65535 {
+                    p.add(key("data"), "record data longer than 65535 bytes cannot be sent");
+                    continue;
+                }
+                let zone_ttl = zone_soa.get(zi as usize).map(|s| s.0).unwrap_or(0);
+                let ttl = r.ttl.unwrap_or(zone_ttl);
+                if ttl > MAX_TTL {
+                    p.add(key("ttl"), format!("{ttl} exceeds the largest TTL, {MAX_TTL}"));
+                    continue;
+                }
+                record_count += 1;
+                record_counts[vi] += 1;
+                // owner and its ancestors below the apex exist for this view
+                for &o in offs.iter().filter(|&&o| o <= apex_off) {
+                    let nb = names_build.entry(owner[o..].to_vec()).or_default();
+                    nb.zone = zi;
+                    match view_key {
+                        None => nb.visible_all = true,
+                        Some(v) => {
+                            nb.visible.insert(v);
+                        }
+                    }
+                }
+                let nb = names_build.entry(owner.clone()).or_default();
+                let set = nb.records.entry(view_key).or_default().entry(rtype).or_default();
+                if let Some((_, first_ttl, first_ri)) = set.first() {
+                    if *first_ttl != ttl {
+                        p.add(
+                            key("ttl"),
+                            format!(
+                                "TTL {ttl} differs from TTL {first_ttl} of view[{vi}].record[{first_ri}] \
+                                 (same name and type); records of one RRset must share a TTL"
+                            ),
+                        );
+                        continue;
+                    }
+                }
+                if !set.iter().any(|(d, _, _)| *d == rdata) {
+                    set.push((rdata, ttl, ri));
+                }
+            }
+        }
+
+        let lpm = Lpm::build(v4_entries, v6_entries);
+        let trusted = Lpm::build(trusted4, trusted6);
+
+        // --- encode
+        let mut map = AddressMap {
+            config: config.clone(),
+            base_dir: base_dir.to_path_buf(),
+            views: config
+                .views
+                .iter()
+                .enumerate()
+                .map(|(i, v)| ViewInfo {
+                    name: v.name.clone(),
+                    prefixes: prefix_counts[i],
+                    records: record_counts[i],
+                })
+                .collect(),
+            default_view,
+            zones,
+            lpm,
+            trusted,
+            max_udp_payload: config.dns.max_udp_payload.max(512),
+            names: NameTable::default(),
+            entries: Vec::new(),
+            tables: Vec::new(),
+            rrsets: Vec::new(),
+            wire: Vec::new(),
+            record_count,
+        };
+        let mut items = Vec::with_capacity(names_build.len());
+        for (name, nb) in names_build {
+            let apex_sets: TypeMap = if nb.is_apex {
+                let zi = nb.zone as usize;
+                let mut m = TypeMap::new();
+                let (ttl, soa) = &zone_soa[zi];
+                m.insert(records::SOA, vec![(soa.clone(), *ttl, 0)]);
+                if !zone_ns[zi].is_empty() {
+                    m.insert(
+                        records::NS,
+                        zone_ns[zi].iter().map(|n| (n.clone(), *ttl, 0)).collect(),
+                    );
+                }
+                m
+            } else {
+                TypeMap::new()
+            };
+            let mut base = NONE;
+            let mut overrides = Vec::new();
+            let mut records = nb.records;
+            if nb.is_apex || records.contains_key(&None) {
+                let own = records.remove(&None).unwrap_or_default();
+                match map.encode_table(&apex_sets, &own) {
+                    Ok(t) => base = t,
+                    Err(e) => p.add("view", format!("{}: {e}", display(&name))),
+                }
+            }
+            for (view, own) in records {
+                let Some(v) = view else { continue };
+                match map.encode_table(&apex_sets, &own) {
+                    Ok(t) => overrides.push((v, t)),
+                    Err(e) => p.add(format!("view[{v}]"), format!("{}: {e}", display(&name))),
+                }
+            }
+            let idx = map.entries.len() as u32;
+            map.entries.push(NameEntry {
+                zone: nb.zone,
+                visible_all: nb.visible_all,
+                visible: nb.visible.into_iter().collect(),
+                base,
+                overrides: overrides.into_boxed_slice(),
+            });
+            items.push((name, idx));
+        }
+        map.names = NameTable::build(items);
+
+        if p.0.is_empty() {
+            Ok(map)
+        } else {
+            Err(p.0)
+        }
+    }
+
+    /// Encode the RRsets of one name (apex sets first, own records after;
+    /// the own records win on a type clash, which cannot happen with the
+    /// configurable types) and return the table index.
+    fn encode_table(&mut self, apex: &TypeMap, own: &TypeMap) -> Result<u32, String> {
+        let start = self.rrsets.len() as u32;
+        let any_off = self.wire.len();
+        let mut any_count = 0usize;
+        let mut types: BTreeMap<u16, &Vec<(Vec<u8>, u32, usize)>> = BTreeMap::new();
+        for (t, v) in apex.iter().chain(own.iter()) {
+            types.insert(*t, v);
+        }
+        for (t, rrs) in types {
+            let off = self.wire.len();
+            for (rdata, ttl, _) in rrs.iter() {
+                self.wire.extend_from_slice(&[0xC0, 0x0C]);
+                push_rr_tail(&mut self.wire, t, *ttl, rdata);
+            }
+            let len = self.wire.len() - off;
+            if len > MAX_RRSET_WIRE {
+                return Err(format!(
+                    "the {} records here add up to {len} bytes, more than a DNS message can carry; \
+                     use fewer or shorter records",
+                    records::type_name(t)
+                ));
+            }
+            any_count += rrs.len();
+            self.rrsets.push(RrSet {
+                rtype: t,
+                count: rrs.len() as u16,
+                off: off as u32,
+                len: len as u32,
+            });
+        }
+        let any_len = self.wire.len() - any_off;
+        let any = RrSet {
+            rtype: records::ANY,
+            count: any_count.min(u16::MAX as usize) as u16,
+            off: any_off as u32,
+            len: any_len as u32,
+        };
+        self.tables.push(RrTable {
+            start,
+            end: self.rrsets.len() as u32,
+            any,
+        });
+        Ok(self.tables.len() as u32 - 1)
+    }
+
+    // ----- request path (used by `dns`) -----
+
+    /// The entry of a lowercase wire name with its hash.
+    #[inline]
+    pub(crate) fn entry(&self, lname: &[u8], h: u64) -> Option<&NameEntry> {
+        let i = self.names.get(lname, h)?;
+        self.entries.get(i as usize)
+    }
+
+    /// The RRset of `qtype` in table `t` (ANY: every record).
+    #[inline]
+    pub(crate) fn rrset(&self, t: u32, qtype: u16) -> Option<RrSet> {
+        let table = self.tables.get(t as usize)?;
+        if qtype == records::ANY {
+            return Some(table.any);
+        }
+        self.rrsets
+            .get(table.start as usize..table.end as usize)?
+            .iter()
+            .find(|s| s.rtype == qtype)
+            .copied()
+    }
+
+    /// Wire bytes of an RRset.
+    #[inline]
+    pub(crate) fn wire(&self, s: RrSet) -> &[u8] {
+        self.wire
+            .get(s.off as usize..(s.off + s.len) as usize)
+            .unwrap_or(&[])
+    }
+
+    /// View for a client address, optionally considering only prefixes no
+    /// longer than `max_len` (ECS: the resolver revealed that many bits).
+    #[inline]
+    pub(crate) fn select(&self, ip: IpAddr, max_len: Option<u8>) -> Selected {
+        let m = match canonical(ip) {
+            IpAddr::V4(a) => {
+                let a = u32::from(a);
+                match max_len {
+                    None => self.lpm.v4.lookup(a),
+                    Some(l) => self.lpm.v4.lookup_limited(a, l),
+                }
+            }
+            IpAddr::V6(a) => {
+                let a = u128::from(a);
+                match max_len {
+                    None => self.lpm.v6.lookup(a),
+                    Some(l) => self.lpm.v6.lookup_limited(a, l),
+                }
+            }
+        };
+        match m {
+            Some(m) => Selected {
+                view: m.value,
+                matched: Some(m),
+            },
+            None => Selected {
+                view: self.default_view,
+                matched: None,
+            },
+        }
+    }
+
+    /// Whether any view other than `default` has a prefix in this family
+    /// (then a default answer only holds for the subnet that was asked).
+    pub(crate) fn has_prefixes(&self, v4: bool) -> bool {
+        if v4 {
+            !self.lpm.v4.is_empty()
+        } else {
+            !self.lpm.v6.is_empty()
+        }
+    }
+
+    /// Whether ECS from this client may pick the view.
+    #[inline]
+    pub(crate) fn is_trusted(&self, ip: IpAddr) -> bool {
+        match canonical(ip) {
+            IpAddr::V4(a) => self.trusted.v4.lookup(u32::from(a)).is_some(),
+            IpAddr::V6(a) => self.trusted.v6.lookup(u128::from(a)).is_some(),
+        }
+    }
+
+    // ----- reporting -----
+
+    /// The view answering `ip` and the prefix length that decided it.
+    pub fn select_view(&self, ip: IpAddr) -> ViewMatch {
+        let s = self.select(ip, None);
+        ViewMatch {
+            view: (s.view != NONE).then_some(s.view as usize),
+            prefix_len: s.matched.map(|m| m.len),
+        }
+    }
+
+    /// The configuration this map was built from.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Directory relative `prefixes_file` paths were resolved against.
+    pub fn base_dir(&self) -> &Path {
+        &self.base_dir
+    }
+
+    /// Every view, in config order (index = `ViewMatch::view`).
+    pub fn views(&self) -> &[ViewInfo] {
+        &self.views
+    }
+
+    pub fn view_names(&self) -> Vec<&str> {
+        self.views.iter().map(|v| v.name.as_str()).collect()
+    }
+
+    /// Index of the view called `name`.
+    pub fn view_index(&self, name: &str) -> Option<usize> {
+        self.views.iter().position(|v| v.name == name)
+    }
+
+    /// Index of the `default` view, if configured.
+    pub fn default_view(&self) -> Option<usize> {
+        (self.default_view != NONE).then_some(self.default_view as usize)
+    }
+
+    /// Served zone apexes as configured.
+    pub fn zone_names(&self) -> Vec<&str> {
+        self.zones.iter().map(|z| z.name.as_str()).collect()
+    }
+
+    /// Records configured over all views.
+    pub fn record_count(&self) -> usize {
+        self.record_count
+    }
+
+    /// Distinct prefixes (IPv4, IPv6) in the LPM tables.
+    pub fn prefix_count(&self) -> (usize, usize) {
+        (self.lpm.v4.len(), self.lpm.v6.len())
+    }
+
+    /// Names known to the map (apexes, owners, empty non-terminals).
+    pub fn name_count(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Largest UDP response size (`dns.max_udp_payload`, at least 512).
+    pub fn max_udp_payload(&self) -> u16 {
+        self.max_udp_payload
     }
 }
+
+/// Sort prefixes, report cross-view duplicates through `dup(entry, first)`,
+/// count per view, and return the distinct `(addr, len, view)` list.
+fn dedup_prefixes<K: lpm::Key>(
+    list: &mut Vec<(K, u8, u32, Src)>,
+    counts: &mut [usize],
+    mut dup: impl FnMut(&(K, u8, u32, Src), &(K, u8, u32, Src)),
+) -> Vec<(K, u8, u32)> {
+    list.sort_unstable_by(|a, b| (a.0, a.1, a.2, a.3).cmp(&(b.0, b.1, b.2, b.3)));
+    let mut out: Vec<(K, u8, u32)> = Vec::with_capacity(list.len());
+    let mut i = 0;
+    while i < list.len() {
+        let first = list[i];
+        out.push((first.0, first.1, first.2));
+        if let Some(c) = counts.get_mut(first.2 as usize) {
+            *c += 1;
+        }
+        let mut j = i + 1;
+        while j < list.len() && list[j].0 == first.0 && list[j].1 == first.1 {
+            if list[j].2 != first.2 {
+                dup(&list[j], &first);
+            }
+            j += 1;
+        }
+        i = j;
+    }
+    out
+}
+

@@ -70,9 +70,16 @@ pub enum Route {
     Views,
     View(String),
     Records(String),
-    RecordSet { view: String, name: String, rtype: String },
+    RecordSet {
+        view: String,
+        name: String,
+        rtype: String,
+    },
     Prefixes(String),
-    Prefix { view: String, prefix: String },
+    Prefix {
+        view: String,
+        prefix: String,
+    },
     Changes,
     Reload,
     State,
@@ -100,7 +107,9 @@ impl Route {
     /// Methods the route accepts (for 405 `Allow`).
     fn allowed(&self) -> &'static str {
         match self {
-            Route::Metrics | Route::Healthz | Route::Readyz | Route::Views | Route::State => "GET, HEAD",
+            Route::Metrics | Route::Healthz | Route::Readyz | Route::Views | Route::State => {
+                "GET, HEAD"
+            }
             Route::View(_) => "GET, HEAD, PUT, DELETE",
             Route::Records(_) => "GET, HEAD, POST",
             Route::RecordSet { .. } => "GET, HEAD, PUT, DELETE",
@@ -154,21 +163,50 @@ pub fn route(path: &str) -> Option<Route> {
 
 /// Handle one request. Returns the response and the route label (for the
 /// admin request counter).
-pub fn handle(req: &Request, backend: &dyn Backend, token: Option<&str>) -> (Response, &'static str) {
+pub fn handle(
+    req: &Request,
+    backend: &dyn Backend,
+    token: Option<&str>,
+) -> (Response, &'static str) {
     let Some(route) = route(&req.path) else {
-        return (Response::error(404, &format!("no such path {:?}; see GET /v1/views, /metrics, /healthz, /readyz", req.path)), "unknown");
+        return (
+            Response::error(
+                404,
+                &format!(
+                    "no such path {:?}; see GET /v1/views, /metrics, /healthz, /readyz",
+                    req.path
+                ),
+            ),
+            "unknown",
+        );
     };
     let label = route.label();
     if let Some(token) = token {
         if !route.public() && !authorized(req, token) {
-            let resp = Response::error(401, "missing or wrong bearer token: send Authorization: Bearer <server.admin_token>")
-                .with_header("WWW-Authenticate", "Bearer realm=\"shardgate\"");
+            let resp = Response::error(
+                401,
+                "missing or wrong bearer token: send Authorization: Bearer <server.admin_token>",
+            )
+            .with_header("WWW-Authenticate", "Bearer realm=\"shardgate\"");
             return (resp, label);
         }
     }
-    let method = if req.method == "HEAD" { "GET" } else { req.method.as_str() };
-    let resp = dispatch(&route, method, req, backend)
-        .unwrap_or_else(|| Response::error(405, &format!("{} is not allowed here; use {}", req.method, route.allowed())).with_header("Allow", route.allowed()));
+    let method = if req.method == "HEAD" {
+        "GET"
+    } else {
+        req.method.as_str()
+    };
+    let resp = dispatch(&route, method, req, backend).unwrap_or_else(|| {
+        Response::error(
+            405,
+            &format!(
+                "{} is not allowed here; use {}",
+                req.method,
+                route.allowed()
+            ),
+        )
+        .with_header("Allow", route.allowed())
+    });
     (resp, label)
 }
 
@@ -179,7 +217,8 @@ fn authorized(req: &Request, token: &str) -> bool {
     let Some((scheme, given)) = value.split_once(' ') else {
         return false;
     };
-    scheme.eq_ignore_ascii_case("bearer") && constant_time_eq(given.trim().as_bytes(), token.as_bytes())
+    scheme.eq_ignore_ascii_case("bearer")
+        && constant_time_eq(given.trim().as_bytes(), token.as_bytes())
 }
 
 /// `None` = method not allowed on this route.
@@ -197,7 +236,10 @@ fn dispatch(route: &Route, method: &str, req: &Request, b: &dyn Backend) -> Opti
             if r.waiting_for.is_empty() {
                 Response::text(200, "ready\n")
             } else {
-                Response::json(503, &json!({ "ready": false, "waiting_for": r.waiting_for }))
+                Response::json(
+                    503,
+                    &json!({ "ready": false, "waiting_for": r.waiting_for }),
+                )
             }
         }
         (Route::Views, "GET") => {
@@ -214,7 +256,10 @@ fn dispatch(route: &Route, method: &str, req: &Request, b: &dyn Backend) -> Opti
             Err(r) => r,
         },
         (Route::Prefixes(view), "GET") => match find_view(b, view) {
-            Ok(v) => Response::json(200, &json!({ "view": view, "prefixes": v["prefixes"], "prefixes_file": v["prefixes_file"] })),
+            Ok(v) => Response::json(
+                200,
+                &json!({ "view": view, "prefixes": v["prefixes"], "prefixes_file": v["prefixes_file"] }),
+            ),
             Err(r) => r,
         },
         (Route::RecordSet { view, name, rtype }, "GET") => match find_view(b, view) {
@@ -225,12 +270,21 @@ fn dispatch(route: &Route, method: &str, req: &Request, b: &dyn Backend) -> Opti
                     .into_iter()
                     .flatten()
                     .filter(|r| {
-                        r["name"].as_str().map(super::overlay::canonical_name).as_deref() == Some(want_name.as_str())
-                            && r["type"].as_str().is_some_and(|t| t.eq_ignore_ascii_case(rtype))
+                        r["name"]
+                            .as_str()
+                            .map(super::overlay::canonical_name)
+                            .as_deref()
+                            == Some(want_name.as_str())
+                            && r["type"]
+                                .as_str()
+                                .is_some_and(|t| t.eq_ignore_ascii_case(rtype))
                     })
                     .collect();
                 if records.is_empty() {
-                    Response::error(404, &format!("view {view:?} has no {rtype} records for {want_name}"))
+                    Response::error(
+                        404,
+                        &format!("view {view:?} has no {rtype} records for {want_name}"),
+                    )
                 } else {
                     Response::json(200, &json!({ "view": view, "records": records }))
                 }
@@ -247,13 +301,26 @@ fn dispatch(route: &Route, method: &str, req: &Request, b: &dyn Backend) -> Opti
                 records: Vec<Record>,
             }
             match body::<Body>(req) {
-                Ok(body) => change(b, vec![Change::PutView { view: view.clone(), prefixes: body.prefixes, records: body.records }]),
+                Ok(body) => change(
+                    b,
+                    vec![Change::PutView {
+                        view: view.clone(),
+                        prefixes: body.prefixes,
+                        records: body.records,
+                    }],
+                ),
                 Err(r) => r,
             }
         }
         (Route::View(view), "DELETE") => change(b, vec![Change::DeleteView { view: view.clone() }]),
         (Route::Records(view), "POST") => match body::<Record>(req) {
-            Ok(record) => change(b, vec![Change::AddRecord { view: view.clone(), record }]),
+            Ok(record) => change(
+                b,
+                vec![Change::AddRecord {
+                    view: view.clone(),
+                    record,
+                }],
+            ),
             Err(r) => r,
         },
         (Route::RecordSet { view, name, rtype }, "PUT") => {
@@ -263,13 +330,26 @@ fn dispatch(route: &Route, method: &str, req: &Request, b: &dyn Backend) -> Opti
                 records: Vec<RecordData>,
             }
             match body::<Body>(req) {
-                Ok(body) => change(b, vec![Change::ReplaceRecords { view: view.clone(), name: name.clone(), rtype: rtype.clone(), records: body.records }]),
+                Ok(body) => change(
+                    b,
+                    vec![Change::ReplaceRecords {
+                        view: view.clone(),
+                        name: name.clone(),
+                        rtype: rtype.clone(),
+                        records: body.records,
+                    }],
+                ),
                 Err(r) => r,
             }
         }
         (Route::RecordSet { view, name, rtype }, "DELETE") => change(
             b,
-            vec![Change::DeleteRecords { view: view.clone(), name: name.clone(), rtype: rtype.clone(), data: req.query_param("data") }],
+            vec![Change::DeleteRecords {
+                view: view.clone(),
+                name: name.clone(),
+                rtype: rtype.clone(),
+                data: req.query_param("data"),
+            }],
         ),
         (Route::Prefixes(view), "POST") => {
             #[derive(Deserialize)]
@@ -284,12 +364,24 @@ fn dispatch(route: &Route, method: &str, req: &Request, b: &dyn Backend) -> Opti
                 Ok(body) => {
                     let mut prefixes = body.prefixes;
                     prefixes.extend(body.prefix);
-                    change(b, vec![Change::AddPrefixes { view: view.clone(), prefixes }])
+                    change(
+                        b,
+                        vec![Change::AddPrefixes {
+                            view: view.clone(),
+                            prefixes,
+                        }],
+                    )
                 }
                 Err(r) => r,
             }
         }
-        (Route::Prefix { view, prefix }, "DELETE") => change(b, vec![Change::RemovePrefixes { view: view.clone(), prefixes: vec![prefix.clone()] }]),
+        (Route::Prefix { view, prefix }, "DELETE") => change(
+            b,
+            vec![Change::RemovePrefixes {
+                view: view.clone(),
+                prefixes: vec![prefix.clone()],
+            }],
+        ),
         (Route::Changes, "POST") => {
             #[derive(Deserialize)]
             #[serde(untagged)]
@@ -303,7 +395,9 @@ fn dispatch(route: &Route, method: &str, req: &Request, b: &dyn Backend) -> Opti
             }
         }
         (Route::Reload, "POST") => match b.reload() {
-            Reloaded::Swapped { version } => Response::json(200, &json!({ "reloaded": true, "version": version })),
+            Reloaded::Swapped { version } => {
+                Response::json(200, &json!({ "reloaded": true, "version": version }))
+            }
             Reloaded::NothingToReload => Response::json(
                 409,
                 &json!({ "error": "running on the embedded default configuration: there is no file to reload (start with --config FILE)", "version": b.version() }),
@@ -315,7 +409,10 @@ fn dispatch(route: &Route, method: &str, req: &Request, b: &dyn Backend) -> Opti
         },
         (Route::State, "GET") => {
             let (_, overlay, version, file) = b.map();
-            Response::json(200, &json!({ "version": version, "state_file": file, "changes": overlay }))
+            Response::json(
+                200,
+                &json!({ "version": version, "state_file": file, "changes": overlay }),
+            )
         }
         _ => return None,
     })
@@ -348,7 +445,8 @@ fn body<T: for<'de> Deserialize<'de>>(req: &Request) -> Result<T, Response> {
     if req.body.is_empty() {
         return Err(Response::error(400, "this request needs a JSON body"));
     }
-    serde_json::from_slice(&req.body).map_err(|e| Response::error(400, &format!("invalid JSON body: {e}")))
+    serde_json::from_slice(&req.body)
+        .map_err(|e| Response::error(400, &format!("invalid JSON body: {e}")))
 }
 
 fn problems_json(problems: &[Problem]) -> Vec<Value> {
@@ -366,8 +464,12 @@ fn change(b: &dyn Backend, changes: Vec<Change>) -> Response {
         Err(_) => "rejected",
     });
     match result {
-        Ok(Applied { version: Some(v) }) => Response::json(200, &json!({ "changed": true, "version": v })),
-        Ok(Applied { version: None }) => Response::json(200, &json!({ "changed": false, "version": b.version() })),
+        Ok(Applied { version: Some(v) }) => {
+            Response::json(200, &json!({ "changed": true, "version": v }))
+        }
+        Ok(Applied { version: None }) => {
+            Response::json(200, &json!({ "changed": false, "version": b.version() }))
+        }
         Err(Refused::Change(e)) => Response::error(e.status, &e.message),
         Err(Refused::Invalid(problems)) => Response::json(
             400,
@@ -385,15 +487,40 @@ mod tests {
     fn routes_paths() {
         assert_eq!(route("/metrics"), Some(Route::Metrics));
         assert_eq!(route("/v1/views/"), Some(Route::Views));
-        assert_eq!(route("/v1/views/inst%2D7"), Some(Route::View("inst-7".into())));
+        assert_eq!(
+            route("/v1/views/inst%2D7"),
+            Some(Route::View("inst-7".into()))
+        );
         assert_eq!(
             route("/v1/views/a/records/upf.svc.example./A"),
-            Some(Route::RecordSet { view: "a".into(), name: "upf.svc.example.".into(), rtype: "A".into() })
+            Some(Route::RecordSet {
+                view: "a".into(),
+                name: "upf.svc.example.".into(),
+                rtype: "A".into()
+            })
         );
-        assert_eq!(route("/v1/views/a/prefixes/10.1.0.7/32"), Some(Route::Prefix { view: "a".into(), prefix: "10.1.0.7/32".into() }));
-        assert_eq!(route("/v1/views/a/prefixes/fd00::7%2F128"), Some(Route::Prefix { view: "a".into(), prefix: "fd00::7/128".into() }));
-        assert_eq!(route("/v1/views/a/prefixes/"), Some(Route::Prefixes("a".into())));
-        assert_eq!(route("/v1/views//records"), Some(Route::Records(String::new())));
+        assert_eq!(
+            route("/v1/views/a/prefixes/10.1.0.7/32"),
+            Some(Route::Prefix {
+                view: "a".into(),
+                prefix: "10.1.0.7/32".into()
+            })
+        );
+        assert_eq!(
+            route("/v1/views/a/prefixes/fd00::7%2F128"),
+            Some(Route::Prefix {
+                view: "a".into(),
+                prefix: "fd00::7/128".into()
+            })
+        );
+        assert_eq!(
+            route("/v1/views/a/prefixes/"),
+            Some(Route::Prefixes("a".into()))
+        );
+        assert_eq!(
+            route("/v1/views//records"),
+            Some(Route::Records(String::new()))
+        );
         assert_eq!(route("/v1/nope"), None);
         assert_eq!(route("/v1/views/%zz"), None);
         assert_eq!(route("/"), None);

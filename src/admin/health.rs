@@ -53,7 +53,11 @@ impl Health {
     pub fn expect_functions<'a>(&self, names: impl IntoIterator<Item = &'a str>) {
         let mut f = self.functions.lock().unwrap_or_else(|e| e.into_inner());
         f.clear();
-        f.extend(names.into_iter().map(|n| (n.to_owned(), FunctionState::Compiling)));
+        f.extend(
+            names
+                .into_iter()
+                .map(|n| (n.to_owned(), FunctionState::Compiling)),
+        );
         publish_counts(&f);
     }
 
@@ -85,7 +89,9 @@ impl Health {
             match state {
                 FunctionState::Ready => {}
                 FunctionState::Compiling => out.push(format!("function {name:?} still compiling")),
-                FunctionState::Failed(why) => out.push(format!("function {name:?} failed to compile: {why}")),
+                FunctionState::Failed(why) => {
+                    out.push(format!("function {name:?} failed to compile: {why}"))
+                }
             }
         }
         out
@@ -113,7 +119,10 @@ mod tests {
         assert_eq!(h.waiting_for().len(), 2);
         h.set_function("a", FunctionState::Ready);
         h.set_function("b", FunctionState::Failed("bad magic".into()));
-        assert_eq!(h.waiting_for(), vec!["function \"b\" failed to compile: bad magic"]);
+        assert_eq!(
+            h.waiting_for(),
+            vec!["function \"b\" failed to compile: bad magic"]
+        );
         h.set_function("b", FunctionState::Ready);
         assert!(h.waiting_for().is_empty());
         h.set_shard_serving(1, false);

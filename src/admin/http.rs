@@ -36,7 +36,9 @@ impl Request {
         let q = self.query.as_deref()?;
         q.split('&').find_map(|pair| {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (percent_decode(k)? == key).then(|| percent_decode(v)).flatten()
+            (percent_decode(k)? == key)
+                .then(|| percent_decode(v))
+                .flatten()
         })
     }
 }
@@ -298,9 +300,18 @@ mod tests {
             other => panic!("expected an error for {raw:?}, got {other:?}"),
         };
         assert_eq!(status(b"GET / HTTP/1.1\r\nContent-Length: x\r\n\r\n"), 400);
-        assert_eq!(status(b"GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"), 400);
-        assert_eq!(status(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"), 411);
-        assert_eq!(status(b"POST / HTTP/1.1\r\nContent-Length: 99999999999\r\n\r\n"), 413);
+        assert_eq!(
+            status(b"GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"),
+            400
+        );
+        assert_eq!(
+            status(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            411
+        );
+        assert_eq!(
+            status(b"POST / HTTP/1.1\r\nContent-Length: 99999999999\r\n\r\n"),
+            413
+        );
         assert_eq!(status(b"G\x00T / HTTP/1.1\r\n\r\n"), 400);
         let mut many = b"GET / HTTP/1.1\r\n".to_vec();
         for i in 0..100 {
@@ -315,7 +326,8 @@ mod tests {
 
     #[test]
     fn never_panics_on_prefixes_of_requests() {
-        let raw = b"PUT /v1/views/x HTTP/1.1\r\nContent-Length: 2\r\nAuthorization: Bearer t\r\n\r\n{}";
+        let raw =
+            b"PUT /v1/views/x HTTP/1.1\r\nContent-Length: 2\r\nAuthorization: Bearer t\r\n\r\n{}";
         for n in 0..raw.len() {
             assert!(matches!(parse(&raw[..n]), Parsed::Partial), "at {n}");
         }
@@ -351,7 +363,10 @@ mod tests {
 
     #[test]
     fn decodes_percent_escapes() {
-        assert_eq!(percent_decode("10.1.0.7%2F32").as_deref(), Some("10.1.0.7/32"));
+        assert_eq!(
+            percent_decode("10.1.0.7%2F32").as_deref(),
+            Some("10.1.0.7/32")
+        );
         assert_eq!(percent_decode("a+b").as_deref(), Some("a+b"));
         assert_eq!(percent_decode("%zz"), None);
         assert_eq!(percent_decode("%4"), None);

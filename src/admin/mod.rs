@@ -77,20 +77,27 @@ pub fn validate(server: &ServerConfig) -> Vec<Problem> {
     problems
 }
 
-/// The state directory: `server.state_dir` (relative to `base_dir`), else
-/// `$STATE_DIRECTORY` (systemd), else `./shardgate-state`.
+/// The state directory: `server.state_dir` (relative to `base_dir`, the
+/// config file's directory), else `$STATE_DIRECTORY` (set by systemd's
+/// `StateDirectory=`), else `shardgate-state` next to the config file (in
+/// the current directory for the embedded default).
 pub fn state_dir(server: &ServerConfig, base_dir: &Path) -> PathBuf {
     if let Some(dir) = &server.state_dir {
         return base_dir.join(dir);
     }
     if let Some(dir) = std::env::var_os("STATE_DIRECTORY") {
         // systemd may list several, separated by ':'; the first is ours.
-        let first = dir.to_string_lossy().split(':').next().unwrap_or("").to_owned();
+        let first = dir
+            .to_string_lossy()
+            .split(':')
+            .next()
+            .unwrap_or("")
+            .to_owned();
         if !first.is_empty() {
             return PathBuf::from(first);
         }
     }
-    PathBuf::from("shardgate-state")
+    base_dir.join("shardgate-state")
 }
 
 /// The admin token from the config (inline or file), if any.
@@ -172,7 +179,15 @@ pub fn prepare(
     let token = load_token(&server, base_dir).map_err(PrepareError::Other)?;
     let listener = bind(server.admin_listen, token.as_deref()).map_err(PrepareError::Other)?;
     let health = health::init(shards);
-    Ok((loaded, store, Prepared { listener, token, health }))
+    Ok((
+        loaded,
+        store,
+        Prepared {
+            listener,
+            token,
+            health,
+        },
+    ))
 }
 
 impl Prepared {
@@ -198,7 +213,11 @@ pub fn start(
 ) -> anyhow::Result<SocketAddr> {
     crate::metrics::register_process_series();
     crate::metrics::set_map_version(shared.version());
-    let backend = Arc::new(RuntimeBackend { shared, ctl, health });
+    let backend = Arc::new(RuntimeBackend {
+        shared,
+        ctl,
+        health,
+    });
     let addr = server::spawn(listener, backend, token)
         .map_err(|e| anyhow::anyhow!("cannot start the admin listener thread: {e}"))?;
     // Exporter housekeeping, off the shards.
@@ -303,11 +322,17 @@ mod tests {
             admin_token_file: Some("tok".into()),
             ..ServerConfig::default()
         };
-        assert_eq!(load_token(&s, dir.path()).unwrap().as_deref(), Some("0123456789abcdef0123"));
+        assert_eq!(
+            load_token(&s, dir.path()).unwrap().as_deref(),
+            Some("0123456789abcdef0123")
+        );
         std::fs::write(dir.path().join("tok"), "short\n").unwrap();
         assert!(load_token(&s, dir.path()).is_err());
         s.admin_token_file = Some("missing".into());
-        assert!(load_token(&s, dir.path()).unwrap_err().to_string().contains("missing"));
+        assert!(load_token(&s, dir.path())
+            .unwrap_err()
+            .to_string()
+            .contains("missing"));
         s.state_dir = Some("st".into());
         assert_eq!(state_dir(&s, dir.path()), dir.path().join("st"));
         s.state_dir = Some("/abs".into());

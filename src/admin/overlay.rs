@@ -319,12 +319,13 @@ pub fn merge(base: &Config, overlay: &Overlay) -> (Config, Vec<String>) {
                 view.prefixes.extend(add_prefixes.iter().cloned());
                 for set in record_sets {
                     view.records.retain(|r| !is_key(r, &set.name, &set.rtype));
-                    view.records.extend(set.records.iter().map(|d| RecordConfig {
-                        name: set.name.clone(),
-                        rtype: set.rtype.clone(),
-                        data: d.data.clone(),
-                        ttl: d.ttl,
-                    }));
+                    view.records
+                        .extend(set.records.iter().map(|d| RecordConfig {
+                            name: set.name.clone(),
+                            rtype: set.rtype.clone(),
+                            data: d.data.clone(),
+                            ttl: d.ttl,
+                        }));
                 }
             }
         }
@@ -488,7 +489,10 @@ fn apply_one(base: &Config, overlay: &mut Overlay, change: &Change) -> Result<()
         Change::AddRecord { view, record } => {
             let record = normalize_record(record)?;
             let mut set = current_set(overlay, base_view, view, &record.name, &record.rtype)?;
-            match set.iter_mut().find(|d| same_data(&record.rtype, &d.data, &record.data)) {
+            match set
+                .iter_mut()
+                .find(|d| same_data(&record.rtype, &d.data, &record.data))
+            {
                 Some(existing) => existing.ttl = record.ttl,
                 None => set.push(RecordData {
                     data: record.data.clone(),
@@ -613,7 +617,10 @@ fn current_set(
             })
             .collect()),
         (Some(ViewDelta::Patch { record_sets, .. }), base) => {
-            match record_sets.iter().find(|s| s.name == name && s.rtype == rtype) {
+            match record_sets
+                .iter()
+                .find(|s| s.name == name && s.rtype == rtype)
+            {
                 Some(s) => Ok(s.records.clone()),
                 None => Ok(base.map(|b| from_config(&b.records)).unwrap_or_default()),
             }
@@ -765,15 +772,35 @@ mod tests {
     fn prefix_changes_keep_only_differences() {
         let base = base();
         let add = |ov: &Overlay, p: &str| {
-            apply(&base, ov, &[Change::AddPrefixes { view: "a".into(), prefixes: vec![p.into()] }])
+            apply(
+                &base,
+                ov,
+                &[Change::AddPrefixes {
+                    view: "a".into(),
+                    prefixes: vec![p.into()],
+                }],
+            )
         };
         let remove = |ov: &Overlay, p: &str| {
-            apply(&base, ov, &[Change::RemovePrefixes { view: "a".into(), prefixes: vec![p.into()] }])
+            apply(
+                &base,
+                ov,
+                &[Change::RemovePrefixes {
+                    view: "a".into(),
+                    prefixes: vec![p.into()],
+                }],
+            )
         };
         let ov = add(&Overlay::default(), "10.9.0.1").unwrap();
-        assert_eq!(view(&merge(&base, &ov).0, "a").prefixes, vec!["10.1.0.0/16", "10.9.0.1/32"]);
+        assert_eq!(
+            view(&merge(&base, &ov).0, "a").prefixes,
+            vec!["10.1.0.0/16", "10.9.0.1/32"]
+        );
         // Adding what the config already has changes nothing.
-        assert_eq!(add(&Overlay::default(), "10.1.0.0/16").unwrap(), Overlay::default());
+        assert_eq!(
+            add(&Overlay::default(), "10.1.0.0/16").unwrap(),
+            Overlay::default()
+        );
         // Remove the added one: back to no overlay at all.
         assert_eq!(remove(&ov, "10.9.0.1/32").unwrap(), Overlay::default());
         // Remove a configured prefix, then add it back.
@@ -782,10 +809,25 @@ mod tests {
         assert_eq!(remove(&ov, "10.1.0.0/16").unwrap_err().status, 404);
         assert_eq!(add(&ov, "10.1.0.0/16").unwrap(), Overlay::default());
         // Unknown prefix, bad prefix, unknown view.
-        assert_eq!(remove(&Overlay::default(), "10.2.0.0/16").unwrap_err().status, 404);
-        assert_eq!(add(&Overlay::default(), "10.1.0.300").unwrap_err().status, 400);
-        let e = apply(&base, &Overlay::default(), &[Change::AddPrefixes { view: "zz".into(), prefixes: vec!["10.0.0.1".into()] }])
-            .unwrap_err();
+        assert_eq!(
+            remove(&Overlay::default(), "10.2.0.0/16")
+                .unwrap_err()
+                .status,
+            404
+        );
+        assert_eq!(
+            add(&Overlay::default(), "10.1.0.300").unwrap_err().status,
+            400
+        );
+        let e = apply(
+            &base,
+            &Overlay::default(),
+            &[Change::AddPrefixes {
+                view: "zz".into(),
+                prefixes: vec!["10.0.0.1".into()],
+            }],
+        )
+        .unwrap_err();
         assert_eq!(e.status, 404);
         assert!(e.message.contains("PUT /v1/views/zz"), "{e}");
     }
@@ -794,8 +836,15 @@ mod tests {
     fn removing_a_prefix_from_a_prefixes_file_says_what_to_do() {
         let mut base = base();
         base.views[0].prefixes_file = Some("big.txt".into());
-        let e = apply(&base, &Overlay::default(), &[Change::RemovePrefixes { view: "a".into(), prefixes: vec!["10.200.0.0/16".into()] }])
-            .unwrap_err();
+        let e = apply(
+            &base,
+            &Overlay::default(),
+            &[Change::RemovePrefixes {
+                view: "a".into(),
+                prefixes: vec!["10.200.0.0/16".into()],
+            }],
+        )
+        .unwrap_err();
         assert_eq!(e.status, 400);
         assert!(e.message.contains("big.txt"), "{e}");
     }
@@ -806,47 +855,97 @@ mod tests {
         let ov = apply(
             &base,
             &Overlay::default(),
-            &[Change::AddRecord { view: "a".into(), record: rec("upf.svc.example.", "A", "10.0.1.6") }],
+            &[Change::AddRecord {
+                view: "a".into(),
+                record: rec("upf.svc.example.", "A", "10.0.1.6"),
+            }],
         )
         .unwrap();
         let merged = merge(&base, &ov).0;
-        let datas: Vec<_> = view(&merged, "a").records.iter().map(|r| r.data.as_str()).collect();
+        let datas: Vec<_> = view(&merged, "a")
+            .records
+            .iter()
+            .map(|r| r.data.as_str())
+            .collect();
         assert_eq!(datas, ["10.0.1.5", "10.0.1.6"]);
         // Delete one, then the other: the set is gone from the merged view.
         let ov = apply(
             &base,
             &ov,
             &[
-                Change::DeleteRecords { view: "a".into(), name: "upf.svc.example.".into(), rtype: "A".into(), data: Some("10.0.1.5".into()) },
-                Change::DeleteRecords { view: "a".into(), name: "upf.svc.example.".into(), rtype: "a".into(), data: None },
+                Change::DeleteRecords {
+                    view: "a".into(),
+                    name: "upf.svc.example.".into(),
+                    rtype: "A".into(),
+                    data: Some("10.0.1.5".into()),
+                },
+                Change::DeleteRecords {
+                    view: "a".into(),
+                    name: "upf.svc.example.".into(),
+                    rtype: "a".into(),
+                    data: None,
+                },
             ],
         )
         .unwrap();
         assert!(view(&merge(&base, &ov).0, "a").records.is_empty());
         // Deleting again: 404 and the error names the change.
-        let e = apply(&base, &ov, &[
-            Change::AddPrefixes { view: "a".into(), prefixes: vec!["10.3.0.0/16".into()] },
-            Change::DeleteRecords { view: "a".into(), name: "upf.svc.example.".into(), rtype: "A".into(), data: None },
-        ])
+        let e = apply(
+            &base,
+            &ov,
+            &[
+                Change::AddPrefixes {
+                    view: "a".into(),
+                    prefixes: vec!["10.3.0.0/16".into()],
+                },
+                Change::DeleteRecords {
+                    view: "a".into(),
+                    name: "upf.svc.example.".into(),
+                    rtype: "A".into(),
+                    data: None,
+                },
+            ],
+        )
         .unwrap_err();
         assert_eq!(e.status, 404);
         assert!(e.message.starts_with("change 2 (a): "), "{e}");
         // Replacing with exactly the configured set drops the patch.
-        let ov = apply(&base, &ov, &[Change::ReplaceRecords {
-            view: "a".into(),
-            name: "upf.svc.example".into(),
-            rtype: "A".into(),
-            records: vec![RecordData { data: "10.0.1.5".into(), ttl: None }],
-        }])
+        let ov = apply(
+            &base,
+            &ov,
+            &[Change::ReplaceRecords {
+                view: "a".into(),
+                name: "upf.svc.example".into(),
+                rtype: "A".into(),
+                records: vec![RecordData {
+                    data: "10.0.1.5".into(),
+                    ttl: None,
+                }],
+            }],
+        )
         .unwrap();
         assert_eq!(ov, Overlay::default());
 
         // On an API-defined view the records are edited in place.
-        let ov = apply(&base, &Overlay::default(), &[
-            Change::PutView { view: "b".into(), prefixes: vec![], records: vec![rec("x.svc.example.", "A", "10.0.0.1")] },
-            Change::AddRecord { view: "b".into(), record: rec("x.svc.example.", "A", "10.0.0.1") },
-            Change::AddRecord { view: "b".into(), record: rec("y.svc.example.", "TXT", "hello") },
-        ])
+        let ov = apply(
+            &base,
+            &Overlay::default(),
+            &[
+                Change::PutView {
+                    view: "b".into(),
+                    prefixes: vec![],
+                    records: vec![rec("x.svc.example.", "A", "10.0.0.1")],
+                },
+                Change::AddRecord {
+                    view: "b".into(),
+                    record: rec("x.svc.example.", "A", "10.0.0.1"),
+                },
+                Change::AddRecord {
+                    view: "b".into(),
+                    record: rec("y.svc.example.", "TXT", "hello"),
+                },
+            ],
+        )
         .unwrap();
         let b = view(&merge(&base, &ov).0, "b").clone();
         assert_eq!(b.records.len(), 2);
@@ -855,21 +954,46 @@ mod tests {
     #[test]
     fn deleting_views() {
         let base = base();
-        let ov = apply(&base, &Overlay::default(), &[Change::DeleteView { view: "a".into() }]).unwrap();
+        let ov = apply(
+            &base,
+            &Overlay::default(),
+            &[Change::DeleteView { view: "a".into() }],
+        )
+        .unwrap();
         let merged = merge(&base, &ov).0;
         assert!(merged.views.iter().all(|v| v.name != "a"));
-        assert_eq!(apply(&base, &ov, &[Change::DeleteView { view: "a".into() }]).unwrap_err().status, 404);
         assert_eq!(
-            apply(&base, &ov, &[Change::AddRecord { view: "a".into(), record: rec("x.svc.example.", "A", "10.0.0.1") }])
+            apply(&base, &ov, &[Change::DeleteView { view: "a".into() }])
                 .unwrap_err()
                 .status,
             404
         );
+        assert_eq!(
+            apply(
+                &base,
+                &ov,
+                &[Change::AddRecord {
+                    view: "a".into(),
+                    record: rec("x.svc.example.", "A", "10.0.0.1")
+                }]
+            )
+            .unwrap_err()
+            .status,
+            404
+        );
         // A view the API created and then deleted leaves nothing behind.
-        let ov = apply(&base, &Overlay::default(), &[
-            Change::PutView { view: "c".into(), prefixes: vec![], records: vec![] },
-            Change::DeleteView { view: "c".into() },
-        ])
+        let ov = apply(
+            &base,
+            &Overlay::default(),
+            &[
+                Change::PutView {
+                    view: "c".into(),
+                    prefixes: vec![],
+                    records: vec![],
+                },
+                Change::DeleteView { view: "c".into() },
+            ],
+        )
         .unwrap();
         assert_eq!(ov, Overlay::default());
     }
@@ -877,7 +1001,15 @@ mod tests {
     #[test]
     fn a_patch_whose_view_left_the_config_is_reported_not_applied() {
         let base = base();
-        let ov = apply(&base, &Overlay::default(), &[Change::AddPrefixes { view: "a".into(), prefixes: vec!["10.9.0.0/24".into()] }]).unwrap();
+        let ov = apply(
+            &base,
+            &Overlay::default(),
+            &[Change::AddPrefixes {
+                view: "a".into(),
+                prefixes: vec!["10.9.0.0/24".into()],
+            }],
+        )
+        .unwrap();
         let mut edited = base.clone();
         edited.views.retain(|v| v.name != "a");
         let (merged, notes) = merge(&edited, &ov);
@@ -893,7 +1025,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.len(), 2);
-        assert!(serde_json::from_str::<Change>(r#"{"op":"add_prefixes","view":"a","prefixes":[],"x":1}"#).is_err());
+        assert!(serde_json::from_str::<Change>(
+            r#"{"op":"add_prefixes","view":"a","prefixes":[],"x":1}"#
+        )
+        .is_err());
         assert!(serde_json::from_str::<Change>(r#"{"op":"nope","view":"a"}"#).is_err());
         assert!(apply(&base(), &Overlay::default(), &[]).is_err());
     }

@@ -28,45 +28,58 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Serve `listener` on a new thread until the process exits.
-pub fn spawn(listener: TcpListener, backend: Arc<dyn Backend>, token: Option<String>) -> io::Result<SocketAddr> {
+pub fn spawn(
+    listener: TcpListener,
+    backend: Arc<dyn Backend>,
+    token: Option<String>,
+) -> io::Result<SocketAddr> {
     let addr = listener.local_addr()?;
     let token: Arc<Option<String>> = Arc::new(token);
     let active = Arc::new(AtomicUsize::new(0));
-    std::thread::Builder::new().name("admin".into()).spawn(move || {
-        for conn in listener.incoming() {
-            let stream = match conn {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!("admin listener: accept failed: {e}");
-                    std::thread::sleep(Duration::from_millis(50));
+    std::thread::Builder::new()
+        .name("admin".into())
+        .spawn(move || {
+            for conn in listener.incoming() {
+                let stream = match conn {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!("admin listener: accept failed: {e}");
+                        std::thread::sleep(Duration::from_millis(50));
+                        continue;
+                    }
+                };
+                if active.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
+                    active.fetch_sub(1, Ordering::AcqRel);
+                    let busy = Response::error(503, "too many admin connections; retry shortly");
+                    let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+                    let _ = (&stream).write_all(&busy.to_bytes(false, false));
                     continue;
                 }
-            };
-            if active.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
-                active.fetch_sub(1, Ordering::AcqRel);
-                let busy = Response::error(503, "too many admin connections; retry shortly");
-                let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
-                let _ = (&stream).write_all(&busy.to_bytes(false, false));
-                continue;
-            }
-            let (backend, token, active) = (backend.clone(), token.clone(), active.clone());
-            let spawned = std::thread::Builder::new().name("admin-conn".into()).spawn(move || {
-                if let Err(e) = serve_connection(stream, &*backend, token.as_deref()) {
-                    tracing::debug!("admin connection: {e}");
+                let (backend, token, active) = (backend.clone(), token.clone(), active.clone());
+                let spawned =
+                    std::thread::Builder::new()
+                        .name("admin-conn".into())
+                        .spawn(move || {
+                            if let Err(e) = serve_connection(stream, &*backend, token.as_deref()) {
+                                tracing::debug!("admin connection: {e}");
+                            }
+                            active.fetch_sub(1, Ordering::AcqRel);
+                        });
+                if let Err(e) = spawned {
+                    tracing::warn!("admin listener: cannot start a connection thread: {e}");
                 }
-                active.fetch_sub(1, Ordering::AcqRel);
-            });
-            if let Err(e) = spawned {
-                tracing::warn!("admin listener: cannot start a connection thread: {e}");
             }
-        }
-    })?;
+        })?;
     Ok(addr)
 }
 
 /// Serve requests on one connection until it closes, asks to close, idles
 /// out or sends something unparsable.
-fn serve_connection(mut stream: TcpStream, backend: &dyn Backend, token: Option<&str>) -> io::Result<()> {
+fn serve_connection(
+    mut stream: TcpStream,
+    backend: &dyn Backend,
+    token: Option<&str>,
+) -> io::Result<()> {
     stream.set_read_timeout(Some(IDLE_TIMEOUT))?;
     stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
     let _ = stream.set_nodelay(true);

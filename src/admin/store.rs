@@ -78,7 +78,9 @@ pub struct MapStore {
 
 impl std::fmt::Debug for MapStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MapStore").field("file", &self.file).finish_non_exhaustive()
+        f.debug_struct("MapStore")
+            .field("file", &self.file)
+            .finish_non_exhaustive()
     }
 }
 
@@ -97,7 +99,11 @@ impl MapStore {
 
     /// Start-up: prepare `state_dir`, read the persisted changes and merge
     /// them over `loaded`. Returns the store and what to serve.
-    pub fn open(state_dir: &Path, loaded: Loaded, base_dir: &Path) -> Result<(MapStore, Loaded), OpenError> {
+    pub fn open(
+        state_dir: &Path,
+        loaded: Loaded,
+        base_dir: &Path,
+    ) -> Result<(MapStore, Loaded), OpenError> {
         persist::prepare_dir(state_dir).map_err(|e| {
             OpenError::State(format!(
                 "cannot use state directory {}: {e}; set server.state_dir to a directory shardgate may write",
@@ -144,7 +150,10 @@ impl MapStore {
     /// overlay itself.
     pub fn snapshot(&self) -> (Config, Overlay) {
         let inner = self.lock();
-        (overlay::merge(&inner.base, &inner.overlay).0, inner.overlay.clone())
+        (
+            overlay::merge(&inner.base, &inner.overlay).0,
+            inner.overlay.clone(),
+        )
     }
 
     /// Reload: `load` the configuration file afresh, merge the overlay,
@@ -269,7 +278,11 @@ fn name_views(key: &str, config: &Config) -> String {
     let Some((index, tail)) = rest.split_once(']') else {
         return key.to_owned();
     };
-    match index.parse::<usize>().ok().and_then(|i| config.views.get(i)) {
+    match index
+        .parse::<usize>()
+        .ok()
+        .and_then(|i| config.views.get(i))
+    {
         Some(v) => format!("view {:?}{tail}", v.name),
         None => key.to_owned(),
     }
@@ -324,17 +337,25 @@ mod tests {
         assert_eq!(serving.config, loaded().config);
         let mut published = Vec::new();
         let applied = store
-            .change(&[add_instance("inst-1", "127.0.0.77")], Path::new("."), |l| {
-                published.push(l.config.clone());
-                7
-            })
+            .change(
+                &[add_instance("inst-1", "127.0.0.77")],
+                Path::new("."),
+                |l| {
+                    published.push(l.config.clone());
+                    7
+                },
+            )
             .unwrap();
         assert_eq!(applied.version, Some(7));
         assert!(published[0].views.iter().any(|v| v.name == "inst-1"));
         assert!(dir.path().join(STATE_FILE).exists());
         // The same change again changes nothing and publishes nothing.
         let again = store
-            .change(&[add_instance("inst-1", "127.0.0.77")], Path::new("."), |_| unreachable!())
+            .change(
+                &[add_instance("inst-1", "127.0.0.77")],
+                Path::new("."),
+                |_| unreachable!(),
+            )
             .unwrap();
         assert_eq!(again.version, None);
 
@@ -360,7 +381,10 @@ mod tests {
         match store.change(&[bad], Path::new("."), |_| unreachable!()) {
             Err(Refused::Invalid(problems)) => {
                 assert!(!problems.is_empty());
-                assert!(problems.iter().any(|p| p.key.starts_with("view \"bad\"")), "{problems:?}");
+                assert!(
+                    problems.iter().any(|p| p.key.starts_with("view \"bad\"")),
+                    "{problems:?}"
+                );
             }
             other => panic!("expected Invalid, got {other:?}"),
         }
@@ -372,20 +396,34 @@ mod tests {
     fn reload_keeps_the_overlay_and_rejects_a_bad_file() {
         let store = MapStore::detached(&loaded().config);
         store
-            .change(&[add_instance("inst-2", "127.0.0.78")], Path::new("."), |_| 2)
+            .change(
+                &[add_instance("inst-2", "127.0.0.78")],
+                Path::new("."),
+                |_| 2,
+            )
             .unwrap();
         let mut served = None;
         let v = store
-            .reload(|| Ok(loaded()), Path::new("."), |l| {
-                served = Some(l.config);
-                3
-            })
+            .reload(
+                || Ok(loaded()),
+                Path::new("."),
+                |l| {
+                    served = Some(l.config);
+                    3
+                },
+            )
             .unwrap();
         assert_eq!(v, 3);
         assert!(served.unwrap().views.iter().any(|v| v.name == "inst-2"));
         let problems = store
             .reload(
-                || Err(vec![Problem { line: Some(1), key: String::new(), message: "broken".into() }]),
+                || {
+                    Err(vec![Problem {
+                        line: Some(1),
+                        key: String::new(),
+                        message: "broken".into(),
+                    }])
+                },
                 Path::new("."),
                 |_| unreachable!(),
             )
@@ -397,7 +435,9 @@ mod tests {
     fn a_corrupt_state_file_stops_start_up_with_advice() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(STATE_FILE), b"{not json").unwrap();
-        let err = MapStore::open(dir.path(), loaded(), Path::new(".")).err().unwrap();
+        let err = MapStore::open(dir.path(), loaded(), Path::new("."))
+            .err()
+            .unwrap();
         let msg = err.to_string();
         assert!(msg.contains("move it away"), "{msg}");
     }
@@ -406,7 +446,10 @@ mod tests {
     fn names_views_in_problem_keys() {
         let c = loaded().config;
         if let Some(first) = c.views.first() {
-            assert_eq!(name_views("view[0].record[1].data", &c), format!("view {:?}.record[1].data", first.name));
+            assert_eq!(
+                name_views("view[0].record[1].data", &c),
+                format!("view {:?}.record[1].data", first.name)
+            );
         }
         assert_eq!(name_views("view[999].x", &c), "view[999].x");
         assert_eq!(name_views("dns.listen", &c), "dns.listen");

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 use wasmtime::{
-    Config, Engine, ExternType, InstanceAllocationStrategy, InstancePre, Linker, Module,
+    Config, Enabled, Engine, ExternType, InstanceAllocationStrategy, InstancePre, Linker, Module,
     ModuleExport, PoolingAllocationConfig, ValType,
 };
 
@@ -40,7 +40,10 @@ pub fn build_engine(s: &EngineSettings) -> Result<Engine, String> {
         .max_tables_per_module(1)
         .max_memory_size(s.max_memory_bytes)
         .linear_memory_keep_resident(s.keep_resident_bytes)
-        .table_keep_resident(s.keep_resident_bytes);
+        .table_keep_resident(s.keep_resident_bytes)
+        // Linux >= 6.7: reset only the pages an instance dirtied, not the
+        // whole keep-resident prefix (falls back to memset elsewhere).
+        .pagemap_scan(Enabled::Auto);
     let mut config = Config::new();
     config
         .epoch_interruption(true)

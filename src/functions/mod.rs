@@ -14,6 +14,7 @@ pub mod frame;
 pub mod http;
 pub mod node;
 pub mod outcome;
+pub mod server;
 pub mod shard;
 
 pub use arena::{Ring, StatsSnapshot};

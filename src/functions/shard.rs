@@ -41,6 +41,32 @@ impl LocalNotify {
     }
 }
 
+/// Shard-local counters of the invocation surfaces (per-function counters
+/// are in each ring's `RingStats`).
+#[derive(Debug, Default)]
+pub struct SurfaceStats {
+    /// Datagrams that decoded as invocation requests.
+    pub udp_requests: Cell<u64>,
+    /// Datagrams answered with an error before invoking (bad frame, version).
+    pub udp_rejected: Cell<u64>,
+    /// Datagrams ignored (no magic, a reply, too short).
+    pub udp_ignored: Cell<u64>,
+    /// Replies replaced by `OutputTooLarge` because they do not fit a datagram.
+    pub udp_oversized_replies: Cell<u64>,
+    pub http_requests: Cell<u64>,
+    /// Responses other than 200.
+    pub http_errors: Cell<u64>,
+    pub http_open: Cell<u64>,
+    pub http_accepted: Cell<u64>,
+    /// Connections closed at once because the shard was at its cap.
+    pub http_refused: Cell<u64>,
+    pub http_idle_closed: Cell<u64>,
+}
+
+pub(crate) fn bump(c: &Cell<u64>) {
+    c.set(c.get() + 1);
+}
+
 /// Result of looking a function up by name.
 pub enum Lookup<'a> {
     /// Index for [`FunctionShard::invoke_index`] and the function.
@@ -58,6 +84,7 @@ pub struct FunctionShard {
     /// Parallel to `node.functions()` (sorted by name).
     rings: Vec<RefCell<Ring>>,
     upkeep: LocalNotify,
+    pub surface: SurfaceStats,
 }
 
 impl FunctionShard {
@@ -78,6 +105,7 @@ impl FunctionShard {
             node: node.clone(),
             rings,
             upkeep: LocalNotify::default(),
+            surface: SurfaceStats::default(),
         }
     }
 

@@ -9,9 +9,12 @@
 //! I/O: [`udp`] (the datagram load loop), [`sys`] (clock, waits, progress).
 
 pub mod args;
+pub mod cli;
 pub mod codec;
 pub mod dnsmsg;
 pub mod fncodec;
+pub mod http;
+pub mod httploop;
 pub mod inflight;
 pub mod plot;
 pub mod queryfile;

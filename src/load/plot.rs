@@ -107,7 +107,7 @@ pub fn draw<DB: DrawingBackend>(
         .filter(|p| p.quantile < 1.0)
         .map(|p| -(1.0 - p.quantile).log10())
         .fold(1.0f64, f64::max);
-    let right = (deepest.ceil() + 1.0).min(MAX_NINES);
+    let right = (deepest + 0.5).ceil().clamp(1.0, MAX_NINES);
     let ymax = results
         .iter()
         .flat_map(|(_, r)| r.distribution.iter())
@@ -126,6 +126,14 @@ pub fn draw<DB: DrawingBackend>(
     let mut chart = builder
         .build_cartesian_2d(0.0..right, 0.0..ymax)
         .map_err(err)?;
+    let decimals = if ymax >= 100.0 {
+        0
+    } else if ymax >= 1.0 {
+        1
+    } else {
+        3
+    };
+    let y_label = move |y: &f64| format!("{y:.decimals$}");
     {
         let mut mesh = chart.configure_mesh();
         mesh.x_labels(right as usize + 1)
@@ -135,7 +143,7 @@ pub fn draw<DB: DrawingBackend>(
             mesh.x_desc("percentile")
                 .y_desc("latency (ms)")
                 .x_label_formatter(&|x| nines_label(*x))
-                .y_label_formatter(&|y| format!("{y:.3}"))
+                .y_label_formatter(&y_label)
                 .label_style(("sans-serif", 14));
         } else {
             mesh.disable_x_axis().disable_y_axis();

@@ -142,13 +142,13 @@ pub fn render_family(out: &mut String, name: &str, help: &str, series: &[Series<
                 le_label(i)
             );
         }
+        let _ = writeln!(out, "{name}_sum{{{}}} {}", s.labels, sum_ns as f64 / 1e9);
         let _ = writeln!(
             out,
-            "{name}_sum{{{}}} {}",
+            "{name}_count{{{}}} {}",
             s.labels,
-            sum_ns as f64 / 1e9
+            cumulative[BUCKETS - 1]
         );
-        let _ = writeln!(out, "{name}_count{{{}}} {}", s.labels, cumulative[BUCKETS - 1]);
     }
 }
 

@@ -109,44 +109,192 @@ pub mod names {
 /// Every metric family with its kind and help text (histograms rendered by
 /// this module are listed too, so the list is the whole catalogue).
 pub const CATALOGUE: &[(&str, Kind, &str)] = &[
-    (names::REQUESTS, Kind::Counter, "Requests received, by protocol."),
-    (names::RESPONSES, Kind::Counter, "Responses sent, by protocol and outcome (DNS rcode or function status)."),
-    (names::DROPPED, Kind::Counter, "Requests dropped without a response, by protocol and reason."),
-    (names::DNS_TRUNCATED, Kind::Counter, "DNS responses sent with TC set (the client should retry over TCP)."),
-    (names::IN_FLIGHT, Kind::Gauge, "Requests being served right now, by protocol."),
-    (names::TCP_CONNECTIONS, Kind::Gauge, "Open TCP connections, by protocol."),
-    (names::TCP_REFUSED, Kind::Counter, "TCP connections closed at once because the per-shard cap was reached."),
-    (names::VIEW_HITS, Kind::Counter, "DNS queries answered from each view."),
-    (names::REQUEST_DURATION, Kind::Histogram, "Time from receiving a request to having its response ready, by protocol."),
-    (names::SHARD_UP, Kind::Gauge, "1 while the shard serves its sockets."),
-    (names::SHARD_MAP_VERSION, Kind::Gauge, "Version of the address map the shard answers from."),
-    (names::LAST_PUBLISH, Kind::Gauge, "Unix time of the shard's last metrics publish."),
-    (names::MAP_VERSION, Kind::Gauge, "Version of the address map swapped in last (process-wide)."),
-    (names::RELOADS, Kind::Counter, "Configuration reloads, by trigger (sighup, api) and result (ok, error)."),
-    (names::LAST_RELOAD_OK, Kind::Gauge, "1 when the last configuration reload succeeded, 0 when it failed."),
-    (names::MAP_CHANGES, Kind::Counter, "Address-map changes through the admin API, by result (ok, rejected, failed)."),
-    (names::FN_INVOCATIONS, Kind::Counter, "Function invocations, by function and outcome (ok, trap, timeout, memory, bad_output)."),
-    (names::FN_RING_MISSES, Kind::Counter, "Invocations that found the arena ring empty and instantiated inline."),
-    (names::FN_RESETS, Kind::Counter, "Used instances reset or replaced off the request path."),
-    (names::FN_INSTANTIATIONS, Kind::Counter, "Instances built (ring refills and ring misses)."),
-    (names::FN_WARMUPS, Kind::Counter, "Function warm-ups started on this shard."),
-    (names::FN_READY, Kind::Gauge, "Ready instances in the function's arena ring."),
-    (names::FN_COMPILED, Kind::Gauge, "Configured functions compiled and ready to instantiate."),
-    (names::FN_CONFIGURED, Kind::Gauge, "Functions in the configuration."),
-    (names::HANDOFFS, Kind::Counter, "Requests handed off to the alternate node, by reason (cold, overloaded)."),
-    (names::HANDOFF_RECEIVED, Kind::Counter, "Hand-off frames received from the paired node."),
-    (names::HANDOFF_DROPPED, Kind::Counter, "Hand-off frames dropped, by reason (bad_mac, stale, wrong_source, malformed)."),
-    (names::HANDOFF_REPLIES, Kind::Counter, "Replies to handed-off requests, by mode (direct, relay)."),
-    (names::HANDOFF_ALTERNATE_UP, Kind::Gauge, "1 while the heartbeat sees the alternate node alive."),
-    (names::OVERLOAD_REJECTS, Kind::Counter, "Requests refused at once: overloaded and no live alternate."),
-    (names::ADMIN_REQUESTS, Kind::Counter, "Admin HTTP requests, by route and status."),
-    (names::BUILD_INFO, Kind::Gauge, "Always 1; the version label tells the running build."),
-    (names::RESIDENT_MEMORY, Kind::Gauge, "Resident set size of the process, bytes."),
-    (names::VIRTUAL_MEMORY, Kind::Gauge, "Virtual memory size of the process, bytes."),
-    (names::OPEN_FDS, Kind::Gauge, "Open file descriptors of the process."),
-    (names::MAX_FDS, Kind::Gauge, "Soft limit on open file descriptors."),
+    (
+        names::REQUESTS,
+        Kind::Counter,
+        "Requests received, by protocol.",
+    ),
+    (
+        names::RESPONSES,
+        Kind::Counter,
+        "Responses sent, by protocol and outcome (DNS rcode or function status).",
+    ),
+    (
+        names::DROPPED,
+        Kind::Counter,
+        "Requests dropped without a response, by protocol and reason.",
+    ),
+    (
+        names::DNS_TRUNCATED,
+        Kind::Counter,
+        "DNS responses sent with TC set (the client should retry over TCP).",
+    ),
+    (
+        names::IN_FLIGHT,
+        Kind::Gauge,
+        "Requests accepted and not yet answered, by protocol (DNS answers within its receive batch, so 0 between batches).",
+    ),
+    (
+        names::TCP_CONNECTIONS,
+        Kind::Gauge,
+        "Open TCP connections, by protocol.",
+    ),
+    (
+        names::TCP_REFUSED,
+        Kind::Counter,
+        "TCP connections closed at once because the per-shard cap was reached.",
+    ),
+    (
+        names::VIEW_HITS,
+        Kind::Counter,
+        "DNS queries answered from each view.",
+    ),
+    (
+        names::REQUEST_DURATION,
+        Kind::Histogram,
+        "Time from receiving a request to having its response ready, by protocol.",
+    ),
+    (
+        names::SHARD_UP,
+        Kind::Gauge,
+        "1 while the shard serves its sockets.",
+    ),
+    (
+        names::SHARD_MAP_VERSION,
+        Kind::Gauge,
+        "Version of the address map the shard answers from.",
+    ),
+    (
+        names::LAST_PUBLISH,
+        Kind::Gauge,
+        "Unix time of the shard's last metrics publish.",
+    ),
+    (
+        names::MAP_VERSION,
+        Kind::Gauge,
+        "Version of the address map swapped in last (process-wide).",
+    ),
+    (
+        names::RELOADS,
+        Kind::Counter,
+        "Configuration reloads, by trigger (sighup, api) and result (ok, error).",
+    ),
+    (
+        names::LAST_RELOAD_OK,
+        Kind::Gauge,
+        "1 when the last configuration reload succeeded, 0 when it failed.",
+    ),
+    (
+        names::MAP_CHANGES,
+        Kind::Counter,
+        "Address-map changes through the admin API, by result (ok, rejected, failed).",
+    ),
+    (
+        names::FN_INVOCATIONS,
+        Kind::Counter,
+        "Function invocations, by function and outcome (ok, trap, timeout, memory, bad_output).",
+    ),
+    (
+        names::FN_RING_MISSES,
+        Kind::Counter,
+        "Invocations that found the arena ring empty and instantiated inline.",
+    ),
+    (
+        names::FN_RESETS,
+        Kind::Counter,
+        "Used instances reset or replaced off the request path.",
+    ),
+    (
+        names::FN_INSTANTIATIONS,
+        Kind::Counter,
+        "Instances built (ring refills and ring misses).",
+    ),
+    (
+        names::FN_WARMUPS,
+        Kind::Counter,
+        "Function warm-ups started on this shard.",
+    ),
+    (
+        names::FN_READY,
+        Kind::Gauge,
+        "Ready instances in the function's arena ring.",
+    ),
+    (
+        names::FN_COMPILED,
+        Kind::Gauge,
+        "Configured functions compiled and ready to instantiate.",
+    ),
+    (
+        names::FN_CONFIGURED,
+        Kind::Gauge,
+        "Functions in the configuration.",
+    ),
+    (
+        names::HANDOFFS,
+        Kind::Counter,
+        "Requests handed off to the alternate node, by reason (cold, overloaded).",
+    ),
+    (
+        names::HANDOFF_RECEIVED,
+        Kind::Counter,
+        "Hand-off frames received from the paired node.",
+    ),
+    (
+        names::HANDOFF_DROPPED,
+        Kind::Counter,
+        "Hand-off frames dropped, by reason (bad_mac, stale, wrong_source, malformed).",
+    ),
+    (
+        names::HANDOFF_REPLIES,
+        Kind::Counter,
+        "Replies to handed-off requests, by mode (direct, relay).",
+    ),
+    (
+        names::HANDOFF_ALTERNATE_UP,
+        Kind::Gauge,
+        "1 while the heartbeat sees the alternate node alive.",
+    ),
+    (
+        names::OVERLOAD_REJECTS,
+        Kind::Counter,
+        "Requests refused at once: overloaded and no live alternate.",
+    ),
+    (
+        names::ADMIN_REQUESTS,
+        Kind::Counter,
+        "Admin HTTP requests, by route and status.",
+    ),
+    (
+        names::BUILD_INFO,
+        Kind::Gauge,
+        "Always 1; the version label tells the running build.",
+    ),
+    (
+        names::RESIDENT_MEMORY,
+        Kind::Gauge,
+        "Resident set size of the process, bytes.",
+    ),
+    (
+        names::VIRTUAL_MEMORY,
+        Kind::Gauge,
+        "Virtual memory size of the process, bytes.",
+    ),
+    (
+        names::OPEN_FDS,
+        Kind::Gauge,
+        "Open file descriptors of the process.",
+    ),
+    (
+        names::MAX_FDS,
+        Kind::Gauge,
+        "Soft limit on open file descriptors.",
+    ),
     (names::THREADS, Kind::Gauge, "Threads of the process."),
-    (names::START_TIME, Kind::Gauge, "Unix time the process started."),
+    (
+        names::START_TIME,
+        Kind::Gauge,
+        "Unix time the process started.",
+    ),
 ];
 
 /// Kind of a metric family.
@@ -354,7 +502,11 @@ pub fn record_reload(trigger: &'static str, ok: bool) {
     let result = if ok { "ok" } else { "error" };
     metrics::counter!(names::RELOADS, "shard" => PROCESS_SHARD, "trigger" => trigger, "result" => result)
         .increment(1);
-    metrics::gauge!(names::LAST_RELOAD_OK, "shard" => PROCESS_SHARD).set(if ok { 1.0 } else { 0.0 });
+    metrics::gauge!(names::LAST_RELOAD_OK, "shard" => PROCESS_SHARD).set(if ok {
+        1.0
+    } else {
+        0.0
+    });
 }
 
 /// Make the reload and map-change series exist at zero from the start, so
@@ -367,15 +519,19 @@ pub fn register_process_series() {
         }
     }
     for result in ["ok", "rejected", "failed"] {
-        metrics::counter!(names::MAP_CHANGES, "shard" => PROCESS_SHARD, "result" => result).absolute(0);
+        metrics::counter!(names::MAP_CHANGES, "shard" => PROCESS_SHARD, "result" => result)
+            .absolute(0);
     }
     metrics::gauge!(names::LAST_RELOAD_OK, "shard" => PROCESS_SHARD).set(1.0);
+    metrics::counter!(names::ADMIN_REQUESTS, "shard" => PROCESS_SHARD, "route" => "metrics", "status" => "200")
+        .absolute(0);
 }
 
 /// Record an address-map change through the admin API: `ok`, `rejected`
 /// (invalid, 400) or `failed` (could not persist, 500).
 pub fn record_map_change(result: &'static str) {
-    metrics::counter!(names::MAP_CHANGES, "shard" => PROCESS_SHARD, "result" => result).increment(1);
+    metrics::counter!(names::MAP_CHANGES, "shard" => PROCESS_SHARD, "result" => result)
+        .increment(1);
 }
 
 /// Publish the version of the address map swapped in last.
@@ -409,7 +565,8 @@ mod tests {
                 "{name}"
             );
             assert!(
-                name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
+                name.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
                 "{name}"
             );
             assert_eq!(*kind == Kind::Counter, name.ends_with("_total"), "{name}");
@@ -433,7 +590,10 @@ mod tests {
             h,
         );
         let text = registry.render();
-        assert!(text.contains("# TYPE process_resident_memory_bytes gauge"), "{text}");
+        assert!(
+            text.contains("# TYPE process_resident_memory_bytes gauge"),
+            "{text}"
+        );
         assert!(text.contains("process_resident_memory_bytes{shard=\"process\"} "));
         assert!(text.contains(
             "shardgate_config_reloads_total{shard=\"process\",trigger=\"sighup\",result=\"error\"} 0"

@@ -57,7 +57,9 @@ fn parse_statm(text: &str, page: u64) -> (Option<u64>, Option<u64>) {
 /// The soft limit from the `Max open files` line of `/proc/self/limits`.
 fn parse_max_open_files(text: &str) -> Option<u64> {
     let line = text.lines().find(|l| l.starts_with("Max open files"))?;
-    let soft = line["Max open files".len()..].split_ascii_whitespace().next()?;
+    let soft = line["Max open files".len()..]
+        .split_ascii_whitespace()
+        .next()?;
     soft.parse().ok()
 }
 

@@ -25,8 +25,22 @@ use crate::shard::stats::{DropKind, Proto, StatsSnapshot, DROP_KINDS, RCODE_SLOT
 /// DNS rcode mnemonics for the `outcome` label, by rcode; the last slot of
 /// the runtime's counters (any rcode above 15) renders as `other`.
 const RCODE_NAMES: [&str; 16] = [
-    "NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED", "YXDOMAIN", "YXRRSET",
-    "NXRRSET", "NOTAUTH", "NOTZONE", "DSOTYPENI", "RCODE12", "RCODE13", "RCODE14", "RCODE15",
+    "NOERROR",
+    "FORMERR",
+    "SERVFAIL",
+    "NXDOMAIN",
+    "NOTIMP",
+    "REFUSED",
+    "YXDOMAIN",
+    "YXRRSET",
+    "NXRRSET",
+    "NOTAUTH",
+    "NOTZONE",
+    "DSOTYPENI",
+    "RCODE12",
+    "RCODE13",
+    "RCODE14",
+    "RCODE15",
 ];
 
 /// Rcodes whose series exist from the start (at zero); the others appear
@@ -179,9 +193,20 @@ impl ShardMetrics {
             requests: per_protocol_c(names::REQUESTS),
             responses: RefCell::new(Default::default()),
             truncated: c(names::DNS_TRUNCATED, &[]),
-            dropped: std::array::from_fn(|k| c(names::DROPPED, &[("protocol", "dns"), ("reason", drop_reason(k))])),
-            tcp_connections: g(names::TCP_CONNECTIONS, &[("protocol", Protocol::DnsTcp.label())]),
-            tcp_refused: c(names::TCP_REFUSED, &[("protocol", Protocol::DnsTcp.label())]),
+            dropped: std::array::from_fn(|k| {
+                c(
+                    names::DROPPED,
+                    &[("protocol", "dns"), ("reason", drop_reason(k))],
+                )
+            }),
+            tcp_connections: g(
+                names::TCP_CONNECTIONS,
+                &[("protocol", Protocol::DnsTcp.label())],
+            ),
+            tcp_refused: c(
+                names::TCP_REFUSED,
+                &[("protocol", Protocol::DnsTcp.label())],
+            ),
             in_flight: per_protocol_g(names::IN_FLIGHT),
             up: g(names::SHARD_UP, &[]),
             map_version: g(names::SHARD_MAP_VERSION, &[]),
@@ -301,7 +326,6 @@ impl ShardMetrics {
             counter.absolute(value);
         }
         self.tcp_connections.set(snap.tcp_open as f64);
-        self.in_flight[Protocol::DnsTcp as usize].set(snap.tcp_open as f64);
         self.tcp_refused.absolute(snap.tcp_refused);
         self.map_version.set(snap.map_version as f64);
     }
@@ -346,12 +370,8 @@ impl ShardMetrics {
     fn function_handles(&self, name: &str) -> FunctionHandles {
         let shard = self.shard.clone();
         let function = name.to_owned();
-        let inv = |outcome: &'static str| {
-            counter!(names::FN_INVOCATIONS, "shard" => shard.clone(), "function" => function.clone(), "outcome" => outcome)
-        };
-        let per_fn = |metric: &'static str| {
-            counter!(metric, "shard" => shard.clone(), "function" => function.clone())
-        };
+        let inv = |outcome: &'static str| counter!(names::FN_INVOCATIONS, "shard" => shard.clone(), "function" => function.clone(), "outcome" => outcome);
+        let per_fn = |metric: &'static str| counter!(metric, "shard" => shard.clone(), "function" => function.clone());
         FunctionHandles {
             ok: inv("ok"),
             trap: inv("trap"),
@@ -408,16 +428,36 @@ mod tests {
     #[test]
     fn publishes_counts_latency_and_functions_with_shard_labels() {
         let (registry, recorder) = Registry::local(true);
-        let m = metrics::with_local_recorder(&recorder, || ShardMetrics::register_with(Some(&registry), 1));
+        let m = metrics::with_local_recorder(&recorder, || {
+            ShardMetrics::register_with(Some(&registry), 1)
+        });
         assert!(m.enabled());
         let stats = ShardStats::default();
         for _ in 0..3 {
             let t = m.start();
-            stats.record(Proto::Udp, Outcome::Answered { rcode: 0, truncated: false });
+            stats.record(
+                Proto::Udp,
+                Outcome::Answered {
+                    rcode: 0,
+                    truncated: false,
+                },
+            );
             m.finish(Protocol::DnsUdp, t);
         }
-        stats.record(Proto::Tcp, Outcome::Answered { rcode: 3, truncated: false });
-        stats.record(Proto::Udp, Outcome::Answered { rcode: 9, truncated: true });
+        stats.record(
+            Proto::Tcp,
+            Outcome::Answered {
+                rcode: 3,
+                truncated: false,
+            },
+        );
+        stats.record(
+            Proto::Udp,
+            Outcome::Answered {
+                rcode: 9,
+                truncated: true,
+            },
+        );
         stats.record(Proto::Udp, Outcome::Dropped(DropReason::TooShort));
         m.record_ns(Protocol::DnsTcp, 30_000);
         m.publish_latency();
@@ -427,11 +467,19 @@ mod tests {
             m.publish_dns(&stats.snapshot());
             m.publish_function(
                 "classify",
-                &FunctionCounts { ok: 5, trap: 1, ready: 4, ..Default::default() },
+                &FunctionCounts {
+                    ok: 5,
+                    trap: 1,
+                    ready: 4,
+                    ..Default::default()
+                },
             );
             m.publish_function_surface(Protocol::FnHttp, 6, &[(200, 5), (500, 1)], 0);
         });
-        m.publish_handoff(&HandoffCounts { cold: 2, ..Default::default() });
+        m.publish_handoff(&HandoffCounts {
+            cold: 2,
+            ..Default::default()
+        });
 
         let text = registry.render();
         let has = |line: &str| assert!(text.contains(line), "missing {line:?} in\n{text}");
@@ -454,7 +502,10 @@ mod tests {
         has("shardgate_handoffs_total{shard=\"1\",reason=\"cold\"} 2\n");
         has("shardgate_handoff_frames_dropped_total{shard=\"1\",reason=\"bad_mac\"} 0\n");
         // No series without a shard label.
-        for line in text.lines().filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        for line in text
+            .lines()
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        {
             assert!(line.contains("shard=\""), "unlabelled series: {line}");
         }
     }
@@ -462,11 +513,15 @@ mod tests {
     #[test]
     fn disabled_metrics_do_not_time() {
         let (registry, recorder) = Registry::local(false);
-        let m = metrics::with_local_recorder(&recorder, || ShardMetrics::register_with(Some(&registry), 0));
+        let m = metrics::with_local_recorder(&recorder, || {
+            ShardMetrics::register_with(Some(&registry), 0)
+        });
         assert!(m.start().is_none());
         m.record_ns(Protocol::DnsUdp, 10);
         m.publish_latency();
         let text = registry.render();
-        assert!(text.contains("shardgate_request_duration_seconds_count{shard=\"0\",protocol=\"dns-udp\"} 0\n"));
+        assert!(text.contains(
+            "shardgate_request_duration_seconds_count{shard=\"0\",protocol=\"dns-udp\"} 0\n"
+        ));
     }
 }

@@ -15,8 +15,8 @@ use glommio::TaskQueueHandle;
 
 use super::state::{Served, Shared};
 use super::stats::ShardStats;
-use crate::metrics::shard::ShardMetrics;
 use super::stop::StopSignal;
+use crate::metrics::shard::ShardMetrics;
 
 /// One shard's state.
 pub struct ShardCtx {

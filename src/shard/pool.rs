@@ -252,6 +252,11 @@ async fn shard_main(boot: Boot) -> Result<(), String> {
     let publisher = glommio::spawn_local_into(publish_stats(ctx.clone()), background).ok();
 
     ctx.stop.stopped().await;
+    // Not ready any more (load balancers stop sending) while draining.
+    ctx.metrics.set_up(false);
+    if let Some(health) = crate::admin::health::global() {
+        health.set_shard_serving(index, false);
+    }
     let stop_at = Instant::now();
     // Listeners and UDP loops return at once on stop.
     for t in tasks {

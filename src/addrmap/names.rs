@@ -1,0 +1,191 @@
+//! Domain names as the address map stores them: lowercase uncompressed wire
+//! format, hashed, in a read-only open-addressing table.
+//!
+//! Owns name parsing from configuration text, ASCII case folding, the hash
+//! used on the request path, and the lookup table from a name to an entry
+//! index. What an entry holds is the parent module's business.
+
+use std::str::FromStr;
+
+/// Longest name in wire format (RFC 1035 §2.3.4).
+pub const MAX_NAME: usize = 255;
+
+/// Parse a name in presentation format (escapes allowed, trailing dot
+/// optional) into wire format, case preserved.
+pub fn parse_name(text: &str) -> Result<Vec<u8>, String> {
+    let t = text.trim();
+    if t.is_empty() {
+        return Err("empty name: write an absolute domain name such as `svc.example.`".into());
+    }
+    match domain::base::name::Name::<Vec<u8>>::from_str(t) {
+        Ok(n) => Ok(n.into_octets()),
+        Err(e) => Err(format!(
+            "`{t}` is not a valid domain name ({e}); labels are at most 63 bytes, \
+             names at most 255, separated by single dots"
+        )),
+    }
+}
+
+/// ASCII lowercase of one byte (label length bytes are < 64 and unchanged).
+#[inline(always)]
+pub fn fold(b: u8) -> u8 {
+    b | (((b.wrapping_sub(b'A') < 26) as u8) << 5)
+}
+
+/// Lowercased copy of a wire-format name.
+pub fn lower(wire: &[u8]) -> Vec<u8> {
+    wire.iter().map(|&b| fold(b)).collect()
+}
+
+/// Hash of a lowercase wire name; eight bytes at a time.
+#[inline]
+pub fn hash(name: &[u8]) -> u64 {
+    const K: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut h: u64 = name.len() as u64;
+    let mut chunks = name.chunks_exact(8);
+    for c in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        h = (h.rotate_left(23) ^ u64::from_le_bytes(w)).wrapping_mul(K);
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut w = [0u8; 8];
+        w[..rest.len()].copy_from_slice(rest);
+        h = (h.rotate_left(23) ^ u64::from_le_bytes(w)).wrapping_mul(K);
+    }
+    h ^ (h >> 29)
+}
+
+/// Offsets of the labels of a (valid, uncompressed) wire name; the last
+/// offset is the root label.
+pub fn label_offsets(wire: &[u8]) -> Vec<usize> {
+    let mut v = Vec::new();
+    let mut i = 0;
+    while i < wire.len() {
+        v.push(i);
+        let l = wire[i] as usize;
+        if l == 0 {
+            break;
+        }
+        i += l + 1;
+    }
+    v
+}
+
+/// Presentation form of a wire name, for messages.
+pub fn display(wire: &[u8]) -> String {
+    match domain::base::name::Name::from_octets(wire) {
+        Ok(n) => format!("{n}."),
+        Err(_) => format!("{wire:?}"),
+    }
+}
+
+/// Read-only map from lowercase wire names to `u32` values.
+#[derive(Debug, Clone, Default)]
+pub struct NameTable {
+    /// 0 = empty, else entry index + 1.
+    slots: Vec<u32>,
+    mask: usize,
+    /// (hash, key offset, key len, value)
+    entries: Vec<(u64, u32, u16, u32)>,
+    keys: Vec<u8>,
+}
+
+impl NameTable {
+    /// Build from distinct lowercase names.
+    pub fn build(items: Vec<(Vec<u8>, u32)>) -> Self {
+        let cap = (items.len() * 2).next_power_of_two().max(8);
+        let mut t = NameTable {
+            slots: vec![0; cap],
+            mask: cap - 1,
+            entries: Vec::with_capacity(items.len()),
+            keys: Vec::new(),
+        };
+        for (k, v) in items {
+            let h = hash(&k);
+            let off = t.keys.len() as u32;
+            t.keys.extend_from_slice(&k);
+            t.entries.push((h, off, k.len() as u16, v));
+            let idx = t.entries.len() as u32;
+            let mut s = h as usize & t.mask;
+            while t.slots[s] != 0 {
+                s = (s + 1) & t.mask;
+            }
+            t.slots[s] = idx;
+        }
+        t
+    }
+
+    /// Value stored for `name` (lowercase wire), given `hash(name)`.
+    #[inline]
+    pub fn get(&self, name: &[u8], h: u64) -> Option<u32> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        let mut s = h as usize & self.mask;
+        loop {
+            let e = *self.slots.get(s)?;
+            if e == 0 {
+                return None;
+            }
+            let (eh, off, len, v) = *self.entries.get(e as usize - 1)?;
+            if eh == h && self.keys.get(off as usize..off as usize + len as usize)? == name {
+                return Some(v);
+            }
+            s = (s + 1) & self.mask;
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_and_fold() {
+        let w = parse_name("UPF.Svc.Example").unwrap();
+        assert_eq!(w, b"\x03UPF\x03Svc\x07Example\x00");
+        assert_eq!(lower(&w), b"\x03upf\x03svc\x07example\x00");
+        assert_eq!(parse_name(".").unwrap(), b"\x00");
+        assert!(parse_name("a..b").is_err());
+        assert!(parse_name("").is_err());
+        assert!(parse_name(&"x".repeat(64)).is_err());
+        assert_eq!(display(&w), "UPF.Svc.Example.");
+    }
+
+    #[test]
+    fn fold_only_changes_ascii_upper() {
+        for b in 0..=255u8 {
+            assert_eq!(fold(b), b.to_ascii_lowercase());
+        }
+    }
+
+    #[test]
+    fn table_finds_every_key_and_nothing_else() {
+        let names: Vec<Vec<u8>> = (0..500)
+            .map(|i| lower(&parse_name(&format!("n{i}.svc.example.")).unwrap()))
+            .collect();
+        let t = NameTable::build(names.iter().cloned().zip(0u32..).collect());
+        for (i, n) in names.iter().enumerate() {
+            assert_eq!(t.get(n, hash(n)), Some(i as u32));
+        }
+        let miss = lower(&parse_name("n500.svc.example.").unwrap());
+        assert_eq!(t.get(&miss, hash(&miss)), None);
+        assert_eq!(NameTable::default().get(b"\0", hash(b"\0")), None);
+    }
+
+    #[test]
+    fn offsets() {
+        assert_eq!(label_offsets(b"\x01a\x02bc\x00"), vec![0, 2, 5]);
+        assert_eq!(label_offsets(b"\x00"), vec![0]);
+    }
+}

@@ -1,0 +1,476 @@
+//! Monitoring, end to end: the real binary's `/metrics` after mixed traffic
+//! passes `promtool check metrics`; the shipped Prometheus config and rules
+//! pass `promtool`; every metric the dashboard and the alerts use is
+//! exported; a real Prometheus scrapes every shard and sees a counter move;
+//! the admin access policy (token, loopback) holds.
+
+mod admin_support;
+
+use std::io::Write;
+use std::net::{Ipv4Addr, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use admin_support::*;
+
+/// Mixed DNS traffic: answers from two views over UDP and TCP, NXDOMAIN,
+/// REFUSED, and malformed datagrams.
+fn mixed_traffic(s: &Shardgate) {
+    for i in 0..20u8 {
+        assert_eq!(
+            s.ask(Ipv4Addr::new(127, 0, 0, 10 + i)),
+            vec![Ipv4Addr::new(10, 0, 1, 5)]
+        );
+        assert_eq!(
+            s.ask(Ipv4Addr::new(127, 0, 1, 10 + i)),
+            vec![Ipv4Addr::new(10, 0, 9, 5)]
+        );
+    }
+    assert_eq!(
+        dig(s.ports.dns, "127.0.0.5", "upf.svc.example.", true),
+        vec!["10.0.1.5"]
+    );
+    assert!(
+        query_a(s.ports.dns, Ipv4Addr::LOCALHOST, "nope.svc.example.")
+            .unwrap_err()
+            .contains("NXDOMAIN")
+    );
+    assert!(query_a(s.ports.dns, Ipv4Addr::LOCALHOST, "example.org.")
+        .unwrap_err()
+        .contains("REFUSED"));
+    let junk = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for bytes in [&b"\x00\x01"[..], &[0xffu8; 40][..], &[0u8; 12][..]] {
+        junk.send_to(bytes, ("127.0.0.1", s.ports.dns)).unwrap();
+    }
+    // The shard still answers after the junk.
+    assert_eq!(
+        s.ask(Ipv4Addr::new(127, 0, 0, 9)),
+        vec![Ipv4Addr::new(10, 0, 1, 5)]
+    );
+}
+
+/// `/metrics` once every shard has published (they publish every second).
+fn published_metrics(s: &Shardgate, min_udp_requests: f64) -> String {
+    eventually(Duration::from_secs(10), || {
+        let m = s.metrics();
+        let udp: f64 = m
+            .lines()
+            .filter(|l| {
+                l.starts_with("shardgate_requests_total{") && l.contains("protocol=\"dns-udp\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        (udp >= min_udp_requests).then_some(m)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "request counters never reached {min_udp_requests}:\n{}",
+            s.metrics()
+        )
+    })
+}
+
+fn promtool(args: &[&str], stdin: Option<&str>) -> (bool, String) {
+    let mut child = Command::new("promtool")
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run promtool (apt-get install prometheus)");
+    if let Some(text) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn metrics_after_mixed_traffic_pass_promtool_and_carry_every_shard() {
+    let dir = tempfile::tempdir().unwrap();
+    let shards = shard_count();
+    let ports = Ports::new();
+    let s = Shardgate::start(dir.path(), ports, &config(ports, shards, ""));
+    mixed_traffic(&s);
+    let m = published_metrics(&s, 40.0);
+
+    let (ok, out) = promtool(&["check", "metrics"], Some(&m));
+    assert!(
+        ok,
+        "promtool check metrics failed:\n{out}\n--- metrics ---\n{m}"
+    );
+
+    // Every sample carries a shard label, and every shard has series.
+    for line in m.lines().filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        assert!(
+            line.contains("shard=\""),
+            "sample without a shard label: {line}"
+        );
+    }
+    for shard in 0..shards {
+        assert!(
+            m.contains(&format!("shardgate_shard_up{{shard=\"{shard}\"}} 1")),
+            "shard {shard} not up:\n{m}"
+        );
+    }
+    // What the traffic did is visible, by protocol and outcome.
+    assert!(sum_samples(&m, "shardgate_responses_total{") >= 42.0);
+    let noerror: f64 = m
+        .lines()
+        .filter(|l| {
+            l.starts_with("shardgate_responses_total{")
+                && l.contains("protocol=\"dns-udp\"")
+                && l.contains("outcome=\"NOERROR\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(noerror >= 41.0, "NOERROR over UDP: {noerror}\n{m}");
+    let by = |outcome: &str| -> f64 {
+        m.lines()
+            .filter(|l| {
+                l.starts_with("shardgate_responses_total{")
+                    && l.contains(&format!("outcome=\"{outcome}\""))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert!(by("NXDOMAIN") >= 1.0 && by("REFUSED") >= 1.0, "{m}");
+    let tcp: f64 = m
+        .lines()
+        .filter(|l| {
+            l.starts_with("shardgate_requests_total{") && l.contains("protocol=\"dns-tcp\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(tcp >= 1.0, "dig +tcp not counted:\n{m}");
+    assert!(
+        sum_samples(&m, "shardgate_dropped_total{") >= 1.0,
+        "junk datagrams not counted as dropped"
+    );
+    // Latency histograms: counts equal the timed answers, buckets cumulative.
+    let hist_count = sum_samples(&m, "shardgate_request_duration_seconds_count{");
+    assert!(hist_count >= 42.0, "latency histogram count {hist_count}");
+    assert!(m.contains("# TYPE shardgate_request_duration_seconds histogram"));
+    // Process figures.
+    assert!(sample(&m, "process_resident_memory_bytes{shard=\"process\"}").unwrap() > 1e6);
+    assert!(sample(&m, "process_open_fds{shard=\"process\"}").unwrap() >= 5.0);
+}
+
+#[test]
+fn deploy_prometheus_config_and_rules_pass_promtool() {
+    let (ok, out) = promtool(
+        &[
+            "check",
+            "config",
+            repo("deploy/prometheus/prometheus.yml").to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(ok, "{out}");
+    let (ok, out) = promtool(
+        &[
+            "check",
+            "rules",
+            repo("deploy/prometheus/alerts.yml").to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(ok, "{out}");
+    // The rules include the alerts the issue asks for.
+    let rules = std::fs::read_to_string(repo("deploy/prometheus/alerts.yml")).unwrap();
+    for alert in [
+        "ShardgateTargetDown",
+        "ShardgateHighErrorRatio",
+        "ShardgateDnsLatencyP99High",
+        "ShardgateHandoffRatioHigh",
+        "ShardgateReloadFailed",
+    ] {
+        assert!(
+            rules.contains(&format!("alert: {alert}")),
+            "missing alert {alert}"
+        );
+    }
+}
+
+#[test]
+fn every_metric_in_the_dashboard_and_alerts_is_exported() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = Ports::new();
+    let s = Shardgate::start(dir.path(), ports, &config(ports, shard_count(), ""));
+    mixed_traffic(&s);
+    published_metrics(&s, 40.0);
+    let metrics_file = dir.path().join("metrics.txt");
+    std::fs::write(&metrics_file, s.metrics()).unwrap();
+    let out = Command::new(repo("scripts/check-metric-names.py"))
+        .arg("--metrics")
+        .arg(&metrics_file)
+        .output()
+        .expect("run scripts/check-metric-names.py (python3)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    // The checker itself rejects a name that is not exported.
+    let bogus = dir.path().join("bogus.yml");
+    std::fs::write(&bogus, "expr: rate(shardgate_no_such_metric_total[5m])\n").unwrap();
+    let out = Command::new(repo("scripts/check-metric-names.py"))
+        .arg("--metrics")
+        .arg(&metrics_file)
+        .arg(&bogus)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("shardgate_no_such_metric_total"));
+}
+
+/// A Prometheus server run by the test; killed on drop.
+struct Prometheus {
+    child: Child,
+    port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Prometheus {
+    /// Start Prometheus with the shipped scrape config and rules, pointed at
+    /// `target` and scraping every second.
+    fn start(dir: &std::path::Path, target: &str) -> Prometheus {
+        let shipped = std::fs::read_to_string(repo("deploy/prometheus/prometheus.yml")).unwrap();
+        assert!(shipped.contains("127.0.0.1:9353") && shipped.contains("scrape_interval: 5s"));
+        let cfg = shipped
+            .replace("127.0.0.1:9353", target)
+            .replace("scrape_interval: 5s", "scrape_interval: 1s")
+            .replace("scrape_timeout: 4s", "scrape_timeout: 900ms");
+        std::fs::write(dir.join("prometheus.yml"), cfg).unwrap();
+        std::fs::copy(repo("deploy/prometheus/alerts.yml"), dir.join("alerts.yml")).unwrap();
+        let port = free_port();
+        let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
+        let child = Command::new("prometheus")
+            .arg(format!(
+                "--config.file={}",
+                dir.join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("tsdb").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start prometheus (apt-get install prometheus)");
+        Prometheus {
+            child,
+            port,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// An instant query; the `data.result` array.
+    fn query(&self, promql: &str) -> Option<Vec<serde_json::Value>> {
+        let path = format!("/api/v1/query?query={}", encode(promql));
+        let (status, body) = try_http(self.port, "GET", &path, None, None).ok()?;
+        if status != 200 {
+            return None;
+        }
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        v["data"]["result"].as_array().cloned()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("prometheus.log")).unwrap_or_default()
+    }
+}
+
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[test]
+fn a_real_prometheus_scrapes_every_shard_and_sees_requests_move() {
+    let dir = tempfile::tempdir().unwrap();
+    let sg_dir = dir.path().join("shardgate");
+    let prom_dir = dir.path().join("prometheus");
+    std::fs::create_dir_all(&sg_dir).unwrap();
+    std::fs::create_dir_all(&prom_dir).unwrap();
+    let shards = shard_count();
+    let ports = Ports::new();
+    let s = Shardgate::start(&sg_dir, ports, &config(ports, shards, ""));
+    let prom = Prometheus::start(&prom_dir, &format!("127.0.0.1:{}", ports.admin));
+
+    // Every shard shows up as its own series.
+    let up = eventually(Duration::from_secs(40), || {
+        let r = prom.query("shardgate_shard_up{job=\"shardgate\"} == 1")?;
+        (r.len() == shards).then_some(r)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "Prometheus never saw {shards} shard(s) up; prometheus log:\n{}",
+            prom.log()
+        )
+    });
+    let mut seen: Vec<String> = up
+        .iter()
+        .map(|r| r["metric"]["shard"].as_str().unwrap().to_owned())
+        .collect();
+    seen.sort();
+    assert_eq!(seen, (0..shards).map(|i| i.to_string()).collect::<Vec<_>>());
+
+    // A request counter moves between scrapes.
+    let total = |prom: &Prometheus| -> Option<f64> {
+        let r =
+            prom.query("sum(shardgate_requests_total{job=\"shardgate\",protocol=\"dns-udp\"})")?;
+        r.first()?["value"][1].as_str()?.parse().ok()
+    };
+    let before = eventually(Duration::from_secs(20), || total(&prom))
+        .expect("no request counter in Prometheus");
+    for i in 0..50u8 {
+        s.ask(Ipv4Addr::new(127, 0, 0, 10 + (i % 100)));
+    }
+    let after = eventually(Duration::from_secs(30), || {
+        total(&prom).filter(|&v| v >= before + 50.0)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "counter did not move past {before} + 50; prometheus log:\n{}",
+            prom.log()
+        )
+    });
+    assert!(after >= before + 50.0);
+
+    // The shipped alert rules loaded and evaluate without errors.
+    let (status, body) = try_http(prom.port, "GET", "/api/v1/rules", None, None).unwrap();
+    assert_eq!(status, 200);
+    let rules: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let groups = rules["data"]["groups"].as_array().unwrap();
+    assert!(groups.len() >= 4, "{body}");
+    let healthy = eventually(Duration::from_secs(20), || {
+        let (_, body) = try_http(prom.port, "GET", "/api/v1/rules", None, None).ok()?;
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        let all: Vec<_> = v["data"]["groups"]
+            .as_array()?
+            .iter()
+            .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
+            .collect();
+        all.iter().all(|r| r["health"] == "ok").then_some(all.len())
+    });
+    assert!(healthy.is_some(), "some rule failed to evaluate: {body}");
+    // The target is up and nothing fires on a healthy node.
+    let target_down = prom
+        .query("ALERTS{alertname=\"ShardgateTargetDown\"}")
+        .unwrap_or_default();
+    assert!(target_down.is_empty());
+}
+
+#[test]
+fn admin_token_guards_everything_but_probes() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = Ports::new();
+    let token = "test-token-0123456789abcdef";
+    let s = Shardgate::start(
+        dir.path(),
+        ports,
+        &config(ports, 1, &format!("admin_token = \"{token}\"")),
+    );
+    let anon =
+        |method: &str, path: &str| try_http(ports.admin, method, path, None, None).unwrap().0;
+    assert_eq!(anon("GET", "/healthz"), 200);
+    assert_eq!(anon("GET", "/readyz"), 200);
+    assert_eq!(anon("GET", "/metrics"), 401);
+    assert_eq!(anon("GET", "/v1/views"), 401);
+    assert_eq!(anon("POST", "/v1/reload"), 401);
+    assert_eq!(
+        try_http(
+            ports.admin,
+            "GET",
+            "/metrics",
+            None,
+            Some("wrong-token-0123456789")
+        )
+        .unwrap()
+        .0,
+        401
+    );
+    let s = s.with_token(token);
+    assert_eq!(s.http("GET", "/v1/views", None).0, 200);
+    assert!(s.metrics().contains("shardgate_admin_requests_total"));
+}
+
+#[test]
+fn non_loopback_admin_without_token_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = Ports::new();
+    let cfg = config(ports, 1, "").replace(
+        &format!("admin_listen = \"127.0.0.1:{}\"", ports.admin),
+        &format!("admin_listen = \"0.0.0.0:{}\"", ports.admin),
+    );
+    let mut s = Shardgate::spawn(dir.path(), ports, &cfg);
+    let status = s
+        .wait_exit(Duration::from_secs(10))
+        .expect("shardgate kept running with an open admin port");
+    assert!(!status.success());
+    let log = s.log();
+    assert!(
+        log.contains("not a loopback address") && log.contains("admin_token"),
+        "{log}"
+    );
+    // check-config says the same.
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .arg(dir.path().join("shardgate.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("server.admin_listen")
+            || String::from_utf8_lossy(&out.stderr).contains("server.admin_listen")
+    );
+}
+
+#[test]
+fn readyz_and_healthz_and_bad_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = Ports::new();
+    let s = Shardgate::start(dir.path(), ports, &config(ports, 1, ""));
+    assert_eq!(s.http("GET", "/healthz", None), (200, "ok\n".to_owned()));
+    assert_eq!(s.http("GET", "/readyz", None), (200, "ready\n".to_owned()));
+    assert_eq!(s.http("GET", "/nope", None).0, 404);
+    assert_eq!(s.http("DELETE", "/metrics", None).0, 405);
+    // A malformed request gets 400 and the listener keeps serving.
+    let mut raw = std::net::TcpStream::connect(("127.0.0.1", ports.admin)).unwrap();
+    raw.write_all(b"GET /metrics HTTP/1.1\r\nContent-Length: zz\r\n\r\n")
+        .unwrap();
+    let mut resp = String::new();
+    std::io::Read::read_to_string(&mut raw, &mut resp).unwrap();
+    assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
+    assert_eq!(s.http("GET", "/healthz", None).0, 200);
+}

@@ -1,0 +1,401 @@
+//! Shared helpers of the admin-plane tests: start the real `shardgate`
+//! binary on loopback with its own ports and state directory (killed on
+//! drop), talk HTTP to its admin listener, and ask it DNS questions from a
+//! chosen source address.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use domain::base::iana::Rcode;
+use domain::base::{MessageBuilder, Name, Rtype};
+use domain::rdata::A;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_shardgate");
+
+/// A TCP port free on 127.0.0.1 (and UDP too) right now.
+pub fn free_port() -> u16 {
+    for _ in 0..100 {
+        let t = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = t.local_addr().unwrap().port();
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port found");
+}
+
+/// Ports of one server under test.
+#[derive(Debug, Clone, Copy)]
+pub struct Ports {
+    pub dns: u16,
+    pub admin: u16,
+}
+
+impl Ports {
+    pub fn new() -> Ports {
+        Ports {
+            dns: free_port(),
+            admin: free_port(),
+        }
+    }
+}
+
+/// A test configuration: zone `svc.example.`, view `site` (127.0.0.0/25)
+/// answering `upf.svc.example. A 10.0.1.5`, view `default` answering
+/// 10.0.9.5. `server_extra` goes into `[server]`.
+pub fn config(ports: Ports, shards: usize, server_extra: &str) -> String {
+    format!(
+        r#"
+[server]
+shards = {shards}
+admin_listen = "127.0.0.1:{admin}"
+state_dir = "state"
+shutdown_grace_ms = 1000
+{server_extra}
+
+[dns]
+listen = ["127.0.0.1:{dns}"]
+
+[functions]
+enabled = false
+
+[[zone]]
+name = "svc.example."
+ttl = 30
+soa = {{ mname = "ns1.svc.example.", rname = "hostmaster.svc.example." }}
+
+[[view]]
+name = "site"
+prefixes = ["127.0.0.0/25"]
+[[view.record]]
+name = "upf.svc.example."
+type = "A"
+data = "10.0.1.5"
+
+[[view]]
+name = "default"
+[[view.record]]
+name = "upf.svc.example."
+type = "A"
+data = "10.0.9.5"
+"#,
+        admin = ports.admin,
+        dns = ports.dns,
+    )
+}
+
+/// A running `shardgate run`; killed on drop.
+pub struct Shardgate {
+    child: Option<Child>,
+    pub ports: Ports,
+    pub dir: PathBuf,
+    pub token: Option<String>,
+}
+
+impl Shardgate {
+    /// Write `config_text` to `dir/shardgate.toml` and start the binary on it;
+    /// returns once `/readyz` answers 200 (bounded wait).
+    pub fn start(dir: &Path, ports: Ports, config_text: &str) -> Shardgate {
+        let s = Self::spawn(dir, ports, config_text);
+        s.wait_ready();
+        s
+    }
+
+    /// Start without waiting for readiness.
+    pub fn spawn(dir: &Path, ports: Ports, config_text: &str) -> Shardgate {
+        let cfg = dir.join("shardgate.toml");
+        std::fs::write(&cfg, config_text).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("shardgate.log"))
+            .unwrap();
+        let child = Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .env("RUST_LOG", "info")
+            .env_remove("STATE_DIRECTORY")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start shardgate");
+        Shardgate {
+            child: Some(child),
+            ports,
+            dir: dir.to_path_buf(),
+            token: None,
+        }
+    }
+
+    pub fn with_token(mut self, token: &str) -> Shardgate {
+        self.token = Some(token.to_owned());
+        self
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("shardgate.log")).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    pub fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok((200, _)) = try_http(self.ports.admin, "GET", "/readyz", None, None) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "shardgate did not become ready; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Exit status if the process has exited within `within`.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL, no chance to flush anything.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop(&mut self) {
+        if let Some(c) = &self.child {
+            // SAFETY: plain kill(2) on our own child's pid.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        }
+        if self.wait_exit(Duration::from_secs(10)).is_none() {
+            self.kill9();
+        }
+    }
+
+    pub fn sighup(&self) {
+        // SAFETY: plain kill(2) on our own child's pid.
+        unsafe { libc::kill(self.pid() as i32, libc::SIGHUP) };
+    }
+
+    /// An admin request with this server's token.
+    pub fn http(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+        try_http(self.ports.admin, method, path, body, self.token.as_deref())
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}; log:\n{}", self.log()))
+    }
+
+    pub fn metrics(&self) -> String {
+        let (status, body) = self.http("GET", "/metrics", None);
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    /// A record answer for `upf.svc.example.` asked from `src`.
+    pub fn ask(&self, src: Ipv4Addr) -> Vec<Ipv4Addr> {
+        query_a(self.ports.dns, src, "upf.svc.example.")
+            .unwrap_or_else(|e| panic!("query from {src}: {e}; log:\n{}", self.log()))
+    }
+}
+
+impl Drop for Shardgate {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// One HTTP/1.1 request (Connection: close); the status and the body.
+pub fn try_http(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    token: Option<&str>,
+) -> Result<(u16, String), String> {
+    let mut s = TcpStream::connect_timeout(
+        &SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_secs(2),
+    )
+    .map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let body = body.unwrap_or("");
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&resp).into_owned();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("no HTTP head in {text:?}"))?;
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("bad status line in {head:?}"))?;
+    Ok((status, body.to_owned()))
+}
+
+/// Ask `name` A over UDP from source address `src` (any port); the A
+/// records of the answer. Retries a lost datagram twice.
+pub fn query_a(port: u16, src: Ipv4Addr, name: &str) -> Result<Vec<Ipv4Addr>, String> {
+    let sock = UdpSocket::bind((src, 0)).map_err(|e| format!("bind {src}: {e}"))?;
+    sock.set_read_timeout(Some(Duration::from_millis(700)))
+        .unwrap();
+    query_a_on(&sock, port, name)
+}
+
+/// Like [`query_a`] on an already bound socket (one flow, one shard).
+pub fn query_a_on(sock: &UdpSocket, port: u16, name: &str) -> Result<Vec<Ipv4Addr>, String> {
+    let id: u16 = rand_id();
+    let mut b = MessageBuilder::new_vec();
+    b.header_mut().set_id(id);
+    b.header_mut().set_rd(true);
+    let mut q = b.question();
+    q.push((Name::<Vec<u8>>::from_str_relaxed(name), Rtype::A))
+        .unwrap();
+    let query = q.into_message().into_octets();
+    let mut buf = [0u8; 4096];
+    for _ in 0..3 {
+        sock.send_to(&query, ("127.0.0.1", port))
+            .map_err(|e| e.to_string())?;
+        loop {
+            match sock.recv_from(&mut buf) {
+                Ok((n, _)) => {
+                    let msg = domain::base::Message::from_octets(buf[..n].to_vec())
+                        .map_err(|e| e.to_string())?;
+                    if msg.header().id() != id {
+                        continue; // a late answer to an earlier try
+                    }
+                    if msg.header().rcode() != Rcode::NOERROR {
+                        return Err(format!("rcode {}", msg.header().rcode()));
+                    }
+                    let mut out = Vec::new();
+                    for rr in msg.answer().map_err(|e| e.to_string())?.limit_to::<A>() {
+                        out.push(rr.map_err(|e| e.to_string())?.data().addr());
+                    }
+                    return Ok(out);
+                }
+                Err(_) => break, // timed out: send again
+            }
+        }
+    }
+    Err("no answer after 3 tries".into())
+}
+
+trait FromStrRelaxed {
+    fn from_str_relaxed(s: &str) -> Self;
+}
+
+impl FromStrRelaxed for Name<Vec<u8>> {
+    fn from_str_relaxed(s: &str) -> Self {
+        use std::str::FromStr;
+        Name::<Vec<u8>>::from_str(s).expect("a valid name")
+    }
+}
+
+fn rand_id() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    (n as u16) ^ (std::process::id() as u16).rotate_left(7)
+}
+
+/// `dig +short` from `src` (UDP, or TCP with `tcp`): the answer lines.
+pub fn dig(port: u16, src: &str, name: &str, tcp: bool) -> Vec<String> {
+    let mut cmd = Command::new("dig");
+    cmd.args([
+        "+short",
+        "+time=2",
+        "+tries=2",
+        "-p",
+        &port.to_string(),
+        "-b",
+        src,
+        "@127.0.0.1",
+        name,
+        "A",
+    ]);
+    if tcp {
+        cmd.arg("+tcp");
+    }
+    let out = cmd.output().expect("run dig (apt-get install dnsutils)");
+    let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .filter(|l| !l.is_empty())
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// The value of the first sample of `/metrics` text that starts with
+/// `prefix` (name and labels, e.g. `shardgate_requests_total{shard="0",protocol="dns-udp"}`).
+pub fn sample(metrics: &str, prefix: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Sum of every sample whose line starts with `prefix`.
+pub fn sum_samples(metrics: &str, prefix: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next())
+        .filter_map(|v| v.parse::<f64>().ok())
+        .sum()
+}
+
+/// Path inside the repository.
+pub fn repo(p: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
+}
+
+/// Poll `f` every 50 ms until it returns `Some`, at most `within`.
+pub fn eventually<T>(within: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// How many shards the machine can run (one per online CPU, at most 2).
+pub fn shard_count() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get().min(2))
+        .unwrap_or(1)
+}
