@@ -249,7 +249,7 @@ fn run_once(mode: Mode, kind: Kind, secs: f64, window: usize, server_cpu: usize)
 }
 
 fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v.sort_by(|a, b| a.total_cmp(b));
     let n = v.len();
     if n % 2 == 1 {
         v[n / 2]

@@ -1091,6 +1091,37 @@ listen = [
     }
 
     #[test]
+    fn address_map_problems_get_their_lines() {
+        let text = format!(
+            "\
+{ZONE}
+[[view]]
+name = \"site-a\"
+prefixes = [
+  \"10.1.0.0/16\",
+  \"10.1.0.0/99\",
+]
+
+[[view]]
+name = \"site-b\"
+[[view.record]]
+name = \"upf.svc.example.\"
+type = \"A\"
+data = \"not-an-address\"
+[[view.record]]
+name = \"upf.elsewhere.example.\"
+type = \"A\"
+data = \"10.0.0.1\"
+"
+        );
+        let ps = problems(&text);
+        assert_eq!(at(&ps, "view[0].prefixes[1]").line, Some(9));
+        assert_eq!(at(&ps, "view[1].record[0].data").line, Some(17));
+        assert_eq!(at(&ps, "view[1].record[1].name").line, Some(19));
+        assert!(ps.iter().all(|p| p.line.is_some()), "{ps:#?}");
+    }
+
+    #[test]
     fn key_paths_map_to_lines() {
         let text = "\
 [server]

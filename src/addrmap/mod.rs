@@ -225,6 +225,7 @@ impl AddressMap {
         // --- [[zone]]
         let mut zones: Vec<Zone> = Vec::new();
         let mut zone_by_apex: HashMap<Vec<u8>, u32> = HashMap::new();
+        let mut seen_apex: HashMap<Vec<u8>, usize> = HashMap::new();
         let mut zone_ns: Vec<Vec<Vec<u8>>> = Vec::new();
         let mut zone_soa: Vec<(u32, Vec<u8>)> = Vec::new();
         for (zi, z) in config.zones.iter().enumerate() {
@@ -236,7 +237,7 @@ impl AddressMap {
                     continue;
                 }
             };
-            if let Some(&other) = zone_by_apex.get(&apex) {
+            if let Some(&other) = seen_apex.get(&apex) {
                 p.add(
                     key("name"),
                     format!(
@@ -246,6 +247,7 @@ impl AddressMap {
                 );
                 continue;
             }
+            seen_apex.insert(apex.clone(), zi);
             if z.ttl > MAX_TTL {
                 p.add(key("ttl"), format!("{} exceeds the largest TTL, {MAX_TTL}", z.ttl));
             }
@@ -263,9 +265,10 @@ impl AddressMap {
                     Err(e) => p.add(key(&format!("ns[{ni}]")), e),
                 }
             }
-            let (Ok(mname), Ok(rname)) = (mname, rname) else {
-                continue;
-            };
+            // On errors keep the zone (with a placeholder SOA, never served:
+            // the build fails) so its records are still checked.
+            let mname = mname.unwrap_or_else(|_| vec![0]);
+            let rname = rname.unwrap_or_else(|_| vec![0]);
             let soa = records::soa_rdata(
                 &mname,
                 &rname,
@@ -552,7 +555,14 @@ impl AddressMap {
                 let own = records.remove(&None).unwrap_or_default();
                 match map.encode_table(&apex_sets, &own) {
                     Ok(t) => base = t,
-                    Err(e) => p.add("view", format!("{}: {e}", display(&name))),
+                    Err(e) => {
+                        let key = if default_view == NONE {
+                            "view".to_string()
+                        } else {
+                            format!("view[{default_view}]")
+                        };
+                        p.add(key, format!("{}: {e}", display(&name)))
+                    }
                 }
             }
             for (view, own) in records {
@@ -805,3 +815,5 @@ fn dedup_prefixes<K: lpm::Key>(
     out
 }
 
+#[cfg(test)]
+mod tests;

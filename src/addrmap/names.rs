@@ -76,6 +76,7 @@ pub fn label_offsets(wire: &[u8]) -> Vec<usize> {
 /// Presentation form of a wire name, for messages.
 pub fn display(wire: &[u8]) -> String {
     match domain::base::name::Name::from_octets(wire) {
+        Ok(n) if n.is_root() => ".".into(),
         Ok(n) => format!("{n}."),
         Err(_) => format!("{wire:?}"),
     }
@@ -160,6 +161,7 @@ mod tests {
         assert!(parse_name("").is_err());
         assert!(parse_name(&"x".repeat(64)).is_err());
         assert_eq!(display(&w), "UPF.Svc.Example.");
+        assert_eq!(display(b"\0"), ".");
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! ([`http`]), served by [`server`]; [`client`] is `shardgate invoke`.
 
 pub mod arena;
+pub mod client;
 pub mod compile;
 pub mod config;
 pub mod frame;

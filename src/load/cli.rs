@@ -73,9 +73,11 @@ struct LoadArgs {
     /// A request without a reply after this long is lost.
     #[arg(long, default_value = "1s")]
     timeout: String,
-    /// Open loop: at most one wake-up per tick; due requests are sent
-    /// together (late sends count in the latency).
-    #[arg(long, default_value = "20us")]
+    /// Open loop: at most one wake-up per tick; each sends the requests
+    /// intended up to one tick ahead in one batch (a request sent late is
+    /// measured from its intended time, one sent early from when it left).
+    /// Shorter: smoother load, more client CPU. 0: one wake-up per request.
+    #[arg(long, default_value = "100us")]
     tick: String,
     /// Write the result as JSON to this file.
     #[arg(long, value_name = "FILE")]

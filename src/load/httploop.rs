@@ -383,7 +383,7 @@ impl Run<'_> {
             self.next_conn = (i + 1) % n;
             let c = &self.conns[i];
             if matches!(c.state, State::Open(_)) && c.pending.len() < MAX_PIPELINE {
-                self.enqueue(i, sched.intended(k), now);
+                self.enqueue(i, sched.intended(k).min(now), now);
                 k += 1;
                 misses = 0;
             } else {
@@ -453,7 +453,9 @@ pub fn run_thread(plan: &HttpPlan, progress: &Progress, stop: &AtomicBool) -> Re
         run.expire(now);
         if sending {
             match &schedule {
-                Some(sched) => k = run.queue_due(sched, k, sched.due(now), now),
+                Some(sched) => {
+                    k = run.queue_due(sched, k, sched.due(now + plan.tick_ns), now)
+                }
                 None => run.top_up(plan.clock.now()),
             }
             for i in 0..run.conns.len() {

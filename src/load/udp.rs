@@ -62,7 +62,9 @@ pub struct UdpPlan {
     pub warmup_ns: u64,
     pub duration_ns: u64,
     pub timeout_ns: u64,
-    /// Open loop: at most one wake-up per tick (batching); 0 = every due time.
+    /// Open loop: at most one wake-up per tick; each wake-up sends the
+    /// requests intended up to one tick ahead in one batch. 0 = a wake-up
+    /// for every request.
     pub tick_ns: u64,
     pub clock: Clock,
     pub recv_buffer: usize,
@@ -337,6 +339,8 @@ impl<C: UdpCodec> Run<'_, C> {
             let mut m = 0;
             while m < chunk {
                 let item = self.next_item;
+                // Latency counts from the intended time, or from the actual
+                // send when the request leaves early (batched a tick ahead).
                 let when = intended(sent + m).min(now);
                 let measured = when >= self.plan.warmup_ns;
                 let Some(id) = self.inflight[s].start(item, when, now, measured) else {
@@ -443,7 +447,10 @@ pub fn run_thread<C: UdpCodec>(
         if sending {
             match (plan.load, &schedule) {
                 (Load::Open { .. }, Some(sched)) => {
-                    let due = sched.due(now);
+                    // Everything intended up to one tick ahead goes out
+                    // now, in one batch; early sends are measured from
+                    // when they left, late ones from their intended time.
+                    let due = sched.due(now + plan.tick_ns);
                     if due > k {
                         let want = (due - k).min((BATCH * MAX_ROUNDS) as u64) as usize;
                         let base = k;

@@ -258,7 +258,29 @@ pub fn try_http(
         .nth(1)
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| format!("bad status line in {head:?}"))?;
+    let chunked = head
+        .lines()
+        .any(|l| l.to_ascii_lowercase().starts_with("transfer-encoding:") && l.to_ascii_lowercase().contains("chunked"));
+    if chunked {
+        return Ok((status, dechunk(body)?));
+    }
     Ok((status, body.to_owned()))
+}
+
+/// Decode a `Transfer-Encoding: chunked` body (Prometheus uses it).
+fn dechunk(mut rest: &str) -> Result<String, String> {
+    let mut out = String::new();
+    loop {
+        let (size, after) = rest.split_once("\r\n").ok_or("truncated chunk size")?;
+        let size = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16)
+            .map_err(|e| format!("bad chunk size {size:?}: {e}"))?;
+        if size == 0 {
+            return Ok(out);
+        }
+        let chunk = after.get(..size).ok_or("truncated chunk")?;
+        out.push_str(chunk);
+        rest = after.get(size + 2..).ok_or("truncated chunk end")?;
+    }
 }
 
 /// Ask `name` A over UDP from source address `src` (any port); the A
