@@ -22,12 +22,17 @@ use shardgate::functions::config::{FunctionSpec, FunctionsConfig, Limits};
 use shardgate::functions::{FunctionNode, LoadedFunction, Ring};
 use wasmtime::{Config, Engine, Linker, Module, Store};
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const RING_DEPTH: usize = 32;
 const ROUNDS: usize = 15;
 const ROUND_TIME: Duration = Duration::from_millis(40);
 
 fn input() -> Vec<u8> {
-    (0..64u8).map(|i| i.wrapping_mul(37).wrapping_add(11)).collect()
+    (0..64u8)
+        .map(|i| i.wrapping_mul(37).wrapping_add(11))
+        .collect()
 }
 
 /// Run `f(iters)` (which returns the time it measured) until a round takes
@@ -100,7 +105,10 @@ fn main() {
 
     // Expected output, and a check that every variant computes it.
     let mut expect = Vec::new();
-    Arena::new(&f).unwrap().call(&input, &mut expect, &f).unwrap();
+    Arena::new(&f)
+        .unwrap()
+        .call(&input, &mut expect, &f)
+        .unwrap();
     assert_eq!(expect.len(), 2);
 
     // (b) setup: default allocator, same compiler settings otherwise.
@@ -108,14 +116,20 @@ fn main() {
     cfg.epoch_interruption(true);
     let naive_engine = Engine::new(&cfg).unwrap();
     let naive_module = Module::from_file(&naive_engine, &module_path).unwrap();
-    let naive_pre = Linker::<()>::new(&naive_engine).instantiate_pre(&naive_module).unwrap();
+    let naive_pre = Linker::<()>::new(&naive_engine)
+        .instantiate_pre(&naive_module)
+        .unwrap();
     let naive = |input: &[u8], out: &mut Vec<u8>| {
         let mut store = Store::new(&naive_engine, ());
         store.set_epoch_deadline(1_000);
         let inst = naive_pre.instantiate(&mut store).unwrap();
         let mem = inst.get_memory(&mut store, "memory").unwrap();
-        let alloc = inst.get_typed_func::<i32, i32>(&mut store, "alloc").unwrap();
-        let handle = inst.get_typed_func::<(i32, i32), i64>(&mut store, "handle").unwrap();
+        let alloc = inst
+            .get_typed_func::<i32, i32>(&mut store, "alloc")
+            .unwrap();
+        let handle = inst
+            .get_typed_func::<(i32, i32), i64>(&mut store, "handle")
+            .unwrap();
         let p = alloc.call(&mut store, input.len() as i32).unwrap();
         mem.write(&mut store, p as usize, input).unwrap();
         let r = handle.call(&mut store, (p, input.len() as i32)).unwrap() as u64;
@@ -207,7 +221,10 @@ fn main() {
     }
     assert_eq!(out, expect);
     let st = ring.stats.snapshot();
-    assert_eq!(st.ring_misses, 0, "the request path measurement must not miss: {st:?}");
+    assert_eq!(
+        st.ring_misses, 0,
+        "the request path measurement must not miss: {st:?}"
+    );
     let _ = std::fs::remove_dir_all(&cache);
 
     println!(
@@ -216,15 +233,39 @@ fn main() {
     for v in [&a, &b, &c, &d_path, &d_total] {
         println!("  {:<50} {:>9.1} / {:>9.1}", v.name, v.median(), v.min());
     }
-    let (am, bm, cm, pm, tm) = (a.median(), b.median(), c.median(), d_path.median(), d_total.median());
+    let (am, bm, cm, pm, tm) = (
+        a.median(),
+        b.median(),
+        c.median(),
+        d_path.median(),
+        d_total.median(),
+    );
     println!("ratios (medians):");
-    println!("  (d) request path / (a) = {:.2}x   (target <= 2.5x)", pm / am);
-    println!("  (b) / (d) request path = {:.0}x   (b) / (d) total = {:.1}x", bm / pm, bm / tm);
-    println!("  (c) / (d) request path = {:.0}x   (c) / (d) total = {:.2}x", cm / pm, cm / tm);
+    println!(
+        "  (d) request path / (a) = {:.2}x   (target <= 2.5x)",
+        pm / am
+    );
+    println!(
+        "  (b) / (d) request path = {:.0}x   (b) / (d) total = {:.1}x",
+        bm / pm,
+        bm / tm
+    );
+    println!(
+        "  (c) / (d) request path = {:.0}x   (c) / (d) total = {:.2}x",
+        cm / pm,
+        cm / tm
+    );
     let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
     println!("targets:");
-    println!("  request path <= 150 ns: {:.1} ns, {}", pm, verdict(pm <= 150.0));
-    println!("  request path <= 2.5 x (a): {:.2}x, {}", pm / am, verdict(pm <= 2.5 * am));
+    println!(
+        "  request path <= 150 ns: {:.1} ns, {}",
+        pm,
+        verdict(pm <= 150.0)
+    );
+    println!(
+        "  request path <= 2.5 x (a): {:.2}x, {}",
+        pm / am,
+        verdict(pm <= 2.5 * am)
+    );
     println!("  total <= 2.5 us: {:.0} ns, {}", tm, verdict(tm <= 2500.0));
 }
-

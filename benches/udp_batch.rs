@@ -129,7 +129,8 @@ fn client(server: SocketAddr, dur: Duration, window: usize, cpu: usize) -> u64 {
     pin_to(cpu);
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     sock.connect(server).unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
     let fd = sock.as_raw_fd();
     let q = query();
     let n = window;
@@ -161,7 +162,8 @@ fn client(server: SocketAddr, dur: Duration, window: usize, cpu: usize) -> u64 {
         let mut sent = 0;
         while sent < k {
             // SAFETY: headers point at `q`, alive for the call.
-            let r = unsafe { libc::sendmmsg(fd, tx_hdr.as_mut_ptr().add(sent), (k - sent) as u32, 0) };
+            let r =
+                unsafe { libc::sendmmsg(fd, tx_hdr.as_mut_ptr().add(sent), (k - sent) as u32, 0) };
             if r <= 0 {
                 break;
             }
@@ -174,7 +176,13 @@ fn client(server: SocketAddr, dur: Duration, window: usize, cpu: usize) -> u64 {
     while Instant::now() < end {
         // SAFETY: rx headers point into `rx`, alive for the call.
         let r = unsafe {
-            libc::recvmmsg(fd, rx_hdr.as_mut_ptr(), n as u32, libc::MSG_WAITFORONE, std::ptr::null_mut())
+            libc::recvmmsg(
+                fd,
+                rx_hdr.as_mut_ptr(),
+                n as u32,
+                libc::MSG_WAITFORONE,
+                std::ptr::null_mut(),
+            )
         };
         if r <= 0 {
             // Timeout: something was lost; refill the window.
@@ -205,7 +213,8 @@ fn run_once(mode: Mode, kind: Kind, secs: f64, window: usize, server_cpu: usize)
     let server = LocalExecutorBuilder::new(placement)
         .io_memory(1 << 20)
         .spawn(move || async move {
-            let loaded = config::load(BENCH_CONFIG, std::path::Path::new(".")).expect("bench config");
+            let loaded =
+                config::load(BENCH_CONFIG, std::path::Path::new(".")).expect("bench config");
             let map = Rc::new(loaded.map);
             let sock = sockets::bind_udp("127.0.0.1:0".parse().unwrap(), None).unwrap();
             addr_tx.send(sock.local_addr().unwrap()).unwrap();
@@ -240,7 +249,10 @@ fn run_once(mode: Mode, kind: Kind, secs: f64, window: usize, server_cpu: usize)
         .unwrap();
     done.store(true, Ordering::Relaxed);
     let (cpu, wall, answered) = server.join().unwrap();
-    assert!(answered >= answers, "server answered {answered} < client saw {answers}");
+    assert!(
+        answered >= answers,
+        "server answered {answered} < client saw {answers}"
+    );
     Sample {
         qps: answers as f64 / secs,
         per_core_s: answered as f64 / cpu.as_secs_f64(),
@@ -259,14 +271,21 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 fn env<T: std::str::FromStr>(k: &str, d: T) -> T {
-    std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d)
+    std::env::var(k)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(d)
 }
 
 fn main() {
     // `cargo bench` passes --bench; `cargo test --benches` passes nothing
     // useful either way: a short smoke run then.
     let smoke = !std::env::args().any(|a| a == "--bench");
-    let secs: f64 = if smoke { 0.2 } else { env("UDP_BATCH_SECS", 1.5) };
+    let secs: f64 = if smoke {
+        0.2
+    } else {
+        env("UDP_BATCH_SECS", 1.5)
+    };
     let rounds: usize = if smoke { 1 } else { env("UDP_BATCH_ROUNDS", 5) };
     let window: usize = env("UDP_BATCH_WINDOW", 64);
     // SAFETY: sysconf has no preconditions.
@@ -300,7 +319,11 @@ fn main() {
             ratios.push(b.per_core_s / p.per_core_s);
             qps_ratios.push(b.qps / p.qps);
         }
-        let all = ratios.iter().map(|r| format!("{r:.2}")).collect::<Vec<_>>().join(" ");
+        let all = ratios
+            .iter()
+            .map(|r| format!("{r:.2}"))
+            .collect::<Vec<_>>()
+            .join(" ");
         println!(
             "udp_batch {kind:?}: batched/plain queries per server core-second: median {:.2}x (rounds: {all}); qps ratio median {:.2}x",
             median(&mut ratios),

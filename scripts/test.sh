@@ -63,6 +63,7 @@ install_prerequisites() {
         "prometheus:prometheus"
         "clang:clang"
         "lld:wasm-ld"
+        "python3:python3"
     )
     local -a missing=()
     local entry pkg probe
@@ -108,7 +109,7 @@ run "cargo clippy" cargo clippy --all-targets -- -D warnings
 # One release build serves the tests, the integration tests' binaries and the
 # benchmarks (profile.bench inherits release).
 run "build (release)" cargo test --release --no-run
-run "cargo test --release" cargo test --release
+run "cargo test --release" cargo test --release --no-fail-fast
 run "cargo bench --no-run" cargo bench --no-run
 
 for extra in scripts/test-*.sh; do

@@ -15,7 +15,12 @@ static GLOBAL: MiMalloc = MiMalloc;
 /// Sharded thread-per-core network appliance: DNS address service by source
 /// view. With no command, `run` on the embedded default configuration.
 #[derive(Parser, Debug)]
-#[command(name = "shardgate", version, about, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "shardgate",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -34,6 +39,9 @@ enum Command {
         /// The TOML configuration file to check.
         file: PathBuf,
     },
+    /// Invoke a function over UDP or HTTP and print its output (exit 1 when
+    /// the function fails, 2 on bad arguments, 3 when nothing answers).
+    Invoke(shardgate::functions::client::InvokeCli),
 }
 
 #[derive(Args, Debug, Default)]
@@ -55,6 +63,7 @@ fn main() -> ExitCode {
     init_logging();
     match cli.command {
         Some(Command::CheckConfig { file }) => check_config(&file),
+        Some(Command::Invoke(args)) => shardgate::functions::client::main(args),
         Some(Command::Run(args)) => run(args),
         None => run(cli.run),
     }

@@ -159,10 +159,22 @@ impl Server {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("shardgate.toml");
         std::fs::write(&path, config_text(port, &o)).unwrap();
+        let args = vec![
+            "run".into(),
+            "--config".into(),
+            path.into_os_string(),
+            "--shards".into(),
+            o.shards.to_string().into(),
+        ];
+        let mut server = Server::launch(args, port, dir);
+        server.wait_log("shardgate serving DNS", Duration::from_secs(20));
+        server
+    }
+
+    /// Start the binary with `args`, capturing its log; does not wait.
+    fn launch(args: Vec<std::ffi::OsString>, port: u16, dir: tempfile::TempDir) -> Server {
         let mut child = Command::new(BIN)
-            .args(["run", "--config"])
-            .arg(&path)
-            .args(["--shards", &o.shards.to_string()])
+            .args(args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -177,14 +189,12 @@ impl Server {
                 sink.lock().unwrap().push(line);
             }
         });
-        let mut server = Server {
+        Server {
             child,
             port,
             dir,
             log,
-        };
-        server.wait_log("shardgate serving DNS", Duration::from_secs(20));
-        server
+        }
     }
 
     fn config_path(&self) -> PathBuf {
@@ -205,17 +215,28 @@ impl Server {
             }
             if let Ok(Some(status)) = self.child.try_wait() {
                 std::thread::sleep(Duration::from_millis(100));
-                panic!("shardgate exited ({status}) before logging {needle:?}:\n{}", self.log_text());
+                panic!(
+                    "shardgate exited ({status}) before logging {needle:?}:\n{}",
+                    self.log_text()
+                );
             }
             if Instant::now() > end {
-                panic!("timed out waiting for {needle:?} in the log:\n{}", self.log_text());
+                panic!(
+                    "timed out waiting for {needle:?} in the log:\n{}",
+                    self.log_text()
+                );
             }
             std::thread::sleep(Duration::from_millis(10));
         }
     }
 
     fn count_log(&self, needle: &str) -> usize {
-        self.log.lock().unwrap().iter().filter(|l| l.contains(needle)).count()
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
     }
 
     fn signal(&self, sig: i32) {
@@ -234,7 +255,13 @@ impl Server {
     fn dig_at(&self, server: &str, args: &[&str]) -> Dig {
         let out = Command::new("dig")
             .arg(format!("@{server}"))
-            .args(["-p", &self.port.to_string(), "+tries=1", "+time=2", "+nocookie"])
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "+tries=1",
+                "+time=2",
+                "+nocookie",
+            ])
             .args(args)
             .output()
             .expect("run dig (apt-get install dnsutils)");
@@ -280,15 +307,22 @@ impl Dig {
                     .split_whitespace()
                     .map(str::to_string)
                     .collect();
-            } else if let Some(s) = line.strip_prefix(";; ").and_then(|l| l.strip_suffix(" SECTION:")) {
+            } else if let Some(s) = line
+                .strip_prefix(";; ")
+                .and_then(|l| l.strip_suffix(" SECTION:"))
+            {
                 section = s.to_string();
             } else if line.trim().is_empty() {
                 section.clear();
             } else if !line.starts_with(';') && !section.is_empty() {
                 let f: Vec<&str> = line.split_whitespace().collect();
                 if f.len() >= 5 {
-                    d.records
-                        .push((section.clone(), f[0].to_string(), f[3].to_string(), f[4..].join(" ")));
+                    d.records.push((
+                        section.clone(),
+                        f[0].to_string(),
+                        f[3].to_string(),
+                        f[4..].join(" "),
+                    ));
                 }
             }
         }
@@ -411,12 +445,24 @@ fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
 /// The low view still answers, over UDP and TCP.
 fn assert_still_serving(srv: &Server) {
     let c = udp_client("127.0.0.5");
-    let resp = udp_ask(&c, srv.addr4(), &build_query(4242, "upf.svc.example.", QTYPE_A, true))
-        .expect("server still answers UDP");
-    assert_eq!(a_records(&resp), [Ipv4Addr::new(10, 0, 1, 5), Ipv4Addr::new(10, 0, 1, 6)].into());
+    let resp = udp_ask(
+        &c,
+        srv.addr4(),
+        &build_query(4242, "upf.svc.example.", QTYPE_A, true),
+    )
+    .expect("server still answers UDP");
+    assert_eq!(
+        a_records(&resp),
+        [Ipv4Addr::new(10, 0, 1, 5), Ipv4Addr::new(10, 0, 1, 6)].into()
+    );
     let mut t = tcp_connect(srv.addr4());
-    t.write_all(&framed(&build_query(4343, "upf.svc.example.", QTYPE_A, false)))
-        .unwrap();
+    t.write_all(&framed(&build_query(
+        4343,
+        "upf.svc.example.",
+        QTYPE_A,
+        false,
+    )))
+    .unwrap();
     let resp = tcp_read_msg(&mut t).expect("server still answers TCP");
     assert_eq!(header(&resp).0, 4343);
     assert_eq!(a_records(&resp).len(), 2);
@@ -434,32 +480,68 @@ fn each_source_gets_its_own_view_over_udp_tcp_and_ipv6() {
     for transport in ["+notcp", "+tcp"] {
         let d = srv.dig(&["-b", "127.0.0.5", transport, "upf.svc.example.", "A"]);
         assert_eq!(d.status, "NOERROR", "{}", d.raw);
-        assert_eq!(d.answers("A"), low, "{transport} from 127.0.0.5:\n{}", d.raw);
+        assert_eq!(
+            d.answers("A"),
+            low,
+            "{transport} from 127.0.0.5:\n{}",
+            d.raw
+        );
         assert!(d.has_flag("aa"), "{}", d.raw);
         let d = srv.dig(&["-b", "127.0.0.200", transport, "upf.svc.example.", "A"]);
-        assert_eq!(d.answers("A"), high, "{transport} from 127.0.0.200:\n{}", d.raw);
+        assert_eq!(
+            d.answers("A"),
+            high,
+            "{transport} from 127.0.0.200:\n{}",
+            d.raw
+        );
         let d = srv.dig_at("::1", &["-b", "::1", transport, "upf.svc.example.", "AAAA"]);
-        assert_eq!(d.answers("AAAA"), set(&["fd00::6:5"]), "{transport} from ::1:\n{}", d.raw);
+        assert_eq!(
+            d.answers("AAAA"),
+            set(&["fd00::6:5"]),
+            "{transport} from ::1:\n{}",
+            d.raw
+        );
         let d = srv.dig_at("::1", &["-b", "::1", transport, "upf.svc.example.", "A"]);
-        assert_eq!(d.answers("A"), set(&["10.0.6.5"]), "{transport} from ::1:\n{}", d.raw);
+        assert_eq!(
+            d.answers("A"),
+            set(&["10.0.6.5"]),
+            "{transport} from ::1:\n{}",
+            d.raw
+        );
     }
     // Names are case-insensitive and the question is echoed as sent.
     let d = srv.dig(&["-b", "127.0.0.200", "UpF.SVC.example.", "A"]);
     assert_eq!(d.answers("A"), high, "{}", d.raw);
-    assert!(d.raw.contains(";UpF.SVC.example."), "question echoed as sent:\n{}", d.raw);
+    assert!(
+        d.raw.contains(";UpF.SVC.example."),
+        "question echoed as sent:\n{}",
+        d.raw
+    );
 }
 
 #[test]
 fn ecs_picks_the_view_only_from_trusted_resolvers() {
     let srv = Server::start(Opts::default());
-    let trusted = srv.dig(&["-b", "127.0.0.9", "+subnet=10.1.2.0/24", "upf.svc.example.", "A"]);
+    let trusted = srv.dig(&[
+        "-b",
+        "127.0.0.9",
+        "+subnet=10.1.2.0/24",
+        "upf.svc.example.",
+        "A",
+    ]);
     assert_eq!(trusted.answers("A"), set(&["10.0.3.5"]), "{}", trusted.raw);
     assert!(
         trusted.raw.contains("CLIENT-SUBNET: 10.1.2.0/24/16"),
         "answer carries the ECS scope of the matched /16:\n{}",
         trusted.raw
     );
-    let untrusted = srv.dig(&["-b", "127.0.0.5", "+subnet=10.1.2.0/24", "upf.svc.example.", "A"]);
+    let untrusted = srv.dig(&[
+        "-b",
+        "127.0.0.5",
+        "+subnet=10.1.2.0/24",
+        "upf.svc.example.",
+        "A",
+    ]);
     assert_eq!(
         untrusted.answers("A"),
         set(&["10.0.1.5", "10.0.1.6"]),
@@ -468,7 +550,12 @@ fn ecs_picks_the_view_only_from_trusted_resolvers() {
     );
     // The trusted resolver without ECS is answered by its own address.
     let plain = srv.dig(&["-b", "127.0.0.9", "upf.svc.example.", "A"]);
-    assert_eq!(plain.answers("A"), set(&["10.0.1.5", "10.0.1.6"]), "{}", plain.raw);
+    assert_eq!(
+        plain.answers("A"),
+        set(&["10.0.1.5", "10.0.1.6"]),
+        "{}",
+        plain.raw
+    );
 }
 
 #[test]
@@ -476,12 +563,27 @@ fn rcodes_nxdomain_nodata_refused_notimp_formerr() {
     let srv = Server::start(Opts::default());
     let d = srv.dig(&["-b", "127.0.0.5", "nothere.svc.example.", "A"]);
     assert_eq!(d.status, "NXDOMAIN", "{}", d.raw);
-    assert_eq!(d.count("AUTHORITY", "SOA"), 1, "NXDOMAIN carries the SOA:\n{}", d.raw);
+    assert_eq!(
+        d.count("AUTHORITY", "SOA"),
+        1,
+        "NXDOMAIN carries the SOA:\n{}",
+        d.raw
+    );
 
     let d = srv.dig(&["-b", "127.0.0.5", "upf.svc.example.", "MX"]);
     assert_eq!(d.status, "NOERROR", "{}", d.raw);
-    assert_eq!(d.records.iter().filter(|r| r.0 == "ANSWER").count(), 0, "{}", d.raw);
-    assert_eq!(d.count("AUTHORITY", "SOA"), 1, "NODATA carries the SOA:\n{}", d.raw);
+    assert_eq!(
+        d.records.iter().filter(|r| r.0 == "ANSWER").count(),
+        0,
+        "{}",
+        d.raw
+    );
+    assert_eq!(
+        d.count("AUTHORITY", "SOA"),
+        1,
+        "NODATA carries the SOA:\n{}",
+        d.raw
+    );
 
     let d = srv.dig(&["-b", "127.0.0.5", "www.example.com.", "A"]);
     assert_eq!(d.status, "REFUSED", "{}", d.raw);
@@ -501,8 +603,19 @@ fn rcodes_nxdomain_nodata_refused_notimp_formerr() {
 #[test]
 fn truncated_over_udp_then_complete_over_tcp() {
     let srv = Server::start(Opts::default());
-    let udp = srv.dig(&["-b", "127.0.0.5", "+ignore", "+bufsize=1232", "big.svc.example.", "TXT"]);
-    assert!(udp.has_flag("tc"), "20 × 200-byte TXT do not fit 1232 bytes:\n{}", udp.raw);
+    let udp = srv.dig(&[
+        "-b",
+        "127.0.0.5",
+        "+ignore",
+        "+bufsize=1232",
+        "big.svc.example.",
+        "TXT",
+    ]);
+    assert!(
+        udp.has_flag("tc"),
+        "20 × 200-byte TXT do not fit 1232 bytes:\n{}",
+        udp.raw
+    );
     // Without +ignore dig retries over TCP and gets all of them.
     let full = srv.dig(&["-b", "127.0.0.5", "big.svc.example.", "TXT"]);
     assert!(
@@ -513,7 +626,14 @@ fn truncated_over_udp_then_complete_over_tcp() {
     assert!(!full.has_flag("tc"), "{}", full.raw);
     assert_eq!(full.answers("TXT").len(), 20, "{}", full.raw);
     // Plain 512-byte DNS (no EDNS) is truncated too.
-    let noedns = srv.dig(&["-b", "127.0.0.5", "+ignore", "+noedns", "big.svc.example.", "TXT"]);
+    let noedns = srv.dig(&[
+        "-b",
+        "127.0.0.5",
+        "+ignore",
+        "+noedns",
+        "big.svc.example.",
+        "TXT",
+    ]);
     assert!(noedns.has_flag("tc"), "{}", noedns.raw);
 }
 
@@ -536,7 +656,8 @@ impl XorShift {
 /// gets exactly one reply with its ID and QR set.
 fn check_replies(srv: &Server, packets: &[Vec<u8>], expect_rcode: Option<Rcode>) {
     let c = udp_client("127.0.0.5");
-    c.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    c.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
     for chunk in packets.chunks(40) {
         let mut want: Vec<u16> = Vec::new();
         for p in chunk {
@@ -653,7 +774,11 @@ fn tcp_pipelined_queries_are_answered_in_order() {
     let mut t = tcp_connect(srv.addr4());
     let mut burst = Vec::new();
     for id in 1..=10u16 {
-        let name = if id % 3 == 0 { "nothere.svc.example." } else { "upf.svc.example." };
+        let name = if id % 3 == 0 {
+            "nothere.svc.example."
+        } else {
+            "upf.svc.example."
+        };
         burst.extend_from_slice(&framed(&build_query(id, name, QTYPE_A, id % 2 == 0)));
     }
     t.write_all(&burst).unwrap();
@@ -661,7 +786,11 @@ fn tcp_pipelined_queries_are_answered_in_order() {
         let resp = tcp_read_msg(&mut t).unwrap();
         let (rid, qr, rcode) = header(&resp);
         assert_eq!((rid, qr), (id, true), "answers come back in query order");
-        let want = if id % 3 == 0 { Rcode::NXDOMAIN } else { Rcode::NOERROR };
+        let want = if id % 3 == 0 {
+            Rcode::NXDOMAIN
+        } else {
+            Rcode::NOERROR
+        };
         assert_eq!(rcode, want);
     }
     // A query dribbled a byte at a time is still answered.
@@ -677,7 +806,10 @@ fn tcp_huge_length_prefix_closes_only_that_connection() {
     let srv = Server::start(Opts::default());
     let mut bad = tcp_connect(srv.addr4());
     bad.write_all(&[0xFF, 0xFF, 0, 0, 0, 0]).unwrap();
-    assert!(closed_within(&mut bad, Duration::from_secs(1)), "65535 > tcp_max_query_bytes closes");
+    assert!(
+        closed_within(&mut bad, Duration::from_secs(1)),
+        "65535 > tcp_max_query_bytes closes"
+    );
     let mut bad = tcp_connect(srv.addr4());
     bad.write_all(&[0x02, 0x01]).unwrap(); // 513 > 512
     assert!(closed_within(&mut bad, Duration::from_secs(1)));
@@ -711,7 +843,10 @@ fn a_slow_tcp_client_costs_only_its_own_connection() {
     }
     // The slow connection is closed at the idle deadline although it keeps
     // sending: progress does not extend it.
-    assert!(closed_within(&mut slow, Duration::from_secs(3)), "slow client closed");
+    assert!(
+        closed_within(&mut slow, Duration::from_secs(3)),
+        "slow client closed"
+    );
     let held = opened.elapsed();
     assert!(
         held >= Duration::from_millis(800) && held < Duration::from_millis(2500),
@@ -735,26 +870,56 @@ fn tcp_connections_over_the_per_shard_cap_are_closed_at_once() {
     let mut held: Vec<TcpStream> = Vec::new();
     for id in 0..4u16 {
         let mut t = tcp_connect(srv.addr4());
-        t.write_all(&framed(&build_query(id, "upf.svc.example.", QTYPE_A, false)))
-            .unwrap();
-        assert_eq!(header(&tcp_read_msg(&mut t).unwrap()).0, id, "connection {id} served");
+        t.write_all(&framed(&build_query(
+            id,
+            "upf.svc.example.",
+            QTYPE_A,
+            false,
+        )))
+        .unwrap();
+        assert_eq!(
+            header(&tcp_read_msg(&mut t).unwrap()).0,
+            id,
+            "connection {id} served"
+        );
         held.push(t);
     }
     let mut extra = tcp_connect(srv.addr4());
-    let _ = extra.write_all(&framed(&build_query(99, "upf.svc.example.", QTYPE_A, false)));
+    let _ = extra.write_all(&framed(&build_query(
+        99,
+        "upf.svc.example.",
+        QTYPE_A,
+        false,
+    )));
     let t0 = Instant::now();
-    assert!(closed_within(&mut extra, Duration::from_secs(2)), "fifth connection refused");
-    assert!(t0.elapsed() < Duration::from_secs(1), "closed at once, not at the idle timeout");
+    assert!(
+        closed_within(&mut extra, Duration::from_secs(2)),
+        "fifth connection refused"
+    );
+    assert!(
+        t0.elapsed() < Duration::from_secs(1),
+        "closed at once, not at the idle timeout"
+    );
     // The held ones still work; freeing one makes room.
     held[0]
-        .write_all(&framed(&build_query(50, "upf.svc.example.", QTYPE_A, false)))
+        .write_all(&framed(&build_query(
+            50,
+            "upf.svc.example.",
+            QTYPE_A,
+            false,
+        )))
         .unwrap();
     assert_eq!(header(&tcp_read_msg(&mut held[0]).unwrap()).0, 50);
     held.pop().unwrap().shutdown(Shutdown::Both).unwrap();
     std::thread::sleep(Duration::from_millis(200));
     let mut again = tcp_connect(srv.addr4());
     again
-        .write_all(&framed(&build_query(51, "upf.svc.example.", QTYPE_A, false)))
+        .write_all(&framed(&build_query(
+            51,
+            "upf.svc.example.",
+            QTYPE_A,
+            false,
+        )))
         .unwrap();
     assert_eq!(header(&tcp_read_msg(&mut again).unwrap()).0, 51);
 }
@@ -783,10 +948,17 @@ fn sighup_reload_under_load_never_serves_a_wrong_or_mixed_answer() {
                 let mut lost = 0;
                 let end = Instant::now() + Duration::from_secs(20);
                 let mut id = 0u16;
-                while !stop.load(Ordering::Relaxed) && Instant::now() < end && answers.len() < 200_000 {
+                while !stop.load(Ordering::Relaxed)
+                    && Instant::now() < end
+                    && answers.len() < 200_000
+                {
                     id = id.wrapping_add(1);
                     let sent = Instant::now();
-                    match udp_ask(&c, server, &build_query(id, "upf.svc.example.", QTYPE_A, true)) {
+                    match udp_ask(
+                        &c,
+                        server,
+                        &build_query(id, "upf.svc.example.", QTYPE_A, true),
+                    ) {
                         Some(resp) => {
                             assert_eq!(header(&resp).0, id);
                             answers.push((sent, a_records(&resp)));
@@ -815,7 +987,11 @@ fn sighup_reload_under_load_never_serves_a_wrong_or_mixed_answer() {
     std::fs::write(srv.config_path(), broken).unwrap();
     srv.signal(libc::SIGHUP);
     srv.wait_log("rejected", Duration::from_secs(10));
-    assert!(srv.count_log("127.0.0.128/33") + srv.count_log("prefixes") >= 1, "{}", srv.log_text());
+    assert!(
+        srv.count_log("127.0.0.128/33") + srv.count_log("prefixes") >= 1,
+        "{}",
+        srv.log_text()
+    );
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::Relaxed);
 
@@ -828,7 +1004,10 @@ fn sighup_reload_under_load_never_serves_a_wrong_or_mixed_answer() {
         for (sent, a) in &answers {
             if *a == v1 {
                 saw.0 = true;
-                assert!(*sent < t2, "old answer for a query sent after the reload was logged");
+                assert!(
+                    *sent < t2,
+                    "old answer for a query sent after the reload was logged"
+                );
             } else if *a == v2 {
                 saw.1 = true;
             } else {
@@ -840,29 +1019,108 @@ fn sighup_reload_under_load_never_serves_a_wrong_or_mixed_answer() {
     assert!(!srv.log_text().contains("serving address map version 3"));
 }
 
+/// Pin the calling thread to one CPU.
+fn pin_thread(cpu: usize) {
+    // SAFETY: affinity of the calling thread, zeroed cpu_set_t.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        assert_eq!(
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set),
+            0
+        );
+    }
+}
+
+#[test]
+fn flows_stay_on_the_shard_of_the_cpu_they_arrive_on() {
+    // SAFETY: sysconf has no preconditions.
+    if unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) } < 2 {
+        eprintln!("skipped: needs 2 CPUs");
+        return;
+    }
+    let mut srv = Server::start(Opts::default());
+    let log = srv.log_text();
+    let shard_of_cpu = |cpu: usize| -> usize {
+        let needle = format!(" on CPU {cpu}");
+        let at = log.find(&needle).expect("placement logged");
+        let head = &log[..at];
+        head[head.rfind("shard ").unwrap() + 6..].parse().unwrap()
+    };
+    let server = srv.addr4();
+    let client_cpu = 1;
+    std::thread::spawn(move || {
+        pin_thread(client_cpu);
+        let c = udp_client("127.0.0.5");
+        for id in 0..40u16 {
+            let resp = udp_ask(
+                &c,
+                server,
+                &build_query(id, "upf.svc.example.", QTYPE_A, false),
+            );
+            assert!(resp.is_some());
+            let mut t = tcp_connect(server);
+            t.write_all(&framed(&build_query(
+                id,
+                "upf.svc.example.",
+                QTYPE_A,
+                false,
+            )))
+            .unwrap();
+            tcp_read_msg(&mut t).unwrap();
+        }
+    })
+    .join()
+    .unwrap();
+    srv.signal(libc::SIGTERM);
+    srv.wait_log("per_shard=", Duration::from_secs(5));
+    let log = srv.log_text();
+    let list = log.split("per_shard=[").nth(1).unwrap();
+    let counts: Vec<u64> = list[..list.find(']').unwrap()]
+        .split(',')
+        .map(|x| x.trim().parse().unwrap())
+        .collect();
+    let mut want = vec![0u64; counts.len()];
+    want[shard_of_cpu(client_cpu)] = 80;
+    assert_eq!(
+        counts, want,
+        "every UDP and TCP query answered by the shard on the client's CPU"
+    );
+}
+
 #[test]
 fn sighup_on_the_embedded_default_is_a_logged_no_op() {
-    // The embedded default listens on a fixed port; only SIGHUP handling is
-    // checked here, so the port may be taken: start-up failure is fine too.
-    let mut child = Command::new(BIN)
-        .args(["run", "--shards", "1"])
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines().map_while(Result::ok);
-    let first = lines.by_ref().find(|l| l.contains("serving DNS") || l.contains("start-up failed"));
-    if first.as_deref().is_some_and(|l| l.contains("serving DNS")) {
-        unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
-        assert!(
-            lines.by_ref().any(|l| l.contains("nothing to reload")),
-            "SIGHUP on the embedded default is logged as a no-op"
-        );
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    // The embedded default listens on fixed ports (8053, admin 9353); only
+    // SIGHUP handling is checked here, and only when those ports are free.
+    let mut srv = Server::launch(
+        vec!["run".into(), "--shards".into(), "1".into()],
+        8053,
+        tempfile::tempdir().unwrap(),
+    );
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        if srv.count_log("serving DNS") > 0 {
+            break;
+        }
+        if srv.child.try_wait().unwrap().is_some() {
+            assert!(
+                srv.log_text().contains("start-up failed")
+                    || srv.log_text().contains("cannot bind"),
+                "only a port clash may stop the embedded default:\n{}",
+                srv.log_text()
+            );
+            eprintln!("skipped: the embedded default's fixed ports are in use");
+            return;
+        }
+        assert!(Instant::now() < end, "{}", srv.log_text());
+        std::thread::sleep(Duration::from_millis(10));
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    srv.signal(libc::SIGHUP);
+    srv.wait_log("nothing to reload", Duration::from_secs(5));
+    // Still serving the embedded map afterwards.
+    srv.signal(libc::SIGTERM);
+    let status = srv.child.wait().unwrap();
+    assert!(status.success());
 }
 
 #[test]
@@ -882,7 +1140,10 @@ fn sigterm_finishes_in_flight_tcp_then_exits_zero_promptly() {
     srv.signal(libc::SIGTERM);
     srv.wait_log("stopping", Duration::from_secs(2));
     std::thread::sleep(Duration::from_millis(200));
-    assert!(closed_within(&mut idle, Duration::from_secs(1)), "idle connection closed at stop");
+    assert!(
+        closed_within(&mut idle, Duration::from_secs(1)),
+        "idle connection closed at stop"
+    );
     // No new connections once stopping.
     assert!(
         TcpStream::connect_timeout(&srv.addr4(), Duration::from_millis(500)).is_err(),
@@ -898,10 +1159,17 @@ fn sigterm_finishes_in_flight_tcp_then_exits_zero_promptly() {
         if let Some(s) = srv.child.try_wait().unwrap() {
             break s;
         }
-        assert!(signalled.elapsed() < Duration::from_millis(3000), "exit within shutdown_grace_ms");
+        assert!(
+            signalled.elapsed() < Duration::from_millis(3000),
+            "exit within shutdown_grace_ms"
+        );
         std::thread::sleep(Duration::from_millis(10));
     };
-    assert!(status.success(), "exit status {status}:\n{}", srv.log_text());
+    assert!(
+        status.success(),
+        "exit status {status}:\n{}",
+        srv.log_text()
+    );
 }
 
 #[test]
@@ -913,7 +1181,10 @@ fn sigterm_on_an_idle_server_exits_zero_at_once() {
         if let Some(s) = srv.child.try_wait().unwrap() {
             break s;
         }
-        assert!(t0.elapsed() < Duration::from_secs(1), "idle server exits within 1 s");
+        assert!(
+            t0.elapsed() < Duration::from_secs(1),
+            "idle server exits within 1 s"
+        );
         std::thread::sleep(Duration::from_millis(5));
     };
     assert!(status.success(), "{status}");
@@ -928,18 +1199,32 @@ fn check_config_exit_codes_and_problem_lines() {
     let dir = tempfile::tempdir().unwrap();
     let good = dir.path().join("good.toml");
     std::fs::write(&good, config_text(free_port(), &Opts::default())).unwrap();
-    let out = Command::new(BIN).arg("check-config").arg(&good).output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 
     let bad = dir.path().join("bad.toml");
-    let text = config_text(free_port(), &Opts::default()).replace("127.0.0.128/25", "127.0.0.128/33");
+    let text =
+        config_text(free_port(), &Opts::default()).replace("127.0.0.128/25", "127.0.0.128/33");
     let line = text
         .lines()
         .position(|l| l.contains("127.0.0.128/33"))
         .unwrap()
         + 1;
     std::fs::write(&bad, &text).unwrap();
-    let out = Command::new(BIN).arg("check-config").arg(&bad).output().unwrap();
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .arg(&bad)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let printed = String::from_utf8_lossy(&out.stdout);
     let want = format!("{}:{line}: view[1].prefixes", bad.display());
@@ -952,7 +1237,11 @@ fn check_config_exit_codes_and_problem_lines() {
     assert_eq!(out.status.code(), Some(2));
 
     // `run` refuses an invalid config the same way.
-    let out = Command::new(BIN).args(["run", "--config"]).arg(&bad).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains(&want));
 }
@@ -972,7 +1261,10 @@ fn addresses_in_use_and_too_many_shards_fail_with_a_clear_error() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(&format!("127.0.0.1:{port}")) && err.contains("dns.listen"), "{err}");
+    assert!(
+        err.contains(&format!("127.0.0.1:{port}")) && err.contains("dns.listen"),
+        "{err}"
+    );
 
     let out = Command::new(BIN)
         .args(["run", "--config"])

@@ -70,8 +70,8 @@ fn examples_compute_the_right_thing() {
     assert_eq!(call(&shard, "checksum", &rfc).unwrap(), [0x22, 0x0d]);
     // A real IPv4 header (checksum 0xb861) sums to zero with its checksum...
     let mut ip = [
-        0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0xb8, 0x61, 0xc0, 0xa8, 0x00, 0x01,
-        0xc0, 0xa8, 0x00, 0xc7,
+        0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0xb8, 0x61, 0xc0, 0xa8, 0x00,
+        0x01, 0xc0, 0xa8, 0x00, 0xc7,
     ];
     assert_eq!(call(&shard, "checksum", &ip).unwrap(), [0, 0]);
     // ... and yields it with the field zeroed.
@@ -81,19 +81,47 @@ fn examples_compute_the_right_thing() {
     // Odd lengths and every tail length agree with a plain reference.
     for len in 0..67 {
         let data: Vec<u8> = (0..len).map(|i| (i * 37 + 11) as u8).collect();
-        assert_eq!(call(&shard, "checksum", &data).unwrap(), reference_checksum(&data), "len {len}");
+        assert_eq!(
+            call(&shard, "checksum", &data).unwrap(),
+            reference_checksum(&data),
+            "len {len}"
+        );
     }
 
     let udp_dns = packet_v4(17, 53);
     assert_eq!(call(&shard, "classify", &udp_dns).unwrap(), b"ipv4/udp/dns");
-    assert_eq!(call(&shard, "classify", &packet_v4(6, 443)).unwrap(), b"ipv4/tcp/https");
-    assert_eq!(call(&shard, "classify", &packet_v4(17, 443)).unwrap(), b"ipv4/udp/quic");
-    assert_eq!(call(&shard, "classify", &packet_v4(6, 8080)).unwrap(), b"ipv4/tcp/other");
-    assert_eq!(call(&shard, "classify", &packet_v4(1, 0)).unwrap(), b"ipv4/icmp/-");
-    assert_eq!(call(&shard, "classify", &packet_v4(47, 0)).unwrap(), b"ipv4/other/-");
-    assert_eq!(call(&shard, "classify", &packet_v6(6, 80)).unwrap(), b"ipv6/tcp/http");
-    assert_eq!(call(&shard, "classify", &packet_v6(58, 0)).unwrap(), b"ipv6/icmp/-");
-    assert_eq!(call(&shard, "classify", &udp_dns[..22]).unwrap(), b"invalid");
+    assert_eq!(
+        call(&shard, "classify", &packet_v4(6, 443)).unwrap(),
+        b"ipv4/tcp/https"
+    );
+    assert_eq!(
+        call(&shard, "classify", &packet_v4(17, 443)).unwrap(),
+        b"ipv4/udp/quic"
+    );
+    assert_eq!(
+        call(&shard, "classify", &packet_v4(6, 8080)).unwrap(),
+        b"ipv4/tcp/other"
+    );
+    assert_eq!(
+        call(&shard, "classify", &packet_v4(1, 0)).unwrap(),
+        b"ipv4/icmp/-"
+    );
+    assert_eq!(
+        call(&shard, "classify", &packet_v4(47, 0)).unwrap(),
+        b"ipv4/other/-"
+    );
+    assert_eq!(
+        call(&shard, "classify", &packet_v6(6, 80)).unwrap(),
+        b"ipv6/tcp/http"
+    );
+    assert_eq!(
+        call(&shard, "classify", &packet_v6(58, 0)).unwrap(),
+        b"ipv6/icmp/-"
+    );
+    assert_eq!(
+        call(&shard, "classify", &udp_dns[..22]).unwrap(),
+        b"invalid"
+    );
     assert_eq!(call(&shard, "classify", b"").unwrap(), b"invalid");
     assert_eq!(call(&shard, "classify", &[0x55; 40]).unwrap(), b"invalid");
 
@@ -102,7 +130,10 @@ fn examples_compute_the_right_thing() {
         call(&shard, "header_rewrite", req).unwrap(),
         b"GET /x HTTP/1.1\r\nVia: 1.1 shardgate\r\nhost: Example.COM\r\nx-trace-id: AbC\r\n\r\nBODY: Keep".to_vec()
     );
-    assert_eq!(call(&shard, "header_rewrite", b"no line break").unwrap(), b"no line break");
+    assert_eq!(
+        call(&shard, "header_rewrite", b"no line break").unwrap(),
+        b"no line break"
+    );
 }
 
 fn reference_checksum(data: &[u8]) -> [u8; 2] {
@@ -139,20 +170,29 @@ fn c_example_decrements_ttl() {
     let dir = tempfile::tempdir().unwrap();
     let wasm = dir.path().join("ttl_decrement.wasm");
     let built = std::process::Command::new("clang")
-        .args(["--target=wasm32", "-nostdlib", "-O2", "-Wl,--no-entry", "-Wl,--strip-all", "-o"])
+        .args([
+            "--target=wasm32",
+            "-nostdlib",
+            "-O2",
+            "-Wl,--no-entry",
+            "-Wl,--strip-all",
+            "-o",
+        ])
         .arg(&wasm)
         .arg(repo("functions/c/ttl_decrement.c"))
         .status();
     if !matches!(built, Ok(s) if s.success()) {
-        eprintln!("clang with the wasm32 target and wasm-ld are not installed: C example not checked");
+        eprintln!(
+            "clang with the wasm32 target and wasm-ld are not installed: C example not checked"
+        );
         return;
     }
     let node = FunctionNode::start(&settings(dir.path()), vec![spec("ttl", wasm)], 1).unwrap();
     assert!(node.failures().is_empty(), "{:?}", node.failures());
     let shard = FunctionShard::new(&node);
     let ip = [
-        0x45u8, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0xb8, 0x61, 0xc0, 0xa8, 0x00, 0x01,
-        0xc0, 0xa8, 0x00, 0xc7, 0xaa, 0xbb,
+        0x45u8, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0xb8, 0x61, 0xc0, 0xa8, 0x00,
+        0x01, 0xc0, 0xa8, 0x00, 0xc7, 0xaa, 0xbb,
     ];
     let out = call(&shard, "ttl", &ip).unwrap();
     assert_eq!(out.len(), ip.len());
@@ -201,14 +241,23 @@ fn every_invocation_is_pristine_across_failures() {
         shard.upkeep_now();
     }
     assert_eq!(call(&shard, "probe", b"eXY").unwrap()[16..], *b"eXY");
-    assert_eq!(call(&shard, "nope", b"").unwrap_err(), InvokeError::NotFound);
+    assert_eq!(
+        call(&shard, "nope", b"").unwrap_err(),
+        InvokeError::NotFound
+    );
     shard.upkeep_now();
 
     let t = shard.totals();
     assert_eq!(t.invocations, 10_000 + 6 + 12 + 1);
-    assert_eq!((t.traps, t.timeouts, t.memory_limits, t.bad_outputs), (1, 1, 1, 2));
+    assert_eq!(
+        (t.traps, t.timeouts, t.memory_limits, t.bad_outputs),
+        (1, 1, 1, 2)
+    );
     assert_eq!(t.rejected_inputs, 1);
-    assert!(t.ring_misses >= 2_500, "misses: upkeep ran every fourth call: {t:?}");
+    assert!(
+        t.ring_misses >= 2_500,
+        "misses: upkeep ran every fourth call: {t:?}"
+    );
     // Every instance that ran (or failed to) was released, none reused.
     let used_instances = t.invocations - t.rejected_inputs;
     assert!(t.instantiations >= used_instances, "{t:?}");
@@ -226,8 +275,14 @@ fn deadline_is_enforced_near_its_value() {
     let err = call(&shard, "probe", b"l").unwrap_err();
     let took = t0.elapsed();
     assert_eq!(err, InvokeError::Deadline { ms: 30 });
-    assert!(took >= std::time::Duration::from_millis(30), "stopped early: {took:?}");
-    assert!(took < std::time::Duration::from_millis(1000), "stopped late: {took:?}");
+    assert!(
+        took >= std::time::Duration::from_millis(30),
+        "stopped early: {took:?}"
+    );
+    assert!(
+        took < std::time::Duration::from_millis(1000),
+        "stopped late: {took:?}"
+    );
 }
 
 #[test]
@@ -236,11 +291,19 @@ fn bad_modules_are_reported_by_name_and_the_rest_run() {
     let invalid = dir.path().join("invalid.wasm");
     std::fs::write(&invalid, b"\0asm\x01\0\0\0garbage").unwrap();
     let bad_wat = dir.path().join("bad.wat");
-    std::fs::write(&bad_wat, "(module (func (export \"handle\") (result i32) (i64.const 1)))").unwrap();
+    std::fs::write(
+        &bad_wat,
+        "(module (func (export \"handle\") (result i32) (i64.const 1)))",
+    )
+    .unwrap();
     let no_abi = dir.path().join("no_abi.wat");
     std::fs::write(&no_abi, "(module (memory (export \"memory\") 1))").unwrap();
     let imports = dir.path().join("imports.wat");
-    std::fs::write(&imports, "(module (import \"env\" \"f\" (func)) (memory (export \"memory\") 1))").unwrap();
+    std::fs::write(
+        &imports,
+        "(module (import \"env\" \"f\" (func)) (memory (export \"memory\") 1))",
+    )
+    .unwrap();
     let wrong_sig = dir.path().join("wrong_sig.wat");
     std::fs::write(
         &wrong_sig,
@@ -288,14 +351,46 @@ fn bad_modules_are_reported_by_name_and_the_rest_run() {
             .1
     };
     assert_eq!(reasons.len(), 8, "{reasons:?}");
-    assert!(reason("missing").contains("cannot read module"), "{}", reason("missing"));
-    assert!(reason("invalid").contains("invalid module"), "{}", reason("invalid"));
-    assert!(reason("bad_wat").contains("invalid module"), "{}", reason("bad_wat"));
-    assert!(reason("no_abi").contains("does not export `alloc`"), "{}", reason("no_abi"));
-    assert!(reason("imports").contains("imports env::f"), "{}", reason("imports"));
-    assert!(reason("wrong_sig").contains("`handle` has the wrong type"), "{}", reason("wrong_sig"));
-    assert!(reason("too_big").contains("max_memory_kib"), "{}", reason("too_big"));
-    assert!(reason("start_traps").contains("cannot instantiate"), "{}", reason("start_traps"));
+    assert!(
+        reason("missing").contains("cannot read module"),
+        "{}",
+        reason("missing")
+    );
+    assert!(
+        reason("invalid").contains("invalid module"),
+        "{}",
+        reason("invalid")
+    );
+    assert!(
+        reason("bad_wat").contains("invalid module"),
+        "{}",
+        reason("bad_wat")
+    );
+    assert!(
+        reason("no_abi").contains("does not export `alloc`"),
+        "{}",
+        reason("no_abi")
+    );
+    assert!(
+        reason("imports").contains("imports env::f"),
+        "{}",
+        reason("imports")
+    );
+    assert!(
+        reason("wrong_sig").contains("`handle` has the wrong type"),
+        "{}",
+        reason("wrong_sig")
+    );
+    assert!(
+        reason("too_big").contains("max_memory_kib"),
+        "{}",
+        reason("too_big")
+    );
+    assert!(
+        reason("start_traps").contains("cannot instantiate"),
+        "{}",
+        reason("start_traps")
+    );
 
     // The good one runs; a failed one answers Unavailable with its reason.
     let shard = FunctionShard::new(&node);
@@ -309,13 +404,27 @@ fn bad_modules_are_reported_by_name_and_the_rest_run() {
 #[test]
 fn restart_loads_from_the_cache_instead_of_compiling() {
     let cache = tempfile::tempdir().unwrap();
-    let specs = || vec![probe_spec(), spec("checksum", repo("functions/checksum.wat"))];
+    let specs = || {
+        vec![
+            probe_spec(),
+            spec("checksum", repo("functions/checksum.wat")),
+        ]
+    };
     let first = FunctionNode::start(&settings(cache.path()), specs(), 1).unwrap();
-    assert!(first.functions().iter().all(|f| f.source == ArtifactSource::Compiled));
+    assert!(first
+        .functions()
+        .iter()
+        .all(|f| f.source == ArtifactSource::Compiled));
     drop(first);
     let second = FunctionNode::start(&settings(cache.path()), specs(), 1).unwrap();
-    assert!(second.functions().iter().all(|f| f.source == ArtifactSource::Cache));
-    assert_eq!(report(&call(&FunctionShard::new(&second), "probe", b"o").unwrap()), PRISTINE);
+    assert!(second
+        .functions()
+        .iter()
+        .all(|f| f.source == ArtifactSource::Cache));
+    assert_eq!(
+        report(&call(&FunctionShard::new(&second), "probe", b"o").unwrap()),
+        PRISTINE
+    );
     drop(second);
 
     // A torn or corrupted entry is detected and recompiled.
@@ -328,8 +437,14 @@ fn restart_loads_from_the_cache_instead_of_compiling() {
     }
     let third = FunctionNode::start(&settings(cache.path()), specs(), 1).unwrap();
     assert!(third.failures().is_empty());
-    assert!(third.functions().iter().all(|f| f.source == ArtifactSource::Compiled));
-    assert_eq!(report(&call(&FunctionShard::new(&third), "probe", b"o").unwrap()), PRISTINE);
+    assert!(third
+        .functions()
+        .iter()
+        .all(|f| f.source == ArtifactSource::Compiled));
+    assert_eq!(
+        report(&call(&FunctionShard::new(&third), "probe", b"o").unwrap()),
+        PRISTINE
+    );
 
     // Another engine configuration (keep-resident size) does not share entries.
     let mut other = settings(cache.path());
@@ -338,7 +453,10 @@ fn restart_loads_from_the_cache_instead_of_compiling() {
     let fourth_sources: Vec<ArtifactSource> = fourth.functions().iter().map(|f| f.source).collect();
     // The keep-resident size is a runtime setting, not a compile setting:
     // the artifact is compatible and reused.
-    assert!(fourth_sources.iter().all(|s| *s == ArtifactSource::Cache), "{fourth_sources:?}");
+    assert!(
+        fourth_sources.iter().all(|s| *s == ArtifactSource::Cache),
+        "{fourth_sources:?}"
+    );
 }
 
 #[test]
@@ -382,7 +500,10 @@ module = "x.wat"
         assert!(keys.contains(&want), "{want} not reported: {problems:#?}");
     }
     // Problems carry lines from the file.
-    let p = problems.iter().find(|p| p.key == "function[0].max_memory_kib").unwrap();
+    let p = problems
+        .iter()
+        .find(|p| p.key == "function[0].max_memory_kib")
+        .unwrap();
     assert_eq!(p.line, Some(11), "{p:?}");
     assert!(p.message.contains("out of range"), "{}", p.message);
 }
@@ -390,8 +511,16 @@ module = "x.wat"
 #[test]
 fn functions_dir_and_entries_merge() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(repo("functions/checksum.wat"), dir.path().join("checksum.wat")).unwrap();
-    std::fs::copy(repo("functions/classify.wat"), dir.path().join("classify.wat")).unwrap();
+    std::fs::copy(
+        repo("functions/checksum.wat"),
+        dir.path().join("checksum.wat"),
+    )
+    .unwrap();
+    std::fs::copy(
+        repo("functions/classify.wat"),
+        dir.path().join("classify.wat"),
+    )
+    .unwrap();
     std::fs::write(dir.path().join("README.txt"), "not a module").unwrap();
     let cfg = FunctionsConfig {
         dir: Some(dir.path().to_path_buf()),

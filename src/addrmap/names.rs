@@ -37,24 +37,34 @@ pub fn lower(wire: &[u8]) -> Vec<u8> {
     wire.iter().map(|&b| fold(b)).collect()
 }
 
-/// Hash of a lowercase wire name; eight bytes at a time.
+/// Size of a name buffer for [`hash_padded`]: a name plus zero padding to a
+/// whole number of 8-byte words.
+pub const NAME_BUF: usize = MAX_NAME + 9;
+
+/// Hash of a lowercase wire name.
 #[inline]
 pub fn hash(name: &[u8]) -> u64 {
-    const K: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut h: u64 = name.len() as u64;
-    let mut chunks = name.chunks_exact(8);
-    for c in &mut chunks {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(c);
-        h = (h.rotate_left(23) ^ u64::from_le_bytes(w)).wrapping_mul(K);
+    let mut buf = [0u8; NAME_BUF];
+    let n = name.len().min(MAX_NAME);
+    buf[..n].copy_from_slice(&name[..n]);
+    hash_padded(&buf, n)
+}
+
+/// Hash of the `n`-byte name at the start of `buf`, whose bytes from `n` to
+/// the next multiple of 8 are zero. Word multiplies are independent of each
+/// other (they pipeline); a rotate/xor chain keeps word order significant.
+#[inline(always)]
+pub fn hash_padded(buf: &[u8; NAME_BUF], n: usize) -> u64 {
+    const M: u64 = 0x9E37_79B9_7F4A_7C15;
+    let words = n.div_ceil(8).min(NAME_BUF / 8);
+    let mut h: u64 = n as u64;
+    for w in buf.chunks_exact(8).take(words) {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(w);
+        h = h.rotate_left(19) ^ u64::from_le_bytes(b).wrapping_mul(M);
     }
-    let rest = chunks.remainder();
-    if !rest.is_empty() {
-        let mut w = [0u8; 8];
-        w[..rest.len()].copy_from_slice(rest);
-        h = (h.rotate_left(23) ^ u64::from_le_bytes(w)).wrapping_mul(K);
-    }
-    h ^ (h >> 29)
+    let h = h.wrapping_mul(M);
+    h ^ (h >> 32)
 }
 
 /// Offsets of the labels of a (valid, uncompressed) wire name; the last

@@ -43,7 +43,7 @@ pub mod parse;
 
 use std::net::IpAddr;
 
-use crate::addrmap::names::hash;
+use crate::addrmap::names::{hash, hash_padded, NAME_BUF};
 use crate::addrmap::records::{AXFR, CLASS_IN, IXFR};
 use crate::addrmap::{AddressMap, RrSet, NONE};
 
@@ -112,7 +112,8 @@ pub fn answer(
     out: &mut Vec<u8>,
 ) -> Outcome {
     out.clear();
-    let q = match parse::parse(query) {
+    let mut lname_buf = [0u8; NAME_BUF];
+    let q = match parse::parse(query, &mut lname_buf) {
         Ok(q) => q,
         Err(Reject::Drop(r)) => return Outcome::Dropped(r),
         Err(Reject::Error {
@@ -165,9 +166,10 @@ pub fn answer(
 
     // Name -> zone and (answer RRset | NODATA | NXDOMAIN); the view is
     // looked up only when the answer depends on it.
-    let lname = q.lname();
+    let lname = lname_buf.get(..q.qname_len).unwrap_or(&[]);
+    let h = hash_padded(&lname_buf, q.qname_len);
     let mut view = || *selected.get_or_insert_with(|| map.select(client, None).view);
-    let (zone, found): (u32, Result<Option<RrSet>, ()>) = match map.entry(lname, hash(lname)) {
+    let (zone, found): (u32, Result<Option<RrSet>, ()>) = match map.entry(lname, h) {
         Some(e) => {
             let table = if e.overrides.is_empty() {
                 e.base

@@ -20,7 +20,7 @@ use domain::base::iana::Rtype;
 use domain::base::record::RecordHeader;
 use domain::dep::octseq::parse::Parser;
 
-use crate::addrmap::names::{fold, MAX_NAME};
+use crate::addrmap::names::{MAX_NAME, NAME_BUF};
 use crate::addrmap::records::OPT;
 
 use super::DropReason;
@@ -59,7 +59,8 @@ pub struct Edns {
     pub ecs: Option<Ecs>,
 }
 
-/// A parsed query. The question is `bytes[12..question_end]`.
+/// A parsed query. The question is `bytes[12..question_end]`; the
+/// lowercase question name is in the buffer given to [`parse`].
 #[derive(Debug, Clone, Copy)]
 pub struct Query {
     pub id: u16,
@@ -67,20 +68,11 @@ pub struct Query {
     pub flags: [u8; 2],
     /// Wire length of the question name (including the root label).
     pub qname_len: usize,
-    /// Lowercase question name, `qname_len` bytes used.
-    pub lname: [u8; MAX_NAME],
     /// Offset in the message where the question ends.
     pub question_end: usize,
     pub qtype: u16,
     pub qclass: u16,
     pub edns: Option<Edns>,
-}
-
-impl Query {
-    #[inline]
-    pub fn lname(&self) -> &[u8] {
-        &self.lname[..self.qname_len.min(MAX_NAME)]
-    }
 }
 
 /// Why a query is answered with an error, or not at all.
@@ -99,8 +91,11 @@ fn formerr(question_end: usize) -> Reject {
     }
 }
 
-/// Parse a query. Never panics; every index is checked.
-pub fn parse(msg: &[u8]) -> Result<Query, Reject> {
+/// Parse a query; the lowercase question name goes to `lname` (zero
+/// padded for [`hash_padded`](crate::addrmap::names::hash_padded)).
+/// Never panics; every index is checked.
+#[inline]
+pub fn parse(msg: &[u8], lname: &mut [u8; NAME_BUF]) -> Result<Query, Reject> {
     if msg.len() < 12 {
         return Err(Reject::Drop(DropReason::TooShort));
     }
@@ -120,34 +115,32 @@ pub fn parse(msg: &[u8]) -> Result<Query, Reject> {
         return Err(formerr(0));
     }
 
-    // Question name: labels, no pointers, lowercased copy.
-    let mut lname = [0u8; MAX_NAME];
+    // Question name: walk the label lengths (no pointers, <= 63 each,
+    // <= 255 in all), then copy and lowercase it in one go.
     let mut pos = 12usize;
-    let mut n = 0usize;
     loop {
         let Some(&len) = msg.get(pos) else {
             return Err(formerr(0));
         };
-        let l = len as usize;
-        if l > 63 {
+        if len > 63 {
             // 0xC0 pointer or the reserved 0x40/0x80 label types
             return Err(formerr(0));
         }
-        if n + l + 1 > MAX_NAME {
+        pos += len as usize + 1;
+        if pos - 12 > MAX_NAME {
             return Err(formerr(0));
         }
-        let Some(label) = msg.get(pos..pos + l + 1) else {
-            return Err(formerr(0));
-        };
-        for (d, &s) in lname[n..n + l + 1].iter_mut().zip(label) {
-            *d = fold(s);
-        }
-        n += l + 1;
-        pos += l + 1;
-        if l == 0 {
+        if len == 0 {
             break;
         }
     }
+    let n = pos - 12;
+    let Some(name) = msg.get(12..pos) else {
+        return Err(formerr(0));
+    };
+    lname[..n].copy_from_slice(name);
+    lname[..n].make_ascii_lowercase();
+    lname[n..n + 8].fill(0);
     let Some(tc) = msg.get(pos..pos + 4) else {
         return Err(formerr(0));
     };
@@ -158,7 +151,6 @@ pub fn parse(msg: &[u8]) -> Result<Query, Reject> {
         id: u16::from_be_bytes([msg[0], msg[1]]),
         flags,
         qname_len: n,
-        lname,
         question_end,
         qtype,
         qclass,

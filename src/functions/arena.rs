@@ -8,7 +8,7 @@
 use std::cell::Cell;
 use std::sync::Arc;
 
-use wasmtime::{Extern, Memory, ResourceLimiter, Store, Trap, TypedFunc};
+use wasmtime::{Extern, Func, Memory, ResourceLimiter, Store, Trap, ValRaw};
 
 use super::compile::LoadedFunction;
 use super::outcome::InvokeError;
@@ -45,11 +45,19 @@ impl ResourceLimiter for ArenaData {
 }
 
 /// One ready instance of a function, with its ABI exports resolved.
+///
+/// `alloc` and `handle` are called with `Func::call_unchecked`: their
+/// signatures were checked once when the module was loaded
+/// (`compile::check_abi`), and a `TypedFunc` would root their types in the
+/// engine-wide type registry (a shared lock and reference count) for every
+/// instance built.
 pub struct Arena {
     store: Store<ArenaData>,
     memory: Memory,
-    alloc: TypedFunc<i32, i32>,
-    handle: TypedFunc<(i32, i32), i64>,
+    /// `alloc(len: i32) -> i32`
+    alloc: Func,
+    /// `handle(ptr: i32, len: i32) -> i64`
+    handle: Func,
 }
 
 impl Arena {
@@ -77,12 +85,8 @@ impl Arena {
             Some(Extern::Func(func)) => Ok(func),
             _ => Err("ABI export vanished".to_string()),
         };
-        let alloc = func(&mut store, &f.exports.alloc)?
-            .typed::<i32, i32>(&store)
-            .map_err(|e| format!("`alloc`: {e}"))?;
-        let handle = func(&mut store, &f.exports.handle)?
-            .typed::<(i32, i32), i64>(&store)
-            .map_err(|e| format!("`handle`: {e}"))?;
+        let alloc = func(&mut store, &f.exports.alloc)?;
+        let handle = func(&mut store, &f.exports.handle)?;
         Ok(Arena {
             store,
             memory,
@@ -102,10 +106,13 @@ impl Arena {
         let store = &mut self.store;
         store.set_epoch_deadline(f.deadline_ticks);
         let len = input.len() as i32; // bounded by max_input_bytes (<= 16 MiB)
-        let ptr = self
-            .alloc
-            .call(&mut *store, len)
+        let mut args = [ValRaw::i32(len)];
+        // SAFETY: `alloc` has type (i32) -> i32 (checked at load for this
+        // module); `args` holds its one parameter and has room for its one
+        // result.
+        unsafe { self.alloc.call_unchecked(&mut *store, &mut args) }
             .map_err(|e| classify(e, store.data(), f))?;
+        let ptr = args[0].get_i32();
         let mem = self.memory.data_mut(&mut *store);
         let start = ptr as u32 as usize;
         match mem.get_mut(start..start + input.len()) {
@@ -118,10 +125,12 @@ impl Arena {
                 )))
             }
         }
-        let packed = self
-            .handle
-            .call(&mut *store, (ptr, len))
+        let mut args = [ValRaw::i32(ptr), ValRaw::i32(len)];
+        // SAFETY: `handle` has type (i32, i32) -> i64 (checked at load);
+        // `args` holds both parameters and has room for the result.
+        unsafe { self.handle.call_unchecked(&mut *store, &mut args) }
             .map_err(|e| classify(e, store.data(), f))?;
+        let packed = args[0].get_i64();
         let out_ptr = (packed as u64 >> 32) as usize;
         let out_len = (packed as u64 & 0xffff_ffff) as usize;
         if out_len > f.limits.max_output_bytes {

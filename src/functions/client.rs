@@ -49,7 +49,11 @@ pub const EXIT_NETWORK: u8 = 3;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientError {
     /// The server answered with an error status and text.
-    Function { status: String, code: Option<u16>, text: String },
+    Function {
+        status: String,
+        code: Option<u16>,
+        text: String,
+    },
     Usage(String),
     Network(String),
 }
@@ -62,7 +66,9 @@ impl std::fmt::Display for ClientError {
                 code: Some(code),
                 text,
             } => write!(f, "{status} (HTTP {code}): {}", text.trim_end()),
-            ClientError::Function { status, text, .. } => write!(f, "{status}: {}", text.trim_end()),
+            ClientError::Function { status, text, .. } => {
+                write!(f, "{status}: {}", text.trim_end())
+            }
             ClientError::Usage(m) | ClientError::Network(m) => f.write_str(m),
         }
     }
@@ -71,8 +77,18 @@ impl std::fmt::Display for ClientError {
 /// `shardgate invoke`: print the output to stdout or the error to stderr.
 pub fn main(args: InvokeCli) -> ExitCode {
     let result = read_input(&args).and_then(|input| match (&args.udp, &args.http) {
-        (Some(addr), _) => invoke_udp(addr, &args.name, &input, Duration::from_millis(args.timeout_ms)),
-        (None, Some(addr)) => invoke_http(addr, &args.name, &input, Duration::from_millis(args.timeout_ms)),
+        (Some(addr), _) => invoke_udp(
+            addr,
+            &args.name,
+            &input,
+            Duration::from_millis(args.timeout_ms),
+        ),
+        (None, Some(addr)) => invoke_http(
+            addr,
+            &args.name,
+            &input,
+            Duration::from_millis(args.timeout_ms),
+        ),
         (None, None) => Err(ClientError::Usage("give --udp ADDR or --http ADDR".into())),
     });
     match result {
@@ -113,9 +129,8 @@ fn read_input(args: &InvokeCli) -> Result<Vec<u8>, ClientError> {
                 .map_err(|e| ClientError::Usage(format!("cannot read standard input: {e}")))?;
             Ok(v)
         }
-        (None, Some(p)) => {
-            std::fs::read(p).map_err(|e| ClientError::Usage(format!("cannot read {}: {e}", p.display())))
-        }
+        (None, Some(p)) => std::fs::read(p)
+            .map_err(|e| ClientError::Usage(format!("cannot read {}: {e}", p.display()))),
         (None, None) => Ok(Vec::new()),
     }
 }
@@ -148,7 +163,12 @@ fn status_error(status: Result<Status, u8>, code: Option<u16>, body: &[u8]) -> C
 
 /// Invoke over UDP: one frame, wait for the reply with our request id
 /// (resending once halfway through the timeout).
-pub fn invoke_udp(addr: &str, name: &str, input: &[u8], timeout: Duration) -> Result<Vec<u8>, ClientError> {
+pub fn invoke_udp(
+    addr: &str,
+    name: &str,
+    input: &[u8],
+    timeout: Duration,
+) -> Result<Vec<u8>, ClientError> {
     let to = resolve(addr)?;
     let id = request_id();
     let mut req = Vec::new();
@@ -173,8 +193,13 @@ pub fn invoke_udp(addr: &str, name: &str, input: &[u8], timeout: Duration) -> Re
                 timeout.as_millis()
             )));
         }
-        let wait = if resent { timeout - elapsed } else { (timeout / 2).saturating_sub(elapsed) };
-        sock.set_read_timeout(Some(wait.max(Duration::from_millis(1)))).map_err(net)?;
+        let wait = if resent {
+            timeout - elapsed
+        } else {
+            (timeout / 2).saturating_sub(elapsed)
+        };
+        sock.set_read_timeout(Some(wait.max(Duration::from_millis(1))))
+            .map_err(net)?;
         match sock.recv(&mut buf) {
             Ok(n) => {
                 let Some(reply) = frame::decode_reply(&buf[..n]) else {
@@ -188,7 +213,12 @@ pub fn invoke_udp(addr: &str, name: &str, input: &[u8], timeout: Duration) -> Re
                     other => Err(status_error(other, None, reply.body)),
                 };
             }
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
                 if !resent {
                     resent = true;
                     sock.send(&req).map_err(net)?;
@@ -200,7 +230,12 @@ pub fn invoke_udp(addr: &str, name: &str, input: &[u8], timeout: Duration) -> Re
 }
 
 /// Invoke over HTTP/1.1: `POST /fn/<name>`, `Connection: close`.
-pub fn invoke_http(addr: &str, name: &str, input: &[u8], timeout: Duration) -> Result<Vec<u8>, ClientError> {
+pub fn invoke_http(
+    addr: &str,
+    name: &str,
+    input: &[u8],
+    timeout: Duration,
+) -> Result<Vec<u8>, ClientError> {
     if !super::config::valid_name(name) {
         return Err(ClientError::Usage(format!(
             "{name:?} is not a valid function name: use 1-64 characters of A-Z a-z 0-9 _ - ."
@@ -261,7 +296,11 @@ pub fn parse_http_response(resp: &[u8]) -> Result<Vec<u8>, ClientError> {
     let mut r = httparse::Response::new(&mut headers);
     let head = match r.parse(resp) {
         Ok(httparse::Status::Complete(n)) => n,
-        _ => return Err(ClientError::Network("not an HTTP response (or cut short)".into())),
+        _ => {
+            return Err(ClientError::Network(
+                "not an HTTP response (or cut short)".into(),
+            ))
+        }
     };
     let code = r.code.unwrap_or(0);
     let header = |name: &str| {

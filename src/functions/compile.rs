@@ -291,7 +291,8 @@ fn check_abi(module: &Module, limits: &Limits) -> Result<AbiExports, String> {
             import.name()
         ));
     }
-    const ABI: &str = "exports `memory`, `alloc(len: i32) -> i32` and `handle(ptr: i32, len: i32) -> i64`";
+    const ABI: &str =
+        "exports `memory`, `alloc(len: i32) -> i32` and `handle(ptr: i32, len: i32) -> i64`";
     let get = |name: &str| -> Result<ExternType, String> {
         module
             .get_export(name)
@@ -312,14 +313,25 @@ fn check_abi(module: &Module, limits: &Limits) -> Result<AbiExports, String> {
             }
         }
         other => {
-            return Err(format!("`memory` is {}, not a memory; the function ABI {ABI}", describe(&other)))
+            return Err(format!(
+                "`memory` is {}, not a memory; the function ABI {ABI}",
+                describe(&other)
+            ))
         }
     }
     if !func_sig_is(&get("alloc")?, &[ValType::I32], &[ValType::I32]) {
-        return Err(format!("`alloc` has the wrong type; the function ABI {ABI}"));
+        return Err(format!(
+            "`alloc` has the wrong type; the function ABI {ABI}"
+        ));
     }
-    if !func_sig_is(&get("handle")?, &[ValType::I32, ValType::I32], &[ValType::I64]) {
-        return Err(format!("`handle` has the wrong type; the function ABI {ABI}"));
+    if !func_sig_is(
+        &get("handle")?,
+        &[ValType::I32, ValType::I32],
+        &[ValType::I64],
+    ) {
+        return Err(format!(
+            "`handle` has the wrong type; the function ABI {ABI}"
+        ));
     }
     let index = |name: &str| module.get_export_index(name).expect("export checked above");
     Ok(AbiExports {

@@ -271,11 +271,41 @@ fn range<T: PartialOrd + std::fmt::Display + Copy>(
 }
 
 fn check_limits(out: &mut Vec<Problem>, prefix: &str, c: &LimitsConfig) {
-    range(out, format!("{prefix}.max_memory_kib"), c.max_memory_kib, MAX_MEMORY_KIB, " KiB");
-    range(out, format!("{prefix}.deadline_ms"), c.deadline_ms, DEADLINE_MS, " milliseconds");
-    range(out, format!("{prefix}.max_input_bytes"), c.max_input_bytes, MAX_IO_BYTES, " bytes");
-    range(out, format!("{prefix}.max_output_bytes"), c.max_output_bytes, MAX_IO_BYTES, " bytes");
-    range(out, format!("{prefix}.ring_depth"), c.ring_depth, RING_DEPTH, " instances");
+    range(
+        out,
+        format!("{prefix}.max_memory_kib"),
+        c.max_memory_kib,
+        MAX_MEMORY_KIB,
+        " KiB",
+    );
+    range(
+        out,
+        format!("{prefix}.deadline_ms"),
+        c.deadline_ms,
+        DEADLINE_MS,
+        " milliseconds",
+    );
+    range(
+        out,
+        format!("{prefix}.max_input_bytes"),
+        c.max_input_bytes,
+        MAX_IO_BYTES,
+        " bytes",
+    );
+    range(
+        out,
+        format!("{prefix}.max_output_bytes"),
+        c.max_output_bytes,
+        MAX_IO_BYTES,
+        " bytes",
+    );
+    range(
+        out,
+        format!("{prefix}.ring_depth"),
+        c.ring_depth,
+        RING_DEPTH,
+        " instances",
+    );
 }
 
 /// Semantic checks of the function configuration: ranges, names, duplicates.
@@ -284,11 +314,41 @@ fn check_limits(out: &mut Vec<Problem>, prefix: &str, c: &LimitsConfig) {
 pub fn validate(functions: &FunctionsConfig, entries: &[FunctionConfig]) -> Vec<Problem> {
     let mut out = Vec::new();
     check_limits(&mut out, "functions.defaults", &functions.defaults);
-    range(&mut out, "functions.keep_resident_kib".into(), functions.keep_resident_kib, KEEP_RESIDENT_KIB, " KiB");
-    range(&mut out, "functions.epoch_tick_ms".into(), functions.epoch_tick_ms, EPOCH_TICK_MS, " milliseconds");
-    range(&mut out, "functions.http_max_header_bytes".into(), functions.http_max_header_bytes, HTTP_MAX_HEADER_BYTES, " bytes");
-    range(&mut out, "functions.http_idle_timeout_ms".into(), functions.http_idle_timeout_ms, HTTP_IDLE_TIMEOUT_MS, " milliseconds");
-    range(&mut out, "functions.http_max_connections_per_shard".into(), functions.http_max_connections_per_shard, HTTP_MAX_CONNECTIONS, "");
+    range(
+        &mut out,
+        "functions.keep_resident_kib".into(),
+        functions.keep_resident_kib,
+        KEEP_RESIDENT_KIB,
+        " KiB",
+    );
+    range(
+        &mut out,
+        "functions.epoch_tick_ms".into(),
+        functions.epoch_tick_ms,
+        EPOCH_TICK_MS,
+        " milliseconds",
+    );
+    range(
+        &mut out,
+        "functions.http_max_header_bytes".into(),
+        functions.http_max_header_bytes,
+        HTTP_MAX_HEADER_BYTES,
+        " bytes",
+    );
+    range(
+        &mut out,
+        "functions.http_idle_timeout_ms".into(),
+        functions.http_idle_timeout_ms,
+        HTTP_IDLE_TIMEOUT_MS,
+        " milliseconds",
+    );
+    range(
+        &mut out,
+        "functions.http_max_connections_per_shard".into(),
+        functions.http_max_connections_per_shard,
+        HTTP_MAX_CONNECTIONS,
+        "",
+    );
     if functions.enabled && functions.listen.is_empty() {
         out.push(problem(
             "functions.listen".into(),
@@ -309,7 +369,10 @@ pub fn validate(functions: &FunctionsConfig, entries: &[FunctionConfig]) -> Vec<
         if entries[..i].iter().any(|g| g.name == f.name) {
             out.push(problem(
                 key("name"),
-                format!("function {:?} is defined twice: rename or remove one", f.name),
+                format!(
+                    "function {:?} is defined twice: rename or remove one",
+                    f.name
+                ),
             ));
         }
         match f.module.extension().and_then(|e| e.to_str()) {
@@ -327,11 +390,41 @@ pub fn validate(functions: &FunctionsConfig, entries: &[FunctionConfig]) -> Vec<
                 range(out, key(k), v, r, unit);
             }
         };
-        opt(&mut out, "max_memory_kib", f.max_memory_kib, MAX_MEMORY_KIB, " KiB");
-        opt(&mut out, "deadline_ms", f.deadline_ms, DEADLINE_MS, " milliseconds");
-        opt(&mut out, "max_input_bytes", f.max_input_bytes, MAX_IO_BYTES, " bytes");
-        opt(&mut out, "max_output_bytes", f.max_output_bytes, MAX_IO_BYTES, " bytes");
-        opt(&mut out, "ring_depth", f.ring_depth, RING_DEPTH, " instances");
+        opt(
+            &mut out,
+            "max_memory_kib",
+            f.max_memory_kib,
+            MAX_MEMORY_KIB,
+            " KiB",
+        );
+        opt(
+            &mut out,
+            "deadline_ms",
+            f.deadline_ms,
+            DEADLINE_MS,
+            " milliseconds",
+        );
+        opt(
+            &mut out,
+            "max_input_bytes",
+            f.max_input_bytes,
+            MAX_IO_BYTES,
+            " bytes",
+        );
+        opt(
+            &mut out,
+            "max_output_bytes",
+            f.max_output_bytes,
+            MAX_IO_BYTES,
+            " bytes",
+        );
+        opt(
+            &mut out,
+            "ring_depth",
+            f.ring_depth,
+            RING_DEPTH,
+            " instances",
+        );
     }
     out
 }

@@ -45,7 +45,11 @@ pub struct Request<'a> {
 pub enum Decoded<'a> {
     Request(Request<'a>),
     /// Answer with an error reply (status and text) to this request id.
-    Reject { id: u64, status: Status, why: &'static str },
+    Reject {
+        id: u64,
+        status: Status,
+        why: &'static str,
+    },
     /// Send nothing.
     Drop,
 }
@@ -121,7 +125,12 @@ pub fn set_status(out: &mut [u8], status: Status) {
 }
 
 /// Client side: encode a request. `name` must be a valid function name.
-pub fn encode_request(out: &mut Vec<u8>, id: u64, name: &str, payload: &[u8]) -> Result<(), String> {
+pub fn encode_request(
+    out: &mut Vec<u8>,
+    id: u64,
+    name: &str,
+    payload: &[u8],
+) -> Result<(), String> {
     if !valid_name(name) {
         return Err(format!(
             "{name:?} is not a valid function name: use 1-64 characters of A-Z a-z 0-9 _ - ."
@@ -165,7 +174,13 @@ mod tests {
     #[test]
     fn request_round_trip() {
         let mut buf = Vec::new();
-        encode_request(&mut buf, 0xdead_beef_0102_0304, "classify", b"\x45\x00payload").unwrap();
+        encode_request(
+            &mut buf,
+            0xdead_beef_0102_0304,
+            "classify",
+            b"\x45\x00payload",
+        )
+        .unwrap();
         match decode_request(&buf) {
             Decoded::Request(r) => {
                 assert_eq!(r.id, 0xdead_beef_0102_0304);
@@ -176,7 +191,14 @@ mod tests {
         }
         // Empty payload is a valid request.
         encode_request(&mut buf, 7, "f", b"").unwrap();
-        assert!(matches!(decode_request(&buf), Decoded::Request(Request { id: 7, payload: b"", .. })));
+        assert!(matches!(
+            decode_request(&buf),
+            Decoded::Request(Request {
+                id: 7,
+                payload: b"",
+                ..
+            })
+        ));
     }
 
     #[test]
@@ -187,10 +209,16 @@ mod tests {
         let r = decode_reply(&buf).unwrap();
         assert_eq!((r.id, r.status, r.body), (42, Ok(Status::Ok), &b"out"[..]));
         set_status(&mut buf, Status::OutputTooLarge);
-        assert_eq!(decode_reply(&buf).unwrap().status, Ok(Status::OutputTooLarge));
+        assert_eq!(
+            decode_reply(&buf).unwrap().status,
+            Ok(Status::OutputTooLarge)
+        );
         encode_error(&mut buf, 9, Status::Deadline, "late");
         let r = decode_reply(&buf).unwrap();
-        assert_eq!((r.id, r.status, r.body), (9, Ok(Status::Deadline), &b"late"[..]));
+        assert_eq!(
+            (r.id, r.status, r.body),
+            (9, Ok(Status::Deadline), &b"late"[..])
+        );
         // A request is not a reply and vice versa.
         encode_request(&mut buf, 1, "f", b"x").unwrap();
         assert!(decode_reply(&buf).is_none());
@@ -207,23 +235,48 @@ mod tests {
         buf[4] = 2;
         assert!(matches!(
             decode_request(&buf),
-            Decoded::Reject { id: 5, status: Status::UnsupportedVersion, .. }
+            Decoded::Reject {
+                id: 5,
+                status: Status::UnsupportedVersion,
+                ..
+            }
         ));
         buf[4] = VERSION;
         // Name length runs past the end.
         buf[HEADER_LEN] = 10;
-        assert!(matches!(decode_request(&buf), Decoded::Reject { status: Status::BadRequest, .. }));
+        assert!(matches!(
+            decode_request(&buf),
+            Decoded::Reject {
+                status: Status::BadRequest,
+                ..
+            }
+        ));
         // No name length byte at all.
         assert!(matches!(
             decode_request(&buf[..HEADER_LEN]),
-            Decoded::Reject { status: Status::BadRequest, .. }
+            Decoded::Reject {
+                status: Status::BadRequest,
+                ..
+            }
         ));
         // Zero-length and invalid names.
         buf[HEADER_LEN] = 0;
-        assert!(matches!(decode_request(&buf), Decoded::Reject { status: Status::BadRequest, .. }));
+        assert!(matches!(
+            decode_request(&buf),
+            Decoded::Reject {
+                status: Status::BadRequest,
+                ..
+            }
+        ));
         buf[HEADER_LEN] = 3;
         buf[HEADER_LEN + 1] = b'/';
-        assert!(matches!(decode_request(&buf), Decoded::Reject { status: Status::BadRequest, .. }));
+        assert!(matches!(
+            decode_request(&buf),
+            Decoded::Reject {
+                status: Status::BadRequest,
+                ..
+            }
+        ));
         assert!(encode_request(&mut buf, 1, "a/b", b"").is_err());
         assert!(encode_request(&mut buf, 1, &"x".repeat(65), b"").is_err());
     }

@@ -106,7 +106,9 @@ pub fn next_request<'a>(
                 .and_then(|s| s.parse::<usize>().ok());
             match (parsed, content_length) {
                 (None, _) => return close(400, "invalid Content-Length"),
-                (Some(v), Some(prev)) if v != prev => return close(400, "conflicting Content-Length headers"),
+                (Some(v), Some(prev)) if v != prev => {
+                    return close(400, "conflicting Content-Length headers")
+                }
                 (Some(v), _) => content_length = Some(v),
             }
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
@@ -207,6 +209,21 @@ pub const STATUS_HEADER: &str = "X-Shardgate-Status";
 /// [`STATUS_HEADER`]); text bodies are `text/plain`, outputs
 /// `application/octet-stream`.
 pub fn write_response(out: &mut Vec<u8>, code: u16, status: Status, body: &[u8], keep_alive: bool) {
+    write_response_from(out, code, status, body, keep_alive, None)
+}
+
+/// Header naming the shard that answered (for checking flow steering).
+pub const SHARD_HEADER: &str = "X-Shardgate-Shard";
+
+/// [`write_response`] plus [`SHARD_HEADER`] when `shard` is given.
+pub fn write_response_from(
+    out: &mut Vec<u8>,
+    code: u16,
+    status: Status,
+    body: &[u8],
+    keep_alive: bool,
+    shard: Option<usize>,
+) {
     use std::io::Write;
     let ctype = if code == 200 {
         "application/octet-stream"
@@ -220,6 +237,9 @@ pub fn write_response(out: &mut Vec<u8>, code: u16, status: Status, body: &[u8],
         body.len() + usize::from(code != 200),
         status.as_str(),
     );
+    if let Some(shard) = shard {
+        let _ = write!(out, "{SHARD_HEADER}: {shard}\r\n");
+    }
     if code == 405 {
         out.extend_from_slice(b"Allow: POST\r\n");
     }
@@ -277,11 +297,30 @@ mod tests {
         );
         // A query string is ignored; HTTP/1.0 closes unless asked not to.
         let req = b"POST /fn/echo?x=1 HTTP/1.0\r\nContent-Length: 0\r\n\r\n";
-        assert!(matches!(step(req), Step::Invoke { name: "echo", keep_alive: false, .. }));
+        assert!(matches!(
+            step(req),
+            Step::Invoke {
+                name: "echo",
+                keep_alive: false,
+                ..
+            }
+        ));
         let req = b"POST /fn/echo HTTP/1.0\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n";
-        assert!(matches!(step(req), Step::Invoke { keep_alive: true, .. }));
+        assert!(matches!(
+            step(req),
+            Step::Invoke {
+                keep_alive: true,
+                ..
+            }
+        ));
         let req = b"POST /fn/echo HTTP/1.1\r\nConnection: Close\r\nContent-Length: 0\r\n\r\n";
-        assert!(matches!(step(req), Step::Invoke { keep_alive: false, .. }));
+        assert!(matches!(
+            step(req),
+            Step::Invoke {
+                keep_alive: false,
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -303,45 +342,84 @@ mod tests {
     fn partial_requests_wait() {
         let req = b"POST /fn/echo HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello";
         for cut in 0..req.len() {
-            assert!(matches!(step(&req[..cut]), Step::NeedMore { .. }), "cut at {cut}");
+            assert!(
+                matches!(step(&req[..cut]), Step::NeedMore { .. }),
+                "cut at {cut}"
+            );
         }
         let req = b"POST /fn/echo HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n";
-        assert_eq!(step(req), Step::NeedMore { expects_continue: true });
+        assert_eq!(
+            step(req),
+            Step::NeedMore {
+                expects_continue: true
+            }
+        );
     }
 
     fn code(s: Step<'_>) -> (u16, bool) {
         match s {
-            Step::Respond { code, keep_alive, .. } => (code, keep_alive),
+            Step::Respond {
+                code, keep_alive, ..
+            } => (code, keep_alive),
             other => panic!("{other:?}"),
         }
     }
 
     #[test]
     fn error_answers() {
-        assert_eq!(code(step(b"POST /fn/nope HTTP/1.1\r\nContent-Length: 0\r\n\r\n")), (404, true));
-        assert_eq!(code(step(b"POST /other HTTP/1.1\r\nContent-Length: 0\r\n\r\n")), (404, true));
-        assert_eq!(code(step(b"POST /fn/a%2fb HTTP/1.1\r\nContent-Length: 0\r\n\r\n")), (404, true));
+        assert_eq!(
+            code(step(b"POST /fn/nope HTTP/1.1\r\nContent-Length: 0\r\n\r\n")),
+            (404, true)
+        );
+        assert_eq!(
+            code(step(b"POST /other HTTP/1.1\r\nContent-Length: 0\r\n\r\n")),
+            (404, true)
+        );
+        assert_eq!(
+            code(step(
+                b"POST /fn/a%2fb HTTP/1.1\r\nContent-Length: 0\r\n\r\n"
+            )),
+            (404, true)
+        );
         assert_eq!(code(step(b"GET /fn/echo HTTP/1.1\r\n\r\n")), (405, true));
         assert_eq!(code(step(b"POST /fn/echo HTTP/1.1\r\n\r\n")), (411, false));
         assert_eq!(
-            code(step(b"POST /fn/echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n")),
+            code(step(
+                b"POST /fn/echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+            )),
             (411, false)
         );
-        assert_eq!(code(step(b"POST /fn/echo HTTP/1.1\r\nContent-Length: 101\r\n\r\n")), (413, false));
-        assert_eq!(code(step(b"POST /fn/echo HTTP/1.1\r\nContent-Length: -1\r\n\r\n")), (400, false));
         assert_eq!(
-            code(step(b"POST /fn/echo HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n")),
+            code(step(
+                b"POST /fn/echo HTTP/1.1\r\nContent-Length: 101\r\n\r\n"
+            )),
+            (413, false)
+        );
+        assert_eq!(
+            code(step(
+                b"POST /fn/echo HTTP/1.1\r\nContent-Length: -1\r\n\r\n"
+            )),
             (400, false)
         );
         assert_eq!(
-            code(step(b"POST /fn/echo HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n")),
+            code(step(
+                b"POST /fn/echo HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"
+            )),
+            (400, false)
+        );
+        assert_eq!(
+            code(step(
+                b"POST /fn/echo HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n"
+            )),
             (400, false)
         );
         assert_eq!(code(step(b"\x00\x01garbage\r\n\r\n")), (400, false));
         // A 404 with a body skips the body and keeps the connection.
         let req = b"POST /fn/nope HTTP/1.1\r\nContent-Length: 3\r\n\r\nabcPOST";
         let want = req.len() - b"POST".len();
-        assert!(matches!(step(req), Step::Respond { code: 404, consumed, keep_alive: true, .. } if consumed == want));
+        assert!(
+            matches!(step(req), Step::Respond { code: 404, consumed, keep_alive: true, .. } if consumed == want)
+        );
         // ... unless the body is too large to skip.
         let req = b"POST /fn/nope HTTP/1.1\r\nContent-Length: 5000\r\n\r\n";
         assert_eq!(code(step(req)), (404, false));

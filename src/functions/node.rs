@@ -26,7 +26,13 @@ pub struct LoadFailure {
 
 impl std::fmt::Display for LoadFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "function {:?} ({}): {}", self.name, self.module.display(), self.reason)
+        write!(
+            f,
+            "function {:?} ({}): {}",
+            self.name,
+            self.module.display(),
+            self.reason
+        )
     }
 }
 
@@ -38,6 +44,15 @@ pub struct FunctionNode {
     functions: Vec<Arc<LoadedFunction>>,
     failures: Vec<LoadFailure>,
     _ticker: Ticker,
+}
+
+impl std::fmt::Debug for FunctionNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FunctionNode")
+            .field("functions", &self.functions)
+            .field("failures", &self.failures)
+            .finish_non_exhaustive()
+    }
 }
 
 struct Ticker {
@@ -90,6 +105,36 @@ impl FunctionNode {
         Ok(node)
     }
 
+    /// For `shardgate run`: the node when the config enables functions and
+    /// names at least one (a `[[function]]` or `functions.dir`), else `None`
+    /// (nothing is bound on the function port). Logs what it loaded.
+    pub fn for_run(
+        config: &Config,
+        base_dir: &Path,
+        shards: usize,
+    ) -> Result<Option<Arc<FunctionNode>>, String> {
+        let f = &config.functions;
+        if !f.enabled || (f.dir.is_none() && config.function.is_empty()) {
+            tracing::info!("functions: none configured (add [[function]] entries or functions.dir to serve them)");
+            return Ok(None);
+        }
+        let started = std::time::Instant::now();
+        let node = FunctionNode::from_config(config, base_dir, shards)?;
+        let cached = node
+            .functions()
+            .iter()
+            .filter(|f| f.source == super::compile::ArtifactSource::Cache)
+            .count();
+        tracing::info!(
+            "functions: {} loaded ({} from the compile cache), {} failed, in {} ms",
+            node.functions().len(),
+            cached,
+            node.failures().len(),
+            started.elapsed().as_millis()
+        );
+        Ok(Some(node))
+    }
+
     /// Build the engine (pool sized for `shards` shards), start the epoch
     /// ticker and compile or load from cache every spec, in parallel on
     /// loader threads. A function that fails is logged and listed in
@@ -101,20 +146,29 @@ impl FunctionNode {
         shards: usize,
     ) -> Result<Arc<FunctionNode>, String> {
         let shards = shards.max(1);
-        let per_shard: usize = specs.iter().map(|s| slots_per_ring(s.limits.ring_depth)).sum();
+        let per_shard: usize = specs
+            .iter()
+            .map(|s| slots_per_ring(s.limits.ring_depth))
+            .sum();
         // + one slot per function for the load-time check instance.
         let total = (per_shard * shards + specs.len()).max(1);
-        let max_memory = specs.iter().map(|s| s.limits.max_memory_bytes).max().unwrap_or(65_536);
+        let max_memory = specs
+            .iter()
+            .map(|s| s.limits.max_memory_bytes)
+            .max()
+            .unwrap_or(65_536);
         let engine = build_engine(&EngineSettings {
             keep_resident_bytes: settings.keep_resident_kib as usize * 1024,
             max_memory_bytes: max_memory,
-            total_instances: u32::try_from(total)
-                .map_err(|_| "too many instance slots: lower ring_depth or the number of functions".to_string())?,
+            total_instances: u32::try_from(total).map_err(|_| {
+                "too many instance slots: lower ring_depth or the number of functions".to_string()
+            })?,
         })?;
         // The ticker runs before loading: a module's start function is
         // bounded by the deadline too.
         let ticker = start_ticker(&engine, settings.epoch_tick_ms)?;
-        let cache_dir = (!settings.cache_dir.as_os_str().is_empty()).then_some(settings.cache_dir.as_path());
+        let cache_dir =
+            (!settings.cache_dir.as_os_str().is_empty()).then_some(settings.cache_dir.as_path());
 
         let results: Vec<Mutex<Option<Result<LoadedFunction, String>>>> =
             specs.iter().map(|_| Mutex::new(None)).collect();
@@ -129,10 +183,11 @@ impl FunctionNode {
                 s.spawn(|| loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(spec) = specs.get(i) else { break };
-                    let r = load_function(&engine, spec, cache_dir, settings.epoch_tick_ms).and_then(|f| {
-                        check_instantiates(&f)?;
-                        Ok(f)
-                    });
+                    let r = load_function(&engine, spec, cache_dir, settings.epoch_tick_ms)
+                        .and_then(|f| {
+                            check_instantiates(&f)?;
+                            Ok(f)
+                        });
                     *results[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
                 });
             }

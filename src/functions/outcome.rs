@@ -91,14 +91,24 @@ pub enum InvokeError {
     NotFound,
     /// The function failed to load (reason) or no instance could be built.
     Unavailable(String),
-    InputTooLarge { len: usize, max: usize },
+    InputTooLarge {
+        len: usize,
+        max: usize,
+    },
     /// The trap message from the runtime.
     Trap(String),
-    Deadline { ms: u32 },
-    MemoryLimit { max_bytes: usize },
+    Deadline {
+        ms: u32,
+    },
+    MemoryLimit {
+        max_bytes: usize,
+    },
     /// What was wrong with a pointer the function returned.
     BadOutput(String),
-    OutputTooLarge { len: usize, max: usize },
+    OutputTooLarge {
+        len: usize,
+        max: usize,
+    },
 }
 
 impl InvokeError {
@@ -122,7 +132,10 @@ impl fmt::Display for InvokeError {
             InvokeError::NotFound => f.write_str("no such function on this node"),
             InvokeError::Unavailable(why) => write!(f, "function unavailable: {why}"),
             InvokeError::InputTooLarge { len, max } => {
-                write!(f, "input of {len} bytes exceeds the function's max_input_bytes ({max})")
+                write!(
+                    f,
+                    "input of {len} bytes exceeds the function's max_input_bytes ({max})"
+                )
             }
             InvokeError::Trap(msg) => write!(f, "function trapped: {msg}"),
             InvokeError::Deadline { ms } => write!(f, "function exceeded its deadline of {ms} ms"),

@@ -76,7 +76,12 @@ pub async fn serve_udp(shard: Rc<FunctionShard>, sock: UdpSocket, stop: StopSign
 
 /// Accept HTTP connections on `listener` until `stop`; each connection runs
 /// as its own task under `gate` (shutdown waits for them).
-pub async fn serve_http(shard: Rc<FunctionShard>, listener: TcpListener, stop: StopSignal, gate: Gate) {
+pub async fn serve_http(
+    shard: Rc<FunctionShard>,
+    listener: TcpListener,
+    stop: StopSignal,
+    gate: Gate,
+) {
     let cap = u64::from(shard.node().settings().http_max_connections_per_shard);
     loop {
         let accepted = future::or(async { Some(listener.accept().await) }, async {
@@ -135,6 +140,7 @@ fn answer_buffered(
     limits: &HttpLimits,
 ) -> (usize, bool, bool) {
     let stats = &shard.surface;
+    let shard_no = Some(shard.index());
     let max_input = |name: &str| match shard.lookup(name.as_bytes()) {
         Lookup::Found(_, f) => Some(f.limits.max_input_bytes),
         // Let it through to answer 503 with the load failure.
@@ -154,11 +160,25 @@ fn answer_buffered(
                 bump(&stats.http_requests);
                 fn_out.clear();
                 match shard.invoke(name.as_bytes(), body, fn_out) {
-                    Ok(()) => http::write_response(wbuf, 200, Status::Ok, fn_out, keep_alive),
+                    Ok(()) => http::write_response_from(
+                        wbuf,
+                        200,
+                        Status::Ok,
+                        fn_out,
+                        keep_alive,
+                        shard_no,
+                    ),
                     Err(e) => {
                         bump(&stats.http_errors);
                         let status = e.status();
-                        http::write_response(wbuf, status.http_code(), status, e.to_string().as_bytes(), keep_alive);
+                        http::write_response_from(
+                            wbuf,
+                            status.http_code(),
+                            status,
+                            e.to_string().as_bytes(),
+                            keep_alive,
+                            shard_no,
+                        );
                     }
                 }
                 pos += consumed;
@@ -174,7 +194,14 @@ fn answer_buffered(
             } => {
                 bump(&stats.http_requests);
                 bump(&stats.http_errors);
-                http::write_response(wbuf, code, http::status_of_code(code), text.as_bytes(), keep_alive);
+                http::write_response_from(
+                    wbuf,
+                    code,
+                    http::status_of_code(code),
+                    text.as_bytes(),
+                    keep_alive,
+                    shard_no,
+                );
                 pos += consumed;
                 if !keep_alive {
                     return (pos, true, false);
@@ -209,7 +236,8 @@ async fn serve_connection(shard: &FunctionShard, mut stream: TcpStream, stop: &S
     let mut continue_sent = false;
     let mut deadline = Instant::now() + idle;
     loop {
-        let (consumed, close, wants_continue) = answer_buffered(shard, &rbuf, &mut wbuf, &mut fn_out, &limits);
+        let (consumed, close, wants_continue) =
+            answer_buffered(shard, &rbuf, &mut wbuf, &mut fn_out, &limits);
         if consumed > 0 {
             rbuf.drain(..consumed);
             continue_sent = false;

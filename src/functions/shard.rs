@@ -8,10 +8,13 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Poll, Waker};
 
+use futures_lite::future;
+
 use super::arena::{Ring, StatsSnapshot};
 use super::compile::LoadedFunction;
 use super::node::FunctionNode;
 use super::outcome::InvokeError;
+use crate::shard::stop::StopSignal;
 
 /// Wakes the upkeep task from the request path (single-threaded, no locks).
 #[derive(Default)]
@@ -80,6 +83,8 @@ pub enum Lookup<'a> {
 /// [`FunctionShard::new`], share it as `Rc` between the servers and the
 /// upkeep task.
 pub struct FunctionShard {
+    /// The shard's number (logs, the `X-Shardgate-Shard` HTTP header).
+    index: usize,
     node: Arc<FunctionNode>,
     /// Parallel to `node.functions()` (sorted by name).
     rings: Vec<RefCell<Ring>>,
@@ -102,11 +107,22 @@ impl FunctionShard {
             })
             .collect();
         FunctionShard {
+            index: 0,
             node: node.clone(),
             rings,
             upkeep: LocalNotify::default(),
             surface: SurfaceStats::default(),
         }
+    }
+
+    /// Set the shard number (default 0).
+    pub fn with_index(mut self, index: usize) -> FunctionShard {
+        self.index = index;
+        self
+    }
+
+    pub fn index(&self) -> usize {
+        self.index
     }
 
     pub fn node(&self) -> &Arc<FunctionNode> {
@@ -119,7 +135,12 @@ impl FunctionShard {
         if let Ok(i) = fs.binary_search_by(|f| f.name.as_bytes().cmp(name)) {
             return Lookup::Found(i, &fs[i]);
         }
-        match self.node.failures().iter().find(|f| f.name.as_bytes() == name) {
+        match self
+            .node
+            .failures()
+            .iter()
+            .find(|f| f.name.as_bytes() == name)
+        {
             Some(f) => Lookup::Failed(&f.reason),
             None => Lookup::NotFound,
         }
@@ -135,7 +156,12 @@ impl FunctionShard {
     }
 
     /// Invoke the function at `index` (from [`FunctionShard::lookup`]).
-    pub fn invoke_index(&self, index: usize, input: &[u8], out: &mut Vec<u8>) -> Result<(), InvokeError> {
+    pub fn invoke_index(
+        &self,
+        index: usize,
+        input: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), InvokeError> {
         let Some(ring) = self.rings.get(index) else {
             return Err(InvokeError::NotFound);
         };
@@ -177,33 +203,47 @@ impl FunctionShard {
     }
 
     /// The upkeep loop: release used instances and refill rings, one step
-    /// at a time, yielding to requests; sleeps when there is nothing to do.
-    /// Spawn it in a low-priority task queue ([`FunctionShard::spawn_upkeep`]).
-    pub async fn run_upkeep(self: Rc<Self>) {
-        loop {
+    /// at a time, yielding to requests; sleeps when there is nothing to do;
+    /// returns once `stop` fires. Spawn it in a low-priority task queue
+    /// ([`FunctionShard::spawn_upkeep`]).
+    pub async fn run_upkeep(self: Rc<Self>, stop: StopSignal) {
+        while !stop.is_stopped() {
             let mut did = false;
             for r in &self.rings {
                 did |= r.borrow_mut().upkeep_step();
                 glommio::yield_if_needed().await;
             }
             if !did {
-                self.upkeep.wait().await;
+                future::or(self.upkeep.wait(), stop.stopped()).await;
             }
         }
+        let t = self.totals();
+        let s = &self.surface;
+        tracing::info!(
+            shard = self.index,
+            invocations = t.invocations,
+            ok = t.ok,
+            traps = t.traps,
+            timeouts = t.timeouts,
+            memory_limits = t.memory_limits,
+            ring_misses = t.ring_misses,
+            resets = t.resets,
+            instantiations = t.instantiations,
+            udp_requests = s.udp_requests.get(),
+            http_requests = s.http_requests.get(),
+            "functions stopped"
+        );
     }
 
-    /// Spawn [`FunctionShard::run_upkeep`] on the current glommio executor
-    /// in its own `Latency::NotImportant` task queue with a small share, so
-    /// resets never run ahead of requests.
-    pub fn spawn_upkeep(self: &Rc<Self>) -> Result<(), String> {
-        let tq = glommio::executor().create_task_queue(
-            glommio::Shares::Static(100),
-            glommio::Latency::NotImportant,
-            "fn-upkeep",
-        );
-        glommio::spawn_local_into(self.clone().run_upkeep(), tq)
-            .map(|t| t.detach())
-            .map(drop)
+    /// Spawn [`FunctionShard::run_upkeep`] into `queue`, which should be a
+    /// `Latency::NotImportant` task queue with a small share so resets never
+    /// run ahead of requests. The task returns once `stop` fires.
+    pub fn spawn_upkeep(
+        self: &Rc<Self>,
+        queue: glommio::TaskQueueHandle,
+        stop: StopSignal,
+    ) -> Result<glommio::Task<()>, String> {
+        glommio::spawn_local_into(self.clone().run_upkeep(stop), queue)
             .map_err(|e| format!("cannot spawn the function upkeep task: {e}"))
     }
 }

@@ -36,10 +36,20 @@ pub struct ShardCtx {
     pub gate: Gate,
     /// Low-priority queue for upkeep (stats publishing, later resets/warm-ups).
     pub background: TaskQueueHandle,
+    /// This shard's function arenas and counters, when functions are served.
+    pub functions: Option<std::rc::Rc<crate::functions::FunctionShard>>,
 }
 
 impl ShardCtx {
-    pub fn new(index: usize, cpu: Option<usize>, shared: Arc<Shared>, background: TaskQueueHandle) -> ShardCtx {
+    pub fn new(
+        index: usize,
+        cpu: Option<usize>,
+        shared: Arc<Shared>,
+        background: TaskQueueHandle,
+    ) -> ShardCtx {
+        let functions = shared.functions.as_ref().map(|node| {
+            std::rc::Rc::new(crate::functions::FunctionShard::new(node).with_index(index))
+        });
         let served = shared.current();
         let stats = ShardStats::default();
         stats.reloaded(served.version);
@@ -58,6 +68,7 @@ impl ShardCtx {
             stop: StopSignal::new(),
             gate: Gate::new(),
             background,
+            functions,
         }
     }
 
@@ -75,7 +86,11 @@ impl ShardCtx {
         let next = self.shared.current();
         self.seen_version.set(next.version);
         self.stats.reloaded(next.version);
-        tracing::debug!(shard = self.index, version = next.version, "shard serves new map");
+        tracing::debug!(
+            shard = self.index,
+            version = next.version,
+            "shard serves new map"
+        );
         *self.served.borrow_mut() = next;
     }
 

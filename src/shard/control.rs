@@ -93,44 +93,53 @@ pub async fn serve(ctx: Rc<ShardCtx>, fd: OwnedFd) {
 }
 
 /// Handle SIGHUP (reload) and SIGTERM/SIGINT (graceful stop) on a dedicated
-/// thread. A second SIGTERM/SIGINT exits at once with status 1.
+/// thread. A second SIGTERM/SIGINT exits at once with status 1 (one within
+/// a second of the first is taken as the same request delivered twice, e.g.
+/// to the process and to its process group).
 pub fn spawn_signal_thread(shared: Arc<Shared>, ctl: Arc<Controller>) -> std::io::Result<()> {
     let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGTERM, SIGINT])?;
-    std::thread::Builder::new().name("signals".into()).spawn(move || {
-        let mut stopping = false;
-        for sig in signals.forever() {
-            match sig {
-                SIGHUP => {
-                    reload(&shared, &ctl, "sighup");
-                }
-                _ if stopping => {
-                    tracing::error!("second stop signal: exiting immediately");
-                    std::process::exit(1);
-                }
-                _ => {
-                    stopping = true;
-                    let grace = Duration::from_millis(shared.startup.server.shutdown_grace_ms);
-                    tracing::info!(
-                        "{}: stopping; in-flight TCP queries get up to {} ms",
-                        if sig == SIGINT { "SIGINT" } else { "SIGTERM" },
-                        grace.as_millis()
-                    );
-                    crate::notify::stopping();
-                    ctl.broadcast(Command::Terminate);
-                    // Backstop: shards bound their own wait by the grace
-                    // period; if the process is still here well after it,
-                    // something is stuck.
-                    let _ = std::thread::Builder::new().name("stop-watchdog".into()).spawn(move || {
-                        std::thread::sleep(grace + Duration::from_secs(2));
-                        tracing::error!(
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let mut stopping: Option<std::time::Instant> = None;
+            for sig in signals.forever() {
+                match sig {
+                    SIGHUP => {
+                        reload(&shared, &ctl, "sighup");
+                    }
+                    _ if stopping.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) => {
+                        tracing::debug!("repeated stop signal within 1 s: already stopping");
+                    }
+                    _ if stopping.is_some() => {
+                        tracing::error!("second stop signal: exiting immediately");
+                        std::process::exit(1);
+                    }
+                    _ => {
+                        stopping = Some(std::time::Instant::now());
+                        let grace = Duration::from_millis(shared.startup.server.shutdown_grace_ms);
+                        tracing::info!(
+                            "{}: stopping; in-flight TCP queries get up to {} ms",
+                            if sig == SIGINT { "SIGINT" } else { "SIGTERM" },
+                            grace.as_millis()
+                        );
+                        crate::notify::stopping();
+                        ctl.broadcast(Command::Terminate);
+                        // Backstop: shards bound their own wait by the grace
+                        // period; if the process is still here well after it,
+                        // something is stuck.
+                        let _ = std::thread::Builder::new()
+                            .name("stop-watchdog".into())
+                            .spawn(move || {
+                                std::thread::sleep(grace + Duration::from_secs(2));
+                                tracing::error!(
                             "shards did not stop within server.shutdown_grace_ms + 2 s; exiting"
                         );
-                        std::process::exit(1);
-                    });
+                                std::process::exit(1);
+                            });
+                    }
                 }
             }
-        }
-    })?;
+        })?;
     Ok(())
 }
 

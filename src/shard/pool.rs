@@ -43,7 +43,10 @@ pub struct RunOptions {
 #[derive(Debug)]
 pub enum RunError {
     /// The configuration is invalid; `source` names it for messages.
-    Config { source: String, problems: Vec<Problem> },
+    Config {
+        source: String,
+        problems: Vec<Problem>,
+    },
     /// Anything else that stopped start-up or serving.
     Runtime(anyhow::Error),
 }
@@ -79,7 +82,10 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
         ),
     };
     let online = online_cpus();
-    let n = match opts.shards.or(Some(loaded.config.server.shards).filter(|&s| s > 0)) {
+    let n = match opts
+        .shards
+        .or(Some(loaded.config.server.shards).filter(|&s| s > 0))
+    {
         Some(n) => n,
         None => online,
     };
@@ -105,12 +111,22 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
             crate::admin::PrepareError::Other(e) => RunError::Runtime(e),
         })?;
     let health = admin.health();
-    let shared = Arc::new(Shared::new(loaded, source.clone(), n).with_map_store(map_store));
+    // Functions compile here, off the shards, once for all of them.
+    let functions = crate::functions::FunctionNode::for_run(&loaded.config, &source.base_dir(), n)
+        .map_err(|e| anyhow!("{e}"))?;
+    let shared = Arc::new(
+        Shared::new(loaded, source.clone(), n)
+            .with_map_store(map_store)
+            .with_functions(functions),
+    );
     let (ctl, shard_fds) = Controller::new(n).context("cannot create shard control channels")?;
     let ctl = Arc::new(ctl);
     let admin_addr = admin.start(shared.clone(), ctl.clone())?;
-    tracing::info!("admin listener on http://{admin_addr} (/metrics, /healthz, /readyz, /v1/views)");
-    control::spawn_signal_thread(shared.clone(), ctl.clone()).context("cannot install signal handlers")?;
+    tracing::info!(
+        "admin listener on http://{admin_addr} (/metrics, /healthz, /readyz, /v1/views)"
+    );
+    control::spawn_signal_thread(shared.clone(), ctl.clone())
+        .context("cannot install signal handlers")?;
 
     let (ready_tx, ready_rx) = mpsc::channel::<Startup>();
     let boot = Boot {
@@ -127,19 +143,28 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
         // thread to the first CPU.
         .blocking_thread_pool_placement(PoolPlacement::Unbound(1))
         .on_all_shards(move || shard_main(boot))
-        .map_err(|e| anyhow!("cannot start {n} shard executors: {e}. {}", memlock_hint(io_memory_kib)))?;
+        .map_err(|e| {
+            anyhow!(
+                "cannot start {n} shard executors: {e}. {}",
+                memlock_hint(io_memory_kib)
+            )
+        })?;
 
     // Wait until every shard has bound its sockets, or one failed.
     let mut ready = 0;
+    let mut placement: Vec<(usize, Option<usize>)> = Vec::with_capacity(n);
     let mut failure: Option<String> = None;
     while ready < n && failure.is_none() {
         match ready_rx.recv_timeout(Duration::from_millis(50)) {
             Ok(Startup::Ready { index, cpu }) => {
                 tracing::debug!(shard = index, ?cpu, "shard ready");
+                placement.push((index, cpu));
                 health.set_shard_serving(index, true);
                 ready += 1;
             }
-            Ok(Startup::Failed { index, error }) => failure = Some(format!("shard {index}: {error}")),
+            Ok(Startup::Failed { index, error }) => {
+                failure = Some(format!("shard {index}: {error}"))
+            }
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 if pool.handles().iter().any(|h| h.is_finished()) {
                     failure = Some(format!(
@@ -171,8 +196,19 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
     }
     crate::notify::ready();
     tracing::info!(
-        "shardgate serving DNS on {} with {n} shard(s) ({} KiB io_memory each, config {}, started in {} ms)",
+        "shardgate serving DNS on {} with {n} shard(s) ({}; {} KiB io_memory each, config {}, started in {} ms)",
         listen.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", "),
+        {
+            placement.sort();
+            placement
+                .iter()
+                .map(|(i, cpu)| match cpu {
+                    Some(c) => format!("shard {i} on CPU {c}"),
+                    None => format!("shard {i} unpinned"),
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        },
         io_memory_kib,
         match &source {
             ConfigSource::Embedded => "<embedded default>".to_string(),
@@ -190,7 +226,14 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
         }
     }
     let t = shared.stats.totals();
+    let per_shard: Vec<u64> = shared
+        .stats
+        .per_shard()
+        .iter()
+        .map(|s| s.answered_total(Proto::Udp) + s.answered_total(Proto::Tcp))
+        .collect();
     tracing::info!(
+        ?per_shard,
         udp_answered = t.answered_total(Proto::Udp),
         tcp_answered = t.answered_total(Proto::Tcp),
         dropped = t.dropped_total(),
@@ -334,7 +377,9 @@ fn memlock_limit() -> Option<u64> {
         rlim_max: 0,
     };
     // SAFETY: getrlimit writes into the struct we pass.
-    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut r) } != 0 || r.rlim_cur == libc::RLIM_INFINITY {
+    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut r) } != 0
+        || r.rlim_cur == libc::RLIM_INFINITY
+    {
         return None;
     }
     Some(r.rlim_cur)
@@ -352,9 +397,13 @@ fn memlock_hint(io_memory_kib: usize) -> String {
     )
 }
 
-/// Refuse to start below glommio's minimum; warn when the I/O memory of all
-/// shards exceeds the limit (buffer registration then fails and glommio runs
-/// slower, without registered buffers).
+/// Refuse to start below glommio's minimum. Without CAP_IPC_LOCK, io_uring
+/// charges registered buffers to RLIMIT_MEMLOCK, and glommio registers each
+/// shard's `io_memory` in three rings: measured here (kernel 6.18), 1 MiB per
+/// shard needed about 6 MiB of limit per shard (whole folios are charged),
+/// and registration then fails with "Cannot allocate memory" warnings.
+/// glommio runs on without registered buffers, which only speed up file
+/// I/O (shards do socket I/O only), so say so once, up front.
 fn check_memlock(shards: usize, io_memory_kib: usize) -> anyhow::Result<()> {
     let Some(limit) = memlock_limit() else {
         return Ok(());
@@ -367,14 +416,32 @@ fn check_memlock(shards: usize, io_memory_kib: usize) -> anyhow::Result<()> {
             MIN_MEMLOCK / 1024
         );
     }
-    let need = (shards * io_memory_kib * 1024) as u64;
-    if need > limit {
+    if !has_cap_ipc_lock() && io_memory_kib > REGISTERS_RELIABLY_KIB {
         tracing::warn!(
-            "{shards} shard(s) × server.io_memory_kib {io_memory_kib} KiB = {} KiB exceeds the locked-memory limit of {} KiB; \
-             io_uring buffer registration may fail. Lower server.io_memory_kib or raise `ulimit -l` / LimitMEMLOCK",
-            need / 1024,
+            "no CAP_IPC_LOCK and a locked-memory limit of {} KiB: registering server.io_memory_kib = {io_memory_kib} KiB \
+             with io_uring on {shards} shard(s) will likely fail (\"registering buffers ... Cannot allocate memory\" below). \
+             That is harmless for shardgate (registered buffers only speed up file I/O); to silence it set \
+             server.io_memory_kib = {REGISTERS_RELIABLY_KIB}, or raise LimitMEMLOCK / `ulimit -l`",
             limit / 1024
         );
     }
     Ok(())
+}
+
+/// io_memory that registered under every limit >= 512 KiB we tried without
+/// CAP_IPC_LOCK.
+const REGISTERS_RELIABLY_KIB: usize = 64;
+
+/// Whether this process may lock memory without limit (CAP_IPC_LOCK, bit 14
+/// of the effective capability set).
+fn has_cap_ipc_lock() -> bool {
+    const CAP_IPC_LOCK: u32 = 14;
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .is_some_and(|caps| caps & (1 << CAP_IPC_LOCK) != 0)
 }

@@ -28,6 +28,9 @@ pub struct ShardSockets {
     /// One per `dns.listen` address.
     pub dns_udp: Vec<UdpSocket>,
     pub dns_tcp: Vec<TcpListener>,
+    /// One per `functions.listen` address, when functions are served.
+    pub fn_udp: Vec<UdpSocket>,
+    pub fn_tcp: Vec<TcpListener>,
 }
 
 /// Bind every socket of this shard (SO_REUSEPORT, steered to its CPU).
@@ -36,6 +39,12 @@ pub fn bind_services(ctx: &ShardCtx) -> anyhow::Result<ShardSockets> {
     for &addr in &ctx.shared.startup.dns.listen {
         s.dns_udp.push(sockets::bind_udp(addr, ctx.cpu)?);
         s.dns_tcp.push(sockets::bind_tcp(addr, ctx.cpu)?);
+    }
+    if ctx.functions.is_some() {
+        for &addr in &ctx.shared.startup.functions.listen {
+            s.fn_udp.push(sockets::bind_udp(addr, ctx.cpu)?);
+            s.fn_tcp.push(sockets::bind_tcp(addr, ctx.cpu)?);
+        }
     }
     Ok(s)
 }
@@ -52,7 +61,33 @@ pub fn spawn_services(ctx: &Rc<ShardCtx>, sockets: ShardSockets) -> Vec<Task<()>
         }));
     }
     for listener in sockets.dns_tcp {
-        tasks.push(glommio::spawn_local(tcp::serve_listener(ctx.clone(), listener)));
+        tasks.push(glommio::spawn_local(tcp::serve_listener(
+            ctx.clone(),
+            listener,
+        )));
+    }
+    if let Some(fs) = &ctx.functions {
+        use crate::functions::server;
+        for sock in sockets.fn_udp {
+            tasks.push(glommio::spawn_local(server::serve_udp(
+                fs.clone(),
+                sock,
+                ctx.stop.clone(),
+            )));
+        }
+        for listener in sockets.fn_tcp {
+            let (stop, gate) = (ctx.stop.clone(), ctx.gate.clone());
+            tasks.push(glommio::spawn_local(server::serve_http(
+                fs.clone(),
+                listener,
+                stop,
+                gate,
+            )));
+        }
+        match fs.spawn_upkeep(ctx.background, ctx.stop.clone()) {
+            Ok(task) => tasks.push(task),
+            Err(e) => tracing::error!(shard = ctx.index, "{e}"),
+        }
     }
     tasks
 }

@@ -14,7 +14,12 @@ use socket2::{Domain, Protocol, Socket, Type};
 /// Listen backlog of each shard's TCP listener.
 pub const TCP_BACKLOG: i32 = 1024;
 
-fn base_socket(addr: SocketAddr, ty: Type, proto: Protocol, cpu: Option<usize>) -> std::io::Result<Socket> {
+fn base_socket(
+    addr: SocketAddr,
+    ty: Type,
+    proto: Protocol,
+    cpu: Option<usize>,
+) -> std::io::Result<Socket> {
     let sock = Socket::new(Domain::for_address(addr), ty, Some(proto))?;
     if addr.is_ipv6() {
         sock.set_only_v6(true)?;
@@ -46,8 +51,8 @@ fn explain(e: std::io::Error, what: &str, addr: SocketAddr) -> anyhow::Error {
 
 /// A UDP socket on `addr` for the calling shard, steered to `cpu`.
 pub fn bind_udp(addr: SocketAddr, cpu: Option<usize>) -> anyhow::Result<glommio::net::UdpSocket> {
-    let sock = base_socket(addr, Type::DGRAM, Protocol::UDP, cpu)
-        .map_err(|e| explain(e, "UDP", addr))?;
+    let sock =
+        base_socket(addr, Type::DGRAM, Protocol::UDP, cpu).map_err(|e| explain(e, "UDP", addr))?;
     // SAFETY: the fd was just created, is owned by nobody else and is moved
     // into the glommio socket, which closes it on drop.
     Ok(unsafe { glommio::net::UdpSocket::from_raw_fd(sock.into_raw_fd()) })
@@ -55,8 +60,8 @@ pub fn bind_udp(addr: SocketAddr, cpu: Option<usize>) -> anyhow::Result<glommio:
 
 /// A listening TCP socket on `addr` for the calling shard, steered to `cpu`.
 pub fn bind_tcp(addr: SocketAddr, cpu: Option<usize>) -> anyhow::Result<glommio::net::TcpListener> {
-    let sock = base_socket(addr, Type::STREAM, Protocol::TCP, cpu)
-        .map_err(|e| explain(e, "TCP", addr))?;
+    let sock =
+        base_socket(addr, Type::STREAM, Protocol::TCP, cpu).map_err(|e| explain(e, "TCP", addr))?;
     sock.set_tcp_nodelay(true)
         .and_then(|()| sock.listen(TCP_BACKLOG))
         .with_context(|| format!("cannot listen on TCP {addr}"))?;

@@ -67,6 +67,9 @@ pub struct Shared {
     /// The base config and the admin API's changes over it; every new map
     /// (reload or API change) is built and published through it.
     pub map_store: MapStore,
+    /// The function service (engine + compiled functions), when configured;
+    /// each shard builds its arenas from it. Changes need a restart.
+    pub functions: Option<Arc<crate::functions::FunctionNode>>,
 }
 
 /// Result of a reload attempt.
@@ -94,6 +97,7 @@ impl Shared {
             stats: StatsBoard::new(shards),
             source,
             map_store: MapStore::detached(&loaded.config),
+            functions: None,
             startup: loaded.config,
         }
     }
@@ -102,6 +106,12 @@ impl Shared {
     /// `admin::store::MapStore::open`) instead of a detached one.
     pub fn with_map_store(mut self, store: MapStore) -> Shared {
         self.map_store = store;
+        self
+    }
+
+    /// Serve `node`'s functions (see `FunctionNode::for_run`).
+    pub fn with_functions(mut self, node: Option<Arc<crate::functions::FunctionNode>>) -> Shared {
+        self.functions = node;
         self
     }
 
@@ -138,12 +148,18 @@ impl Shared {
             return ReloadOutcome::NothingToReload;
         };
         // The map store merges the admin API's changes over the new file.
-        let reloaded = self.map_store.reload(|| config::load_file(path), &self.base_dir(), |loaded| {
-            for note in restart_only_changes(&self.startup, &loaded.config) {
-                tracing::warn!("reload: {note} changed; this takes effect only after a restart");
-            }
-            self.publish(loaded.map, loaded.config.dns)
-        });
+        let reloaded = self.map_store.reload(
+            || config::load_file(path),
+            &self.base_dir(),
+            |loaded| {
+                for note in restart_only_changes(&self.startup, &loaded.config) {
+                    tracing::warn!(
+                        "reload: {note} changed; this takes effect only after a restart"
+                    );
+                }
+                self.publish(loaded.map, loaded.config.dns)
+            },
+        );
         match reloaded {
             Err(problems) => ReloadOutcome::Rejected(problems),
             Ok(version) => ReloadOutcome::Swapped { version },
@@ -204,7 +220,10 @@ mod tests {
         }
         assert_eq!(shared.version(), 1);
         std::fs::write(&path, config::EMBEDDED_DEFAULT).unwrap();
-        assert!(matches!(shared.reload(), ReloadOutcome::Swapped { version: 2 }));
+        assert!(matches!(
+            shared.reload(),
+            ReloadOutcome::Swapped { version: 2 }
+        ));
         assert_eq!(shared.current().version, 2);
     }
 }

@@ -142,9 +142,8 @@ mod tests {
     #[test]
     fn dropped_waiters_free_their_slot() {
         let stop = StopSignal::new();
-        let waker = futures_lite::future::block_on(future::poll_fn(|cx| {
-            Poll::Ready(cx.waker().clone())
-        }));
+        let waker =
+            futures_lite::future::block_on(future::poll_fn(|cx| Poll::Ready(cx.waker().clone())));
         let mut cx = Context::from_waker(&waker);
         for _ in 0..10 {
             let mut f = stop.stopped();

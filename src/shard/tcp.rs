@@ -136,7 +136,9 @@ async fn serve_connection(ctx: &ShardCtx, mut stream: TcpStream) {
                 Frame::Complete { len } => {
                     let query = &rbuf[pos + 2..pos + 2 + len];
                     let t0 = ctx.metrics.start();
-                    let outcome = ctx.with_served(|s| dns::answer(&s.map, query, peer, Transport::Tcp, &mut answer));
+                    let outcome = ctx.with_served(|s| {
+                        dns::answer(&s.map, query, peer, Transport::Tcp, &mut answer)
+                    });
                     ctx.metrics.finish(crate::metrics::Protocol::DnsTcp, t0);
                     ctx.stats.record(Proto::Tcp, outcome);
                     pos += 2 + len;
@@ -229,9 +231,15 @@ mod tests {
         assert_eq!(next_frame(&[], 512), Frame::Incomplete);
         assert_eq!(next_frame(&[0], 512), Frame::Incomplete);
         assert_eq!(next_frame(&[0, 3, 1, 2], 512), Frame::Incomplete);
-        assert_eq!(next_frame(&[0, 3, 1, 2, 3, 9], 512), Frame::Complete { len: 3 });
+        assert_eq!(
+            next_frame(&[0, 3, 1, 2, 3, 9], 512),
+            Frame::Complete { len: 3 }
+        );
         assert_eq!(next_frame(&[0, 0], 512), Frame::Invalid { len: 0 });
-        assert_eq!(next_frame(&[0xFF, 0xFF], 512), Frame::Invalid { len: 65535 });
+        assert_eq!(
+            next_frame(&[0xFF, 0xFF], 512),
+            Frame::Invalid { len: 65535 }
+        );
         assert_eq!(next_frame(&[2, 1, 0], 513), Frame::Incomplete);
         assert_eq!(next_frame(&[2, 1, 0], 512), Frame::Invalid { len: 513 });
     }

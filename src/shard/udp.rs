@@ -411,7 +411,12 @@ mod tests {
             assert!(batches.get() >= 1);
             if batched {
                 // 101 queued datagrams in batches of 8: 13 calls.
-                assert_eq!(batches.get(), 13, "batched loop made {} batches", batches.get());
+                assert_eq!(
+                    batches.get(),
+                    13,
+                    "batched loop made {} batches",
+                    batches.get()
+                );
                 assert_eq!(drops.get(), 1, "the oversized datagram is counted");
             }
         });
