@@ -42,7 +42,7 @@ SHARDGATE=${SHARDGATE_BIN:-$ROOT/target/release/shardgate}
 SERVER_CPU=1
 CLIENT_CPU=0
 
-usage() { sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 while [ $# -gt 0 ]; do
     case $1 in
         --duration) DURATION=$2; shift 2 ;;

@@ -780,15 +780,7 @@ pub fn validate(config: &Config) -> Vec<Problem> {
             ));
         }
     }
-    if let Some(i) = dns.listen.iter().position(|a| *a == server.admin_listen) {
-        problems.push(Problem::at(
-            "server.admin_listen",
-            format!(
-                "{} is also a DNS listen address (dns.listen[{i}]); give the admin listener its own port, e.g. 9353",
-                server.admin_listen
-            ),
-        ));
-    }
+    problems.extend(surface_conflicts(config));
 
     let mut zone_names: Vec<String> = Vec::new();
     for (i, zone) in config.zones.iter().enumerate() {
@@ -847,6 +839,51 @@ pub fn validate(config: &Config) -> Vec<Problem> {
         &config.function,
     ));
     problems.extend(crate::admin::validate(&config.server));
+    problems
+}
+
+/// Addresses two surfaces share. Every listener binds with SO_REUSEPORT, so
+/// two surfaces on one address and protocol would not fail to start: the
+/// kernel would silently split packets between the DNS and function sockets.
+fn surface_conflicts(config: &Config) -> Vec<Problem> {
+    const UDP: u8 = 1;
+    const TCP: u8 = 2;
+    let mut surfaces: Vec<(String, SocketAddr, u8)> = Vec::new();
+    for (i, a) in config.dns.listen.iter().enumerate() {
+        surfaces.push((format!("dns.listen[{i}]"), *a, UDP | TCP));
+    }
+    if config.functions.enabled {
+        for (i, a) in config.functions.listen.iter().enumerate() {
+            surfaces.push((format!("functions.listen[{i}]"), *a, UDP | TCP));
+        }
+    }
+    surfaces.push((
+        "server.admin_listen".into(),
+        config.server.admin_listen,
+        TCP,
+    ));
+
+    let section = |key: &str| key.split(['.', '[']).next().unwrap_or("").to_owned();
+    let overlap = |a: &SocketAddr, b: &SocketAddr| {
+        a.port() == b.port()
+            && a.is_ipv4() == b.is_ipv4()
+            && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+    };
+    let mut problems = Vec::new();
+    for (i, (key, addr, protos)) in surfaces.iter().enumerate() {
+        let clash = surfaces[..i].iter().find(|(other, o_addr, o_protos)| {
+            section(other) != section(key) && protos & o_protos != 0 && overlap(addr, o_addr)
+        });
+        if let Some((other, o_addr, _)) = clash {
+            problems.push(Problem::at(
+                key.as_str(),
+                format!(
+                    "{addr} overlaps {o_addr} of {other}; every surface needs its own port \
+                     (defaults: DNS 8053, functions 8054, admin 9353)"
+                ),
+            ));
+        }
+    }
     problems
 }
 
@@ -1043,7 +1080,7 @@ listen = [
         let ps = problems(text);
         let admin = at(&ps, "server.admin_listen");
         assert_eq!(admin.line, Some(2));
-        assert!(admin.message.contains("dns.listen[0]"), "{admin}");
+        assert!(admin.message.contains("of dns.listen[0]"), "{admin}");
         let dup = at(&ps, "dns.listen[1]");
         assert_eq!(dup.line, Some(7));
         assert!(dup.message.contains("listed twice"), "{dup}");
@@ -1060,6 +1097,35 @@ listen = [
         let p = at(&ps, "dns.listen");
         assert_eq!(p.line, Some(2));
         assert!(p.message.contains("add one"), "{p}");
+    }
+
+    #[test]
+    fn surfaces_may_not_share_an_address() {
+        let text = "\
+[server]
+admin_listen = \"127.0.0.1:9000\"
+
+[dns]
+listen = [\"0.0.0.0:8053\", \"[::1]:8054\"]
+
+[functions]
+listen = [\"127.0.0.1:8053\", \"[::1]:8054\", \"0.0.0.0:9000\", \"127.0.0.1:8055\"]
+";
+        let ps = problems(text);
+        let wild = at(&ps, "functions.listen[0]");
+        assert_eq!(wild.line, Some(8));
+        assert!(wild.message.contains("of dns.listen[0]"), "{wild}");
+        assert!(at(&ps, "functions.listen[1]")
+            .message
+            .contains("of dns.listen[1]"));
+        // TCP admin listener vs the functions' TCP listener on 0.0.0.0:9000.
+        let admin = at(&ps, "server.admin_listen");
+        assert!(admin.message.contains("of functions.listen[2]"), "{admin}");
+        assert_eq!(ps.len(), 3, "{ps:#?}");
+
+        // A disabled surface binds nothing and conflicts with nothing.
+        let off = text.replace("[functions]\n", "[functions]\nenabled = false\n");
+        assert!(load(&off, Path::new(".")).is_ok());
     }
 
     #[test]

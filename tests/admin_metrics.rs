@@ -13,6 +13,46 @@ use std::time::Duration;
 
 use admin_support::*;
 
+/// Function traffic over both surfaces: successful invocations, an
+/// unknown function (404) and an input over the limit (413).
+fn function_traffic(fn_port: u16) {
+    for _ in 0..5 {
+        let (status, body) = try_http(fn_port, "POST", "/fn/checksum", Some("abcd"), None).unwrap();
+        assert_eq!(status, 200, "{body}");
+        let out = Command::new(BIN)
+            .args([
+                "invoke",
+                "--udp",
+                &format!("127.0.0.1:{fn_port}"),
+                "checksum",
+                "--data",
+                "abcd",
+                "--hex",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(
+        try_http(fn_port, "POST", "/fn/nope", Some("x"), None)
+            .unwrap()
+            .0,
+        404
+    );
+    // An input over the limit: refused from its Content-Length (413),
+    // before any body is sent.
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", fn_port)).unwrap();
+    c.write_all(b"POST /fn/checksum HTTP/1.1\r\nHost: x\r\nContent-Length: 70000\r\n\r\n")
+        .unwrap();
+    let mut head = [0u8; 12];
+    std::io::Read::read_exact(&mut c, &mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 413");
+}
+
 /// Mixed DNS traffic: answers from two views over UDP and TCP, NXDOMAIN,
 /// REFUSED, and malformed datagrams.
 fn mixed_traffic(s: &Shardgate) {
@@ -104,9 +144,18 @@ fn metrics_after_mixed_traffic_pass_promtool_and_carry_every_shard() {
     let dir = tempfile::tempdir().unwrap();
     let shards = shard_count();
     let ports = Ports::new();
-    let s = Shardgate::start(dir.path(), ports, &config(ports, shards, ""));
+    let fn_port = free_port();
+    let cfg = config_with_functions(ports, shards, fn_port, &dir.path().join("cache"));
+    let s = Shardgate::start(dir.path(), ports, &cfg);
     mixed_traffic(&s);
+    function_traffic(fn_port);
     let m = published_metrics(&s, 40.0);
+    // Function series are published by the same task, once a second.
+    let m = eventually(Duration::from_secs(5), || {
+        let m = s.metrics();
+        (sum_samples(&m, "shardgate_function_invocations_total{") >= 10.0).then_some(m)
+    })
+    .unwrap_or_else(|| panic!("function invocations not published:\n{m}"));
 
     let (ok, out) = promtool(&["check", "metrics"], Some(&m));
     assert!(
@@ -165,6 +214,47 @@ fn metrics_after_mixed_traffic_pass_promtool_and_carry_every_shard() {
     let hist_count = sum_samples(&m, "shardgate_request_duration_seconds_count{");
     assert!(hist_count >= 42.0, "latency histogram count {hist_count}");
     assert!(m.contains("# TYPE shardgate_request_duration_seconds histogram"));
+    // Functions: both surfaces, by status; per function, by outcome.
+    let fn_by = |protocol: &str, outcome: &str| -> f64 {
+        m.lines()
+            .filter(|l| {
+                l.starts_with("shardgate_responses_total{")
+                    && l.contains(&format!("protocol=\"{protocol}\""))
+                    && l.contains(&format!("outcome=\"{outcome}\""))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert_eq!(fn_by("fn-http", "200"), 5.0, "{m}");
+    assert_eq!(fn_by("fn-http", "404"), 1.0, "{m}");
+    assert_eq!(fn_by("fn-http", "413"), 1.0, "{m}");
+    assert_eq!(fn_by("fn-udp", "200"), 5.0, "{m}");
+    let ok: f64 = m
+        .lines()
+        .filter(|l| {
+            l.starts_with("shardgate_function_invocations_total{")
+                && l.contains("function=\"checksum\",outcome=\"ok\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(ok, 10.0, "{m}");
+    assert!(m.contains("shardgate_function_ready_instances{"), "{m}");
+    assert_eq!(
+        sample(&m, "shardgate_functions_compiled{shard=\"process\"}"),
+        Some(1.0)
+    );
+    let fn_timed: f64 = m
+        .lines()
+        .filter(|l| {
+            l.starts_with("shardgate_request_duration_seconds_count{")
+                && l.contains("protocol=\"fn-")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(
+        fn_timed >= 10.0,
+        "function invocations not timed: {fn_timed}"
+    );
     // Process figures.
     assert!(sample(&m, "process_resident_memory_bytes{shard=\"process\"}").unwrap() > 1e6);
     assert!(sample(&m, "process_open_fds{shard=\"process\"}").unwrap() >= 5.0);
@@ -210,11 +300,20 @@ fn deploy_prometheus_config_and_rules_pass_promtool() {
 fn every_metric_in_the_dashboard_and_alerts_is_exported() {
     let dir = tempfile::tempdir().unwrap();
     let ports = Ports::new();
-    let s = Shardgate::start(dir.path(), ports, &config(ports, shard_count(), ""));
+    let fn_port = free_port();
+    let cfg = config_with_functions(ports, shard_count(), fn_port, &dir.path().join("cache"));
+    let s = Shardgate::start(dir.path(), ports, &cfg);
     mixed_traffic(&s);
+    function_traffic(fn_port);
     published_metrics(&s, 40.0);
+    let m = eventually(Duration::from_secs(5), || {
+        let m = s.metrics();
+        m.contains("shardgate_function_invocations_total{")
+            .then_some(m)
+    })
+    .expect("function series not published");
     let metrics_file = dir.path().join("metrics.txt");
-    std::fs::write(&metrics_file, s.metrics()).unwrap();
+    std::fs::write(&metrics_file, m).unwrap();
     let out = Command::new(repo("scripts/check-metric-names.py"))
         .arg("--metrics")
         .arg(&metrics_file)

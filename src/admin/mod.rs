@@ -202,6 +202,20 @@ impl Prepared {
     }
 }
 
+/// Tell `/readyz` which functions the configuration names and how their
+/// compilation ended (compiled, or failed with the reason).
+pub fn report_functions(health: &health::Health, node: &crate::functions::FunctionNode) {
+    let loaded = node.functions().iter().map(|f| f.name.as_str());
+    let failed = node.failures().iter().map(|f| f.name.as_str());
+    health.expect_functions(loaded.chain(failed));
+    for f in node.functions() {
+        health.set_function(&f.name, health::FunctionState::Ready);
+    }
+    for f in node.failures() {
+        health.set_function(&f.name, health::FunctionState::Failed(f.reason.clone()));
+    }
+}
+
 /// Start the admin listener for the running process. Returns the bound
 /// address. Call after the metrics recorder is installed.
 pub fn start(

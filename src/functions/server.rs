@@ -42,11 +42,13 @@ impl DatagramHandler for FunctionUdp {
             }
             Decoded::Reject { id, status, why } => {
                 bump(&stats.udp_rejected);
+                stats.udp_status.record(status.http_code());
                 frame::encode_error(out, id, status, why);
                 true
             }
             Decoded::Request(r) => {
                 bump(&stats.udp_requests);
+                let t0 = stats.udp_latency.start();
                 frame::begin_reply(out, r.id, Status::Ok);
                 match self.shard.invoke(r.name, r.payload, out) {
                     Ok(()) if out.len() > MAX_UDP_REPLY => {
@@ -57,10 +59,15 @@ impl DatagramHandler for FunctionUdp {
                             MAX_UDP_REPLY - frame::REPLY_HEADER_LEN
                         );
                         frame::encode_error(out, r.id, Status::OutputTooLarge, &text);
+                        stats.udp_status.record(Status::OutputTooLarge.http_code());
                     }
-                    Ok(()) => {}
-                    Err(e) => frame::encode_error(out, r.id, e.status(), &e.to_string()),
+                    Ok(()) => stats.udp_status.record(Status::Ok.http_code()),
+                    Err(e) => {
+                        stats.udp_status.record(e.status().http_code());
+                        frame::encode_error(out, r.id, e.status(), &e.to_string());
+                    }
                 }
+                stats.udp_latency.finish(t0);
                 true
             }
         }
@@ -159,18 +166,23 @@ fn answer_buffered(
             } => {
                 bump(&stats.http_requests);
                 fn_out.clear();
+                let t0 = stats.http_latency.start();
                 match shard.invoke(name.as_bytes(), body, fn_out) {
-                    Ok(()) => http::write_response_from(
-                        wbuf,
-                        200,
-                        Status::Ok,
-                        fn_out,
-                        keep_alive,
-                        shard_no,
-                    ),
+                    Ok(()) => {
+                        stats.http_status.record(200);
+                        http::write_response_from(
+                            wbuf,
+                            200,
+                            Status::Ok,
+                            fn_out,
+                            keep_alive,
+                            shard_no,
+                        )
+                    }
                     Err(e) => {
                         bump(&stats.http_errors);
                         let status = e.status();
+                        stats.http_status.record(status.http_code());
                         http::write_response_from(
                             wbuf,
                             status.http_code(),
@@ -181,6 +193,7 @@ fn answer_buffered(
                         );
                     }
                 }
+                stats.http_latency.finish(t0);
                 pos += consumed;
                 if !keep_alive {
                     return (pos, true, false);
@@ -194,6 +207,7 @@ fn answer_buffered(
             } => {
                 bump(&stats.http_requests);
                 bump(&stats.http_errors);
+                stats.http_status.record(code);
                 http::write_response_from(
                     wbuf,
                     code,

@@ -64,6 +64,12 @@ pub struct SurfaceStats {
     /// Connections closed at once because the shard was at its cap.
     pub http_refused: Cell<u64>,
     pub http_idle_closed: Cell<u64>,
+    /// Replies by status (its HTTP equivalent), for the metrics.
+    pub udp_status: crate::metrics::shard::StatusCounts,
+    pub http_status: crate::metrics::shard::StatusCounts,
+    /// Invocation latency per surface, for the metrics.
+    pub udp_latency: crate::metrics::shard::RequestTimer,
+    pub http_latency: crate::metrics::shard::RequestTimer,
 }
 
 pub(crate) fn bump(c: &Cell<u64>) {
@@ -179,6 +185,12 @@ impl FunctionShard {
                 (r.function().name.clone(), r.stats.snapshot())
             })
             .collect()
+    }
+
+    /// Ready instances in each function's ring, parallel to [`Self::stats`]
+    /// (for the metrics publish task).
+    pub fn ready_instances(&self) -> Vec<usize> {
+        self.rings.iter().map(|r| r.borrow().ready_len()).collect()
     }
 
     /// All functions' counters added up.

@@ -71,7 +71,6 @@ pub mod names {
     pub const DROPPED: &str = "shardgate_dropped_total";
     pub const DNS_TRUNCATED: &str = "shardgate_dns_truncated_total";
     pub const IN_FLIGHT: &str = "shardgate_in_flight_requests";
-    pub const TCP_CONNECTIONS: &str = "shardgate_tcp_connections";
     pub const TCP_REFUSED: &str = "shardgate_tcp_connections_refused_total";
     pub const VIEW_HITS: &str = "shardgate_view_hits_total";
     pub const REQUEST_DURATION: &str = "shardgate_request_duration_seconds";
@@ -132,12 +131,7 @@ pub const CATALOGUE: &[(&str, Kind, &str)] = &[
     (
         names::IN_FLIGHT,
         Kind::Gauge,
-        "Requests accepted and not yet answered, by protocol (DNS answers within its receive batch, so 0 between batches).",
-    ),
-    (
-        names::TCP_CONNECTIONS,
-        Kind::Gauge,
-        "Open TCP connections, by protocol.",
+        "Requests in flight, by protocol: open connections for TCP protocols (each carries a client's keep-alive or pipelined requests); 0 for datagram protocols, answered within their receive batch.",
     ),
     (
         names::TCP_REFUSED,
@@ -192,7 +186,7 @@ pub const CATALOGUE: &[(&str, Kind, &str)] = &[
     (
         names::FN_INVOCATIONS,
         Kind::Counter,
-        "Function invocations, by function and outcome (ok, trap, timeout, memory, bad_output).",
+        "Function invocations, by function and outcome (ok, trap, deadline, memory-limit, bad-output, input-too-large).",
     ),
     (
         names::FN_RING_MISSES,

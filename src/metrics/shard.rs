@@ -11,15 +11,18 @@
 //! `Counter::absolute` from the shard's running totals, so a publish is
 //! idempotent and a missed one loses nothing.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::net::IpAddr;
 use std::time::Instant;
 
 use metrics::{counter, gauge, Counter, Gauge};
 
 use super::histogram::{LocalHistogram, SharedHistogram};
 use super::{names, Protocol, Registry};
+use crate::addrmap::AddressMap;
+use crate::dns::{self, Outcome, Transport};
 use crate::shard::stats::{DropKind, Proto, StatsSnapshot, DROP_KINDS, RCODE_SLOTS};
 
 /// DNS rcode mnemonics for the `outcome` label, by rcode; the last slot of
@@ -63,17 +66,58 @@ fn drop_reason(kind: usize) -> &'static str {
         .unwrap_or("other")
 }
 
+/// HTTP status codes counted one by one on the function surfaces; any
+/// other code is counted as `other`.
+pub const STATUS_CODES: [u16; 14] = [200, 400, 404, 405, 408, 411, 413, 414, 415, 431, 500, 501, 503, 504];
+
+/// Responses by HTTP status code (a UDP invocation's frame status counts as
+/// its HTTP equivalent), shard-local: one per function surface per shard.
+#[derive(Debug, Default)]
+pub struct StatusCounts {
+    /// Parallel to [`STATUS_CODES`]; the last slot is `other`.
+    counts: [Cell<u64>; STATUS_CODES.len() + 1],
+}
+
+impl StatusCounts {
+    /// Count one response with HTTP status `code`.
+    #[inline]
+    pub fn record(&self, code: u16) {
+        let i = STATUS_CODES
+            .iter()
+            .position(|&c| c == code)
+            .unwrap_or(STATUS_CODES.len());
+        let c = &self.counts[i];
+        c.set(c.get().wrapping_add(1));
+    }
+
+    /// Responses so far, all codes.
+    pub fn total(&self) -> u64 {
+        self.counts.iter().map(Cell::get).sum()
+    }
+
+    /// `(outcome label, count)` for every code seen at least once.
+    fn seen(&self) -> impl Iterator<Item = (String, u64)> + '_ {
+        self.counts.iter().enumerate().filter(|(_, c)| c.get() > 0).map(|(i, c)| {
+            let label = STATUS_CODES.get(i).map_or_else(|| "other".to_owned(), |code| code.to_string());
+            (label, c.get())
+        })
+    }
+}
+
 /// Per-function running totals of one shard, as the function runtime keeps
 /// them; published by [`ShardMetrics::publish_function`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FunctionCounts {
     pub ok: u64,
     pub trap: u64,
-    pub timeout: u64,
+    /// Deadline hits.
+    pub deadline: u64,
     /// Memory over the function's limit.
-    pub memory: u64,
+    pub memory_limit: u64,
     /// Bad output pointer or oversized output.
     pub bad_output: u64,
+    /// Input over the function's limit (refused before running).
+    pub input_too_large: u64,
     pub ring_misses: u64,
     pub resets: u64,
     pub instantiations: u64,
@@ -103,9 +147,10 @@ pub struct HandoffCounts {
 struct FunctionHandles {
     ok: Counter,
     trap: Counter,
-    timeout: Counter,
-    memory: Counter,
+    deadline: Counter,
+    memory_limit: Counter,
     bad_output: Counter,
+    input_too_large: Counter,
     ring_misses: Counter,
     resets: Counter,
     instantiations: Counter,
@@ -132,20 +177,21 @@ struct HandoffHandles {
 pub struct ShardMetrics {
     shard: String,
     enabled: bool,
-    latency: [LocalHistogram; 4],
+    /// DNS query timers, by [`Transport`].
+    dns: [RequestTimer; 2],
     published: [Arc<SharedHistogram>; 4],
     requests: [Counter; 4],
     /// `[dns-udp, dns-tcp][rcode slot]`, registered lazily for rare rcodes.
     responses: RefCell<[[Option<Counter>; RCODE_SLOTS]; 2]>,
     truncated: Counter,
     dropped: [Counter; DROP_KINDS],
-    tcp_connections: Gauge,
     tcp_refused: Counter,
     in_flight: [Gauge; 4],
     up: Gauge,
     map_version: Gauge,
     last_publish: Gauge,
     functions: RefCell<HashMap<String, FunctionHandles>>,
+    view_hits: RefCell<ViewHits>,
     handoff: HandoffHandles,
 }
 
@@ -188,7 +234,10 @@ impl ShardMetrics {
 
         let metrics = ShardMetrics {
             enabled: registry.is_some_and(Registry::enabled),
-            latency: Default::default(),
+            dns: {
+                let enabled = registry.is_some_and(Registry::enabled);
+                [RequestTimer::new(enabled), RequestTimer::new(enabled)]
+            },
             published,
             requests: per_protocol_c(names::REQUESTS),
             responses: RefCell::new(Default::default()),
@@ -199,10 +248,6 @@ impl ShardMetrics {
                     &[("protocol", "dns"), ("reason", drop_reason(k))],
                 )
             }),
-            tcp_connections: g(
-                names::TCP_CONNECTIONS,
-                &[("protocol", Protocol::DnsTcp.label())],
-            ),
             tcp_refused: c(
                 names::TCP_REFUSED,
                 &[("protocol", Protocol::DnsTcp.label())],
@@ -212,6 +257,7 @@ impl ShardMetrics {
             map_version: g(names::SHARD_MAP_VERSION, &[]),
             last_publish: g(names::LAST_PUBLISH, &[]),
             functions: RefCell::new(HashMap::new()),
+            view_hits: RefCell::new(ViewHits::default()),
             handoff: HandoffHandles {
                 cold: c(names::HANDOFFS, &[("reason", "cold")]),
                 overloaded: c(names::HANDOFFS, &[("reason", "overloaded")]),
@@ -261,31 +307,70 @@ impl ShardMetrics {
         &self.shard
     }
 
-    /// Start timing a request: `None` (no clock read) when disabled.
+    /// Start timing a DNS query: `None` (no clock read) when disabled.
     #[inline]
     pub fn start(&self) -> Option<Instant> {
-        if self.enabled {
-            Some(Instant::now())
-        } else {
-            None
+        self.dns[0].start()
+    }
+
+    /// Finish timing a DNS query started with [`start`](Self::start).
+    /// (Function invocations are timed by their surfaces' own
+    /// [`RequestTimer`]s, see [`Self::publish_functions`].)
+    #[inline]
+    pub fn finish(&self, transport: Transport, started: Option<Instant>) {
+        self.dns[transport as usize].finish(started);
+    }
+
+    /// Record an already measured DNS latency; ignored when disabled.
+    #[inline]
+    pub fn record_ns(&self, transport: Transport, ns: u64) {
+        self.dns[transport as usize].record_ns(ns);
+    }
+
+    /// The views of the map this shard now answers from, in map order (at
+    /// start and after every map swap). Hits counted so far are kept under
+    /// the names of the map they were counted with.
+    pub fn set_views<'a>(&self, names: impl IntoIterator<Item = &'a str>) {
+        let mut v = self.view_hits.borrow_mut();
+        v.fold();
+        v.names = names.into_iter().take(MAX_VIEW_SERIES).map(str::to_owned).collect();
+        let slots = v.names.len() + 1;
+        v.counts = vec![0; slots];
+    }
+
+    /// Count the view a DNS answer came from, by the querier's address:
+    /// only answers about the zones (NOERROR, NXDOMAIN) and only when
+    /// metrics are enabled (it costs one more prefix lookup).
+    #[inline]
+    pub fn count_view(&self, map: &AddressMap, client: IpAddr, outcome: Outcome) {
+        if !self.enabled {
+            return;
+        }
+        if let Outcome::Answered {
+            rcode: dns::rcode::NOERROR | dns::rcode::NXDOMAIN,
+            ..
+        } = outcome
+        {
+            if let Some(view) = map.select_view(client).view {
+                if let Ok(mut v) = self.view_hits.try_borrow_mut() {
+                    let last = v.counts.len().saturating_sub(1);
+                    if let Some(c) = v.counts.get_mut(view.min(last)) {
+                        *c += 1;
+                    }
+                }
+            }
         }
     }
 
-    /// Finish timing a request started with [`start`](Self::start).
-    #[inline]
-    pub fn finish(&self, protocol: Protocol, started: Option<Instant>) {
-        if let Some(t0) = started {
-            let ns = t0.elapsed().as_nanos().min(u64::MAX as u128) as u64;
-            self.latency[protocol as usize].record_ns(ns);
-        }
-    }
-
-    /// Record an already measured latency (e.g. a batch receive time to
-    /// each reply); ignored when disabled.
-    #[inline]
-    pub fn record_ns(&self, protocol: Protocol, ns: u64) {
-        if self.enabled {
-            self.latency[protocol as usize].record_ns(ns);
+    fn publish_views(&self) {
+        let mut v = self.view_hits.borrow_mut();
+        v.fold();
+        let ViewHits { totals, handles, .. } = &mut *v;
+        for (name, total) in totals.iter() {
+            let counter = handles.entry(name.clone()).or_insert_with(|| {
+                counter!(names::VIEW_HITS, "shard" => self.shard.clone(), "view" => name.clone())
+            });
+            counter.absolute(*total);
         }
     }
 
@@ -296,6 +381,7 @@ impl ShardMetrics {
 
     /// Publish the DNS counters from the runtime's running totals.
     pub fn publish_dns(&self, snap: &StatsSnapshot) {
+        self.publish_views();
         let mut responses = self.responses.borrow_mut();
         for (proto, slots) in snap.answered.iter().enumerate() {
             for (slot, &value) in slots.iter().enumerate() {
@@ -325,26 +411,26 @@ impl ShardMetrics {
         for (counter, &value) in self.dropped.iter().zip(snap.dropped.iter()) {
             counter.absolute(value);
         }
-        self.tcp_connections.set(snap.tcp_open as f64);
+        self.in_flight[Protocol::DnsTcp as usize].set(snap.tcp_open as f64);
         self.tcp_refused.absolute(snap.tcp_refused);
         self.map_version.set(snap.map_version as f64);
     }
 
-    /// Publish function-surface request totals: `requests` received and
-    /// `responses` by status, for `protocol` (fn-udp or fn-http), plus the
-    /// requests being served now.
+    /// Publish a function surface (`protocol` fn-udp or fn-http):
+    /// `requests` received, `responses` by status, and `open` connections
+    /// (its in-flight figure; 0 for datagrams).
     pub fn publish_function_surface(
         &self,
         protocol: Protocol,
         requests: u64,
-        responses: &[(u16, u64)],
-        in_flight: u64,
+        responses: &StatusCounts,
+        open: u64,
     ) {
         self.requests[protocol as usize].absolute(requests);
-        self.in_flight[protocol as usize].set(in_flight as f64);
-        for &(status, value) in responses {
-            // Publish path only: the lookup is ~70 ns, once a second.
-            counter!(names::RESPONSES, "shard" => self.shard.clone(), "protocol" => protocol.label(), "outcome" => status.to_string())
+        self.in_flight[protocol as usize].set(open as f64);
+        for (outcome, value) in responses.seen() {
+            // Publish path only: the lookup is ~70 ns, a few per second.
+            counter!(names::RESPONSES, "shard" => self.shard.clone(), "protocol" => protocol.label(), "outcome" => outcome)
                 .absolute(value);
         }
     }
@@ -357,9 +443,10 @@ impl ShardMetrics {
             .or_insert_with(|| self.function_handles(name));
         handles.ok.absolute(counts.ok);
         handles.trap.absolute(counts.trap);
-        handles.timeout.absolute(counts.timeout);
-        handles.memory.absolute(counts.memory);
+        handles.deadline.absolute(counts.deadline);
+        handles.memory_limit.absolute(counts.memory_limit);
         handles.bad_output.absolute(counts.bad_output);
+        handles.input_too_large.absolute(counts.input_too_large);
         handles.ring_misses.absolute(counts.ring_misses);
         handles.resets.absolute(counts.resets);
         handles.instantiations.absolute(counts.instantiations);
@@ -375,9 +462,10 @@ impl ShardMetrics {
         FunctionHandles {
             ok: inv("ok"),
             trap: inv("trap"),
-            timeout: inv("timeout"),
-            memory: inv("memory"),
-            bad_output: inv("bad_output"),
+            deadline: inv("deadline"),
+            memory_limit: inv("memory-limit"),
+            bad_output: inv("bad-output"),
+            input_too_large: inv("input-too-large"),
             ring_misses: per_fn(names::FN_RING_MISSES),
             resets: per_fn(names::FN_RESETS),
             instantiations: per_fn(names::FN_INSTANTIATIONS),
@@ -402,12 +490,137 @@ impl ShardMetrics {
         x.alternate_up.set(if h.alternate_up { 1.0 } else { 0.0 });
     }
 
-    /// Publish the latency histograms and stamp the publish time.
+    /// Publish the DNS latency histograms and stamp the publish time.
     pub fn publish_latency(&self) {
-        for (local, shared) in self.latency.iter().zip(self.published.iter()) {
-            local.publish(shared);
-        }
+        self.dns[Transport::Udp as usize].publish(&self.published[Protocol::DnsUdp as usize]);
+        self.dns[Transport::Tcp as usize].publish(&self.published[Protocol::DnsTcp as usize]);
         self.last_publish.set(super::unix_now());
+    }
+
+    /// Publish this shard's function service: every function's totals, and
+    /// both surfaces' requests, responses by status, connections and
+    /// latency.
+    pub fn publish_functions(&self, fs: &crate::functions::FunctionShard) {
+        let ready = fs.ready_instances();
+        for (i, (name, s)) in fs.stats().into_iter().enumerate() {
+            self.publish_function(
+                &name,
+                &FunctionCounts {
+                    ok: s.ok,
+                    trap: s.traps,
+                    deadline: s.timeouts,
+                    memory_limit: s.memory_limits,
+                    bad_output: s.bad_outputs,
+                    input_too_large: s.rejected_inputs,
+                    ring_misses: s.ring_misses,
+                    resets: s.resets,
+                    instantiations: s.instantiations,
+                    warmups: 0,
+                    ready: ready.get(i).copied().unwrap_or(0) as u64,
+                },
+            );
+        }
+        let surface = &fs.surface;
+        self.publish_function_surface(
+            Protocol::FnUdp,
+            surface.udp_requests.get() + surface.udp_rejected.get() + surface.udp_ignored.get(),
+            &surface.udp_status,
+            0,
+        );
+        self.publish_function_surface(
+            Protocol::FnHttp,
+            surface.http_requests.get(),
+            &surface.http_status,
+            surface.http_open.get(),
+        );
+        surface.udp_latency.publish(&self.published[Protocol::FnUdp as usize]);
+        surface.http_latency.publish(&self.published[Protocol::FnHttp as usize]);
+    }
+}
+
+/// Views counted one by one in `shardgate_view_hits_total`; views past
+/// this many (in map order) are counted together as `view="other"`.
+pub const MAX_VIEW_SERIES: usize = 1000;
+
+/// Per-view answer counts of one shard.
+#[derive(Default)]
+struct ViewHits {
+    /// View names of the map `counts` is indexed by.
+    names: Vec<String>,
+    /// Hits since the last fold, by view index; the last slot is `other`.
+    counts: Vec<u64>,
+    /// Running totals by view name.
+    totals: HashMap<String, u64>,
+    handles: HashMap<String, Counter>,
+}
+
+impl ViewHits {
+    /// Move `counts` into `totals` (by the names they were counted under).
+    fn fold(&mut self) {
+        for (i, c) in self.counts.iter_mut().enumerate() {
+            if *c == 0 {
+                continue;
+            }
+            let name = self.names.get(i).map_or("other", String::as_str);
+            *self.totals.entry(name.to_owned()).or_default() += *c;
+            *c = 0;
+        }
+    }
+}
+
+/// Times requests into a shard-local histogram: [`start`](Self::start)
+/// before the work, [`finish`](Self::finish) after it. Two clock reads and
+/// two `Cell` adds; nothing at all when metrics are disabled.
+#[derive(Debug)]
+pub struct RequestTimer {
+    enabled: bool,
+    histogram: LocalHistogram,
+}
+
+impl Default for RequestTimer {
+    /// Enabled when the installed metrics registry is (see [`super::install`]).
+    fn default() -> Self {
+        RequestTimer::new(super::global().is_some_and(Registry::enabled))
+    }
+}
+
+impl RequestTimer {
+    pub fn new(enabled: bool) -> RequestTimer {
+        RequestTimer {
+            enabled,
+            histogram: LocalHistogram::default(),
+        }
+    }
+
+    /// `None` (no clock read) when disabled.
+    #[inline]
+    pub fn start(&self) -> Option<Instant> {
+        if self.enabled {
+            Some(Instant::now())
+        } else {
+            None
+        }
+    }
+
+    #[inline]
+    pub fn finish(&self, started: Option<Instant>) {
+        if let Some(t0) = started {
+            let ns = t0.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64;
+            self.histogram.record_ns(ns);
+        }
+    }
+
+    /// Record an already measured latency; ignored when disabled.
+    #[inline]
+    pub fn record_ns(&self, ns: u64) {
+        if self.enabled {
+            self.histogram.record_ns(ns);
+        }
+    }
+
+    /// Copy the counts into the published snapshot.
+    pub fn publish(&self, shared: &SharedHistogram) {
+        self.histogram.publish(shared);
     }
 }
 
@@ -442,7 +655,7 @@ mod tests {
                     truncated: false,
                 },
             );
-            m.finish(Protocol::DnsUdp, t);
+            m.finish(Transport::Udp, t);
         }
         stats.record(
             Proto::Tcp,
@@ -459,7 +672,7 @@ mod tests {
             },
         );
         stats.record(Proto::Udp, Outcome::Dropped(DropReason::TooShort));
-        m.record_ns(Protocol::DnsTcp, 30_000);
+        m.record_ns(Transport::Tcp, 30_000);
         m.publish_latency();
         // Rare rcodes and functions register on first publish, through the
         // current recorder (the global one in the binary).
@@ -474,7 +687,12 @@ mod tests {
                     ..Default::default()
                 },
             );
-            m.publish_function_surface(Protocol::FnHttp, 6, &[(200, 5), (500, 1)], 0);
+            let http = StatusCounts::default();
+            for code in [200, 200, 200, 200, 200, 500, 999] {
+                http.record(code);
+            }
+            assert_eq!(http.total(), 7);
+            m.publish_function_surface(Protocol::FnHttp, 7, &http, 2);
         });
         m.publish_handoff(&HandoffCounts {
             cold: 2,
@@ -485,7 +703,10 @@ mod tests {
         let has = |line: &str| assert!(text.contains(line), "missing {line:?} in\n{text}");
         has("shardgate_requests_total{shard=\"1\",protocol=\"dns-udp\"} 5\n");
         has("shardgate_requests_total{shard=\"1\",protocol=\"dns-tcp\"} 1\n");
-        has("shardgate_requests_total{shard=\"1\",protocol=\"fn-http\"} 6\n");
+        has("shardgate_requests_total{shard=\"1\",protocol=\"fn-http\"} 7\n");
+        has("shardgate_responses_total{shard=\"1\",protocol=\"fn-http\",outcome=\"200\"} 5\n");
+        has("shardgate_responses_total{shard=\"1\",protocol=\"fn-http\",outcome=\"other\"} 1\n");
+        has("shardgate_in_flight_requests{shard=\"1\",protocol=\"fn-http\"} 2\n");
         has("shardgate_requests_total{shard=\"1\",protocol=\"fn-udp\"} 0\n");
         has("shardgate_responses_total{shard=\"1\",protocol=\"dns-udp\",outcome=\"NOERROR\"} 3\n");
         has("shardgate_responses_total{shard=\"1\",protocol=\"dns-udp\",outcome=\"NOTAUTH\"} 1\n");
@@ -517,7 +738,7 @@ mod tests {
             ShardMetrics::register_with(Some(&registry), 0)
         });
         assert!(m.start().is_none());
-        m.record_ns(Protocol::DnsUdp, 10);
+        m.record_ns(Transport::Udp, 10);
         m.publish_latency();
         let text = registry.render();
         assert!(text.contains(

@@ -53,6 +53,9 @@ impl ShardCtx {
         let served = shared.current();
         let stats = ShardStats::default();
         stats.reloaded(served.version);
+        let metrics = ShardMetrics::register(index);
+        metrics.set_views(served.map.views().iter().map(|v| v.name.as_str()));
+        metrics.set_up(true);
         ShardCtx {
             index,
             cpu,
@@ -60,11 +63,7 @@ impl ShardCtx {
             served: RefCell::new(served),
             shared,
             stats,
-            metrics: {
-                let m = ShardMetrics::register(index);
-                m.set_up(true);
-                m
-            },
+            metrics,
             stop: StopSignal::new(),
             gate: Gate::new(),
             background,
@@ -86,6 +85,8 @@ impl ShardCtx {
         let next = self.shared.current();
         self.seen_version.set(next.version);
         self.stats.reloaded(next.version);
+        self.metrics
+            .set_views(next.map.views().iter().map(|v| v.name.as_str()));
         tracing::debug!(
             shard = self.index,
             version = next.version,
@@ -111,6 +112,9 @@ impl ShardCtx {
         let snapshot = self.stats.snapshot();
         if self.metrics.enabled() {
             self.metrics.publish_dns(&snapshot);
+            if let Some(functions) = &self.functions {
+                self.metrics.publish_functions(functions);
+            }
             self.metrics.publish_latency();
         }
         self.shared.stats.publish(self.index, snapshot);

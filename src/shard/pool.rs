@@ -114,6 +114,9 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
     // Functions compile here, off the shards, once for all of them.
     let functions = crate::functions::FunctionNode::for_run(&loaded.config, &source.base_dir(), n)
         .map_err(|e| anyhow!("{e}"))?;
+    if let Some(node) = &functions {
+        crate::admin::report_functions(health, node);
+    }
     let shared = Arc::new(
         Shared::new(loaded, source.clone(), n)
             .with_map_store(map_store)

@@ -14,7 +14,6 @@ use glommio::net::{TcpListener, UdpSocket};
 use glommio::Task;
 
 use crate::dns::{self, Transport};
-use crate::metrics::Protocol;
 
 use super::context::ShardCtx;
 use super::sockets;
@@ -105,11 +104,14 @@ impl DatagramHandler for DnsUdp {
 
     #[inline]
     fn handle(&mut self, datagram: &[u8], from: SocketAddr, out: &mut Vec<u8>) -> bool {
-        let t0 = self.ctx.metrics.start();
-        let outcome = self
-            .ctx
-            .with_served(|s| dns::answer(&s.map, datagram, from.ip(), Transport::Udp, out));
-        self.ctx.metrics.finish(Protocol::DnsUdp, t0);
+        let metrics = &self.ctx.metrics;
+        let t0 = metrics.start();
+        let outcome = self.ctx.with_served(|s| {
+            let outcome = dns::answer(&s.map, datagram, from.ip(), Transport::Udp, out);
+            metrics.finish(Transport::Udp, t0);
+            metrics.count_view(&s.map, from.ip(), outcome);
+            outcome
+        });
         self.ctx.stats.record(Proto::Udp, outcome);
         matches!(outcome, dns::Outcome::Answered { .. })
     }

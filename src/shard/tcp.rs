@@ -137,9 +137,11 @@ async fn serve_connection(ctx: &ShardCtx, mut stream: TcpStream) {
                     let query = &rbuf[pos + 2..pos + 2 + len];
                     let t0 = ctx.metrics.start();
                     let outcome = ctx.with_served(|s| {
-                        dns::answer(&s.map, query, peer, Transport::Tcp, &mut answer)
+                        let outcome = dns::answer(&s.map, query, peer, Transport::Tcp, &mut answer);
+                        ctx.metrics.finish(Transport::Tcp, t0);
+                        ctx.metrics.count_view(&s.map, peer, outcome);
+                        outcome
                     });
-                    ctx.metrics.finish(crate::metrics::Protocol::DnsTcp, t0);
                     ctx.stats.record(Proto::Tcp, outcome);
                     pos += 2 + len;
                     match outcome {

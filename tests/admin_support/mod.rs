@@ -44,6 +44,31 @@ impl Ports {
     }
 }
 
+/// [`config`] plus the function service on `fn_port` (UDP and HTTP) serving
+/// the example `checksum` function, compiled into a cache under `cache_dir`.
+pub fn config_with_functions(
+    ports: Ports,
+    shards: usize,
+    fn_port: u16,
+    cache_dir: &Path,
+) -> String {
+    config(ports, shards, "").replace("[functions]\nenabled = false\n", "")
+        + &format!(
+            r#"
+[functions]
+enabled = true
+listen = ["127.0.0.1:{fn_port}"]
+cache_dir = "{cache}"
+
+[[function]]
+name = "checksum"
+module = "{module}"
+"#,
+            cache = cache_dir.display(),
+            module = repo("functions/checksum.wat").display(),
+        )
+}
+
 /// A test configuration: zone `svc.example.`, view `site` (127.0.0.0/25)
 /// answering `upf.svc.example. A 10.0.1.5`, view `default` answering
 /// 10.0.9.5. `server_extra` goes into `[server]`.
@@ -258,9 +283,10 @@ pub fn try_http(
         .nth(1)
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| format!("bad status line in {head:?}"))?;
-    let chunked = head
-        .lines()
-        .any(|l| l.to_ascii_lowercase().starts_with("transfer-encoding:") && l.to_ascii_lowercase().contains("chunked"));
+    let chunked = head.lines().any(|l| {
+        l.to_ascii_lowercase().starts_with("transfer-encoding:")
+            && l.to_ascii_lowercase().contains("chunked")
+    });
     if chunked {
         return Ok((status, dechunk(body)?));
     }
