@@ -214,6 +214,18 @@ fn metrics_after_mixed_traffic_pass_promtool_and_carry_every_shard() {
     let hist_count = sum_samples(&m, "shardgate_request_duration_seconds_count{");
     assert!(hist_count >= 42.0, "latency histogram count {hist_count}");
     assert!(m.contains("# TYPE shardgate_request_duration_seconds histogram"));
+    // View hits: 20+ answers from `site`, 20 from `default` (per shard,
+    // summed).
+    let hits = |view: &str| -> f64 {
+        m.lines()
+            .filter(|l| {
+                l.starts_with("shardgate_view_hits_total{")
+                    && l.contains(&format!("view=\"{view}\""))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert!(hits("site") >= 21.0 && hits("default") >= 20.0, "{m}");
     // Functions: both surfaces, by status; per function, by outcome.
     let fn_by = |protocol: &str, outcome: &str| -> f64 {
         m.lines()

@@ -677,6 +677,11 @@ impl AddressMap {
         let m = match canonical(ip) {
             IpAddr::V4(a) => {
                 let a = u32::from(a);
+                // an IPv4-mapped IPv6 subnet: its first 96 bits are the mapping
+                let max_len = match ip {
+                    IpAddr::V6(_) => max_len.map(|l| l.saturating_sub(96)),
+                    IpAddr::V4(_) => max_len,
+                };
                 match max_len {
                     None => self.lpm.v4.lookup(a),
                     Some(l) => self.lpm.v4.lookup_limited(a, l),
@@ -702,8 +707,8 @@ impl AddressMap {
         }
     }
 
-    /// Whether any view other than `default` has a prefix in this family
-    /// (then a default answer only holds for the subnet that was asked).
+    /// Whether any view has a prefix in this family (then an answer from
+    /// the `default` view only holds for the subnet that was asked).
     pub(crate) fn has_prefixes(&self, v4: bool) -> bool {
         if v4 {
             !self.lpm.v4.is_empty()

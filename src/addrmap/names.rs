@@ -50,21 +50,69 @@ pub fn hash(name: &[u8]) -> u64 {
     hash_padded(&buf, n)
 }
 
-/// Hash of the `n`-byte name at the start of `buf`, whose bytes from `n` to
-/// the next multiple of 8 are zero. Word multiplies are independent of each
-/// other (they pipeline); a rotate/xor chain keeps word order significant.
+const HASH_M: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// One word step of the name hash. Word multiplies are independent of each
+/// other (they pipeline); the rotate/xor chain keeps word order significant.
 #[inline(always)]
+fn hash_step(h: u64, w: u64) -> u64 {
+    h.rotate_left(19) ^ w.wrapping_mul(HASH_M)
+}
+
+#[inline(always)]
+fn hash_finish(h: u64) -> u64 {
+    let h = h.wrapping_mul(HASH_M);
+    h ^ (h >> 32)
+}
+
+/// Hash of the `n`-byte name at the start of `buf`, whose bytes from `n` to
+/// the next multiple of 8 are zero.
+#[inline]
 pub fn hash_padded(buf: &[u8; NAME_BUF], n: usize) -> u64 {
-    const M: u64 = 0x9E37_79B9_7F4A_7C15;
     let words = n.div_ceil(8).min(NAME_BUF / 8);
     let mut h: u64 = n as u64;
     for w in buf.chunks_exact(8).take(words) {
         let mut b = [0u8; 8];
         b.copy_from_slice(w);
-        h = h.rotate_left(19) ^ u64::from_le_bytes(b).wrapping_mul(M);
+        h = hash_step(h, u64::from_le_bytes(b));
     }
-    let h = h.wrapping_mul(M);
-    h ^ (h >> 32)
+    hash_finish(h)
+}
+
+/// ASCII lowercase of eight bytes at once (SWAR; non-ASCII bytes and label
+/// length bytes, all < 64, are unchanged).
+#[inline(always)]
+pub fn fold_word(w: u64) -> u64 {
+    const L: u64 = 0x0101_0101_0101_0101;
+    let heptets = w & (0x7f * L);
+    let ge_a = heptets.wrapping_add((0x80 - b'A' as u64) * L);
+    let gt_z = heptets.wrapping_add((0x7f - b'Z' as u64) * L);
+    let upper = (ge_a ^ gt_z) & !w & (0x80 * L);
+    w | (upper >> 2)
+}
+
+/// Copy the `n`-byte wire name at the start of `src` into `buf` lowercased
+/// and zero padded, returning its hash (equal to `hash(lowercase name)`).
+/// One pass, eight bytes at a time. `src.len() >= n` and `n <= MAX_NAME`
+/// are the caller's to check; otherwise the name is cut short.
+#[inline(always)]
+pub fn copy_fold_hash(src: &[u8], n: usize, buf: &mut [u8; NAME_BUF]) -> u64 {
+    let n = n.min(src.len()).min(MAX_NAME);
+    let mut h: u64 = n as u64;
+    let mut i = 0;
+    while i < n {
+        let mut b = [0u8; 8];
+        let take = (n - i).min(8);
+        match src.get(i..i + 8) {
+            Some(s) if take == 8 => b.copy_from_slice(s),
+            _ => b[..take].copy_from_slice(&src[i..i + take]),
+        }
+        let w = fold_word(u64::from_le_bytes(b) & (u64::MAX >> (64 - 8 * take as u32)));
+        buf[i..i + 8].copy_from_slice(&w.to_le_bytes());
+        h = hash_step(h, w);
+        i += 8;
+    }
+    hash_finish(h)
 }
 
 /// Offsets of the labels of a (valid, uncompressed) wire name; the last
@@ -178,6 +226,33 @@ mod tests {
     fn fold_only_changes_ascii_upper() {
         for b in 0..=255u8 {
             assert_eq!(fold(b), b.to_ascii_lowercase());
+            let w = u64::from_le_bytes([b, b'A', b'z', b, 0x80 | b, b'Z', b'@', b'[']);
+            let want = u64::from_le_bytes([
+                b.to_ascii_lowercase(),
+                b'a',
+                b'z',
+                b.to_ascii_lowercase(),
+                (0x80 | b).to_ascii_lowercase(),
+                b'z',
+                b'@',
+                b'[',
+            ]);
+            assert_eq!(fold_word(w), want, "{b}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn copy_fold_hash_matches_hash_of_lowercase(name in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..=MAX_NAME), extra in 0usize..10) {
+            let mut src = name.clone();
+            src.extend(std::iter::repeat_n(0xAB, extra));
+            let mut buf = [0xFFu8; NAME_BUF];
+            let h = copy_fold_hash(&src, name.len(), &mut buf);
+            let low = lower(&name);
+            proptest::prop_assert_eq!(&buf[..name.len()], &low[..]);
+            proptest::prop_assert!(buf[name.len()..name.len().div_ceil(8) * 8].iter().all(|&b| b == 0));
+            proptest::prop_assert_eq!(h, hash(&low));
+            proptest::prop_assert_eq!(h, hash_padded(&buf, name.len()));
         }
     }
 

@@ -43,7 +43,8 @@ pub mod parse;
 
 use std::net::IpAddr;
 
-use crate::addrmap::names::{hash, hash_padded, NAME_BUF};
+use crate::addrmap::names::{hash, NAME_BUF};
+use crate::addrmap::prefixes::canonical;
 use crate::addrmap::records::{AXFR, CLASS_IN, IXFR};
 use crate::addrmap::{AddressMap, RrSet, NONE};
 
@@ -145,10 +146,13 @@ pub fn answer(
         if let Some(ecs) = e.ecs {
             if map.is_trusted(client) {
                 let sel = map.select(ecs.addr, Some(ecs.source_len));
+                // an IPv4-mapped IPv6 subnet was matched as IPv4
+                let v4 = canonical(ecs.addr).is_ipv4();
+                let mapped = if v4 && ecs.family == 2 { 96 } else { 0 };
                 let scope = match sel.matched {
                     Some(m) if m.nested_differs => ecs.source_len,
-                    Some(m) => m.len,
-                    None if map.has_prefixes(ecs.family == 1) => ecs.source_len,
+                    Some(m) => m.len + mapped,
+                    None if map.has_prefixes(v4) => ecs.source_len,
                     None => 0,
                 };
                 ctx.ecs = Some((ecs, scope));
@@ -167,9 +171,8 @@ pub fn answer(
     // Name -> zone and (answer RRset | NODATA | NXDOMAIN); the view is
     // looked up only when the answer depends on it.
     let lname = lname_buf.get(..q.qname_len).unwrap_or(&[]);
-    let h = hash_padded(&lname_buf, q.qname_len);
     let mut view = || *selected.get_or_insert_with(|| map.select(client, None).view);
-    let (zone, found): (u32, Result<Option<RrSet>, ()>) = match map.entry(lname, h) {
+    let (zone, found): (u32, Result<Option<RrSet>, ()>) = match map.entry(lname, q.hash) {
         Some(e) => {
             let table = if e.overrides.is_empty() {
                 e.base

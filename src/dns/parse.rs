@@ -20,7 +20,7 @@ use domain::base::iana::Rtype;
 use domain::base::record::RecordHeader;
 use domain::dep::octseq::parse::Parser;
 
-use crate::addrmap::names::{MAX_NAME, NAME_BUF};
+use crate::addrmap::names::{copy_fold_hash, MAX_NAME, NAME_BUF};
 use crate::addrmap::records::OPT;
 
 use super::DropReason;
@@ -68,6 +68,8 @@ pub struct Query {
     pub flags: [u8; 2],
     /// Wire length of the question name (including the root label).
     pub qname_len: usize,
+    /// Hash of the lowercase question name.
+    pub hash: u64,
     /// Offset in the message where the question ends.
     pub question_end: usize,
     pub qtype: u16,
@@ -92,8 +94,8 @@ fn formerr(question_end: usize) -> Reject {
 }
 
 /// Parse a query; the lowercase question name goes to `lname` (zero
-/// padded for [`hash_padded`](crate::addrmap::names::hash_padded)).
-/// Never panics; every index is checked.
+/// padded) and its hash to `Query::hash`. Never panics; every index is
+/// checked.
 #[inline]
 pub fn parse(msg: &[u8], lname: &mut [u8; NAME_BUF]) -> Result<Query, Reject> {
     if msg.len() < 12 {
@@ -135,12 +137,10 @@ pub fn parse(msg: &[u8], lname: &mut [u8; NAME_BUF]) -> Result<Query, Reject> {
         }
     }
     let n = pos - 12;
-    let Some(name) = msg.get(12..pos) else {
+    let Some(name) = msg.get(12..) else {
         return Err(formerr(0));
     };
-    lname[..n].copy_from_slice(name);
-    lname[..n].make_ascii_lowercase();
-    lname[n..n + 8].fill(0);
+    let hash = copy_fold_hash(name, n, lname);
     let Some(tc) = msg.get(pos..pos + 4) else {
         return Err(formerr(0));
     };
@@ -151,6 +151,7 @@ pub fn parse(msg: &[u8], lname: &mut [u8; NAME_BUF]) -> Result<Query, Reject> {
         id: u16::from_be_bytes([msg[0], msg[1]]),
         flags,
         qname_len: n,
+        hash,
         question_end,
         qtype,
         qclass,

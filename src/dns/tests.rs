@@ -578,6 +578,14 @@ fn ecs_from_trusted_resolver_picks_view_and_scope() {
     assert_eq!(a_data(&r), vec!["10.0.1.5"]);
     let e = r.opt.unwrap().3.unwrap();
     assert_eq!(e.scope_prefix_len(), 64, "site-a /48 holds canary's /128");
+    // an IPv4-mapped IPv6 subnet selects like the IPv4 one
+    let q = query("upf.svc.example.", Rtype::A, ecs("::ffff:10.1.2.0", 120));
+    let r = udp(&m, &q, trusted);
+    assert_eq!(a_data(&r), vec!["10.0.2.5"]);
+    assert_eq!(r.opt.unwrap().3.unwrap().scope_prefix_len(), 120);
+    let q = query("upf.svc.example.", Rtype::A, ecs("::ffff:10.1.0.0", 112));
+    let r = udp(&m, &q, trusted);
+    assert_eq!(a_data(&r), vec!["10.0.1.5"], "/16 cannot pick the /24 inside");
     // NXDOMAIN answers carry the ECS echo too
     let q = query("only-a.svc.example.", Rtype::A, ecs("10.2.0.0", 24));
     let r = udp(&m, &q, trusted);

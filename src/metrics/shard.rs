@@ -13,8 +13,8 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use metrics::{counter, gauge, Counter, Gauge};
@@ -68,7 +68,9 @@ fn drop_reason(kind: usize) -> &'static str {
 
 /// HTTP status codes counted one by one on the function surfaces; any
 /// other code is counted as `other`.
-pub const STATUS_CODES: [u16; 14] = [200, 400, 404, 405, 408, 411, 413, 414, 415, 431, 500, 501, 503, 504];
+pub const STATUS_CODES: [u16; 14] = [
+    200, 400, 404, 405, 408, 411, 413, 414, 415, 431, 500, 501, 503, 504,
+];
 
 /// Responses by HTTP status code (a UDP invocation's frame status counts as
 /// its HTTP equivalent), shard-local: one per function surface per shard.
@@ -97,10 +99,16 @@ impl StatusCounts {
 
     /// `(outcome label, count)` for every code seen at least once.
     fn seen(&self) -> impl Iterator<Item = (String, u64)> + '_ {
-        self.counts.iter().enumerate().filter(|(_, c)| c.get() > 0).map(|(i, c)| {
-            let label = STATUS_CODES.get(i).map_or_else(|| "other".to_owned(), |code| code.to_string());
-            (label, c.get())
-        })
+        self.counts
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.get() > 0)
+            .map(|(i, c)| {
+                let label = STATUS_CODES
+                    .get(i)
+                    .map_or_else(|| "other".to_owned(), |code| code.to_string());
+                (label, c.get())
+            })
     }
 }
 
@@ -333,7 +341,11 @@ impl ShardMetrics {
     pub fn set_views<'a>(&self, names: impl IntoIterator<Item = &'a str>) {
         let mut v = self.view_hits.borrow_mut();
         v.fold();
-        v.names = names.into_iter().take(MAX_VIEW_SERIES).map(str::to_owned).collect();
+        v.names = names
+            .into_iter()
+            .take(MAX_VIEW_SERIES)
+            .map(str::to_owned)
+            .collect();
         let slots = v.names.len() + 1;
         v.counts = vec![0; slots];
     }
@@ -365,7 +377,9 @@ impl ShardMetrics {
     fn publish_views(&self) {
         let mut v = self.view_hits.borrow_mut();
         v.fold();
-        let ViewHits { totals, handles, .. } = &mut *v;
+        let ViewHits {
+            totals, handles, ..
+        } = &mut *v;
         for (name, total) in totals.iter() {
             let counter = handles.entry(name.clone()).or_insert_with(|| {
                 counter!(names::VIEW_HITS, "shard" => self.shard.clone(), "view" => name.clone())
@@ -533,8 +547,12 @@ impl ShardMetrics {
             &surface.http_status,
             surface.http_open.get(),
         );
-        surface.udp_latency.publish(&self.published[Protocol::FnUdp as usize]);
-        surface.http_latency.publish(&self.published[Protocol::FnHttp as usize]);
+        surface
+            .udp_latency
+            .publish(&self.published[Protocol::FnUdp as usize]);
+        surface
+            .http_latency
+            .publish(&self.published[Protocol::FnHttp as usize]);
     }
 }
 
@@ -729,6 +747,48 @@ mod tests {
         {
             assert!(line.contains("shard=\""), "unlabelled series: {line}");
         }
+    }
+
+    #[test]
+    fn view_hits_keep_their_names_across_map_swaps() {
+        let (registry, recorder) = Registry::local(true);
+        let m = metrics::with_local_recorder(&recorder, || {
+            ShardMetrics::register_with(Some(&registry), 0)
+        });
+        let map = crate::config::load_embedded().unwrap().map;
+        m.set_views(map.views().iter().map(|v| v.name.as_str()));
+        let noerror = Outcome::Answered {
+            rcode: 0,
+            truncated: false,
+        };
+        let refused = Outcome::Answered {
+            rcode: 5,
+            truncated: false,
+        };
+        let site_a: IpAddr = "127.0.0.5".parse().unwrap();
+        let site_b: IpAddr = "127.0.0.200".parse().unwrap();
+        m.count_view(&map, site_a, noerror);
+        m.count_view(&map, site_a, noerror);
+        m.count_view(&map, site_a, refused); // not about the zones: not counted
+        m.count_view(&map, site_b, noerror);
+        // A new map with the views in another order: earlier hits keep
+        // their names, later ones go by the new indices.
+        let mut reversed: Vec<&str> = map.views().iter().map(|v| v.name.as_str()).collect();
+        reversed.reverse();
+        m.set_views(reversed.iter().copied());
+        let a_index = reversed.iter().position(|n| *n == "site-a").unwrap();
+        let b_index = map.view_index("site-a").unwrap();
+        assert_ne!(a_index, b_index);
+        metrics::with_local_recorder(&recorder, || m.publish_dns(&Default::default()));
+        let text = registry.render();
+        assert!(
+            text.contains("shardgate_view_hits_total{shard=\"0\",view=\"site-a\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("shardgate_view_hits_total{shard=\"0\",view=\"site-b\"} 1\n"),
+            "{text}"
+        );
     }
 
     #[test]

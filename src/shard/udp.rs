@@ -193,7 +193,17 @@ pub async fn serve_batched<H: DatagramHandler>(
 ) {
     let fd = sock.as_raw_fd();
     let mut b = Batch::new(batch);
+    // After a partial batch the socket is almost surely empty: go straight
+    // to the wakeup (whose first, nonblocking peek still sees a datagram
+    // that arrived meanwhile) instead of a recvmmsg bound to fail.
+    let mut drained = false;
     while !stop.is_stopped() {
+        if drained {
+            drained = false;
+            if !wait_readable(sock, stop).await {
+                break;
+            }
+        }
         let got = match b.recv(fd) {
             Ok(0) => 0,
             Ok(n) => n,
@@ -214,6 +224,7 @@ pub async fn serve_batched<H: DatagramHandler>(
         if got == 0 {
             continue;
         }
+        drained = got < b.n;
         handler.begin_batch();
         let mut k = 0;
         for i in 0..got {
