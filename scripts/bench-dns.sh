@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # DNS benchmark (not a test): shardgate vs Knot DNS, same views, same load.
 #
-#   scripts/bench-dns.sh [--duration S] [--rounds N] [--rate QPS] [--only shardgate|knot] [--no-build]
+#   scripts/bench-dns.sh [--duration S] [--rounds N] [--rate QPS] [--only shardgate|knot]
+#                        [--rt] [--no-build]
 #
 # Both servers are configured from one description, scripts/bench/views.toml
 # (scripts/bench/gen.py writes shardgate's config and Knot's zone file plus a
@@ -24,6 +25,10 @@
 # and the server process's own CPU share (a cross-check: if CPU 1 is much
 # busier than the server, something else ran there and the run is noisy).
 #
+# --rt runs the servers and dnsperf as SCHED_FIFO (chrt -f 10) so that other
+# work on a shared machine cannot delay them; the figure to trust then is
+# "per (server threads + irq) second", which does not count other processes.
+#
 # Raw outputs and the summary go to results/bench-dns-<timestamp>/.
 # Needs: dnsperf, knotd + knot-module-geoip, dig, python3 >= 3.11, taskset,
 # 2+ CPUs. Run as root (or a user allowed to run knotd and bind the ports).
@@ -38,11 +43,12 @@ RATE=${BENCH_RATE:-20000}
 PORT=${BENCH_PORT:-15350} # shardgate DNS; +1 Knot DNS; +2 shardgate admin
 ONLY=""
 BUILD=1
+RT=()
 SHARDGATE=${SHARDGATE_BIN:-$ROOT/target/release/shardgate}
 SERVER_CPU=1
 CLIENT_CPU=0
 
-usage() { sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,34p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 while [ $# -gt 0 ]; do
     case $1 in
         --duration) DURATION=$2; shift 2 ;;
@@ -50,6 +56,7 @@ while [ $# -gt 0 ]; do
         --rate) RATE=$2; shift 2 ;;
         --only) ONLY=$2; shift 2 ;;
         --no-build) BUILD=0; shift ;;
+        --rt) RT=(chrt -f 10); shift ;;
         -h|--help) usage 0 ;;
         *) echo "unknown argument: $1" >&2; usage 2 ;;
     esac
@@ -91,7 +98,7 @@ mapfile -t SOURCES < <(awk '{print $2}' "$OUT/config/sources.txt")
     echo "dnsperf: $(dnsperf -h 2>&1 | awk '/^Version/{print $2}')"
     echo "knotd: $(knotd --version)"
     [ -x "$SHARDGATE" ] && echo "shardgate: $SHARDGATE ($(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet 2>/dev/null || echo '+changes'))"
-    echo "duration: ${DURATION}s, rounds: $ROUNDS, fixed rate: $RATE QPS, sources: ${SOURCES[*]}"
+    echo "duration: ${DURATION}s, rounds: $ROUNDS, fixed rate: $RATE QPS, sources: ${SOURCES[*]}${RT[*]:+, scheduling: ${RT[*]}}"
 } >"$OUT/env.txt"
 
 # --- servers ---------------------------------------------------------------
@@ -115,12 +122,12 @@ start() {
     port=$(port_of "$server")
     case $server in
         shardgate)
-            taskset -c "$SERVER_CPU" "$SHARDGATE" run --config "$OUT/config/shardgate.toml" --shards 1 \
+            "${RT[@]}" taskset -c "$SERVER_CPU" "$SHARDGATE" run --config "$OUT/config/shardgate.toml" --shards 1 \
                 >"$logfile" 2>&1 &
             ;;
         knot)
             rm -rf "$OUT/config/knot-db" && mkdir -p "$OUT/config/knot-db" "$OUT/config/knot-run"
-            taskset -c "$SERVER_CPU" knotd -c "$OUT/config/knot.conf" >"$logfile" 2>&1 &
+            "${RT[@]}" taskset -c "$SERVER_CPU" knotd -c "$OUT/config/knot.conf" >"$logfile" 2>&1 &
             ;;
     esac
     SERVER_PID=$!
@@ -203,7 +210,7 @@ measure() {
     local -a pids=()
     local src
     for src in "${SOURCES[@]}"; do
-        taskset -c "$CLIENT_CPU" dnsperf -s 127.0.0.1 -p "$port" -a "$src" -d "$OUT/queries.txt" \
+        "${RT[@]}" taskset -c "$CLIENT_CPU" dnsperf -s 127.0.0.1 -p "$port" -a "$src" -d "$OUT/queries.txt" \
             -l "$DURATION" -t 1 -v "${rate_args[@]}" >"$dir/dnsperf-$src.out" 2>&1 &
         pids+=($!)
     done

@@ -140,16 +140,18 @@ case "$target" in
 esac
 echo "target: $name on 127.0.0.1:$port (CPU 1); clients on CPU 0; ${duration}s per run, $rounds round(s)"
 
-# Children's user+sys CPU seconds so far (bash `times`, second line).
-child_cpu() { times | tail -1 | awk '{ for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); t += a[1] * 60 + a[2] } } END { printf "%.3f", t }'; }
+# Children's user+sys CPU seconds of this shell so far: bash `times`
+# (second line), run in this shell (not a subshell) and parsed from a file.
+child_cpu() { awk 'NR == 2 { for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); t += a[1] * 60 + a[2] } } END { printf "%.3f", t }' "$1"; }
 # Busy and total jiffies of one CPU from /proc/stat.
 cpu_jiffies() { awk -v c="cpu$1" '$1 == c { print $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9 }' /proc/stat; }
 
-# run_client TOOL RATE(0 = as fast as it goes) -> "answered cpu_seconds qps target_busy"
+# run_client TOOL RATE(0 = as fast as it goes): writes
+# "answered cpu_seconds qps target_busy" to $work/result.
 run_client() {
   local tool=$1 rate=$2 before after answered s0 s1
   s0=$(cpu_jiffies 1)
-  before=$(child_cpu)
+  times >"$work/t0"
   if [ "$tool" = dnsperf ]; then
     local rateopt=()
     if [ "$rate" != 0 ]; then rateopt=(-Q "$rate"); else rateopt=(-q 256); fi
@@ -162,12 +164,14 @@ run_client() {
       --timeout 1s "${loadopt[@]}" --quiet --brief --json "$work/r.json" >"$work/out" 2>&1
     answered=$(python3 -c 'import json,sys; c=json.load(open(sys.argv[1]))["counts"]; print(c["answered"])' "$work/r.json")
   fi
-  after=$(child_cpu)
+  times >"$work/t1"
+  before=$(child_cpu "$work/t0")
+  after=$(child_cpu "$work/t1")
   s1=$(cpu_jiffies 1)
   awk -v a="$answered" -v b="$before" -v e="$after" -v d="$duration" -v s0="$s0" -v s1="$s1" 'BEGIN {
     split(s0, x, " "); split(s1, y, " ");
     busy = (y[2] > x[2]) ? (y[1] - x[1]) / (y[2] - x[2]) : 0;
-    printf "%d %.3f %.0f %.2f\n", a, e - b, a / d, busy }'
+    printf "%d %.3f %.0f %.2f\n", a, e - b, a / d, busy }' >"$work/result"
 }
 
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
@@ -177,8 +181,8 @@ printf '%-8s %-15s %10s %8s %12s\n' rate client answered cpu_s "us/answer"
 for rate in $rates; do
   : >"$work/ratios"
   for round in $(seq "$rounds"); do
-    read -r pa pc _ _ < <(run_client dnsperf "$rate")
-    read -r la lc _ _ < <(run_client load "$rate")
+    run_client dnsperf "$rate"; read -r pa pc _ _ <"$work/result"
+    run_client load "$rate"; read -r la lc _ _ <"$work/result"
     pu=$(awk -v c="$pc" -v a="$pa" 'BEGIN { printf "%.3f", a ? c * 1e6 / a : 0 }')
     lu=$(awk -v c="$lc" -v a="$la" 'BEGIN { printf "%.3f", a ? c * 1e6 / a : 0 }')
     printf '%-8s %-15s %10s %8s %12s\n' "$rate" dnsperf "$pa" "$pc" "$pu"
@@ -191,7 +195,7 @@ done
 echo
 echo "highest rate from one client core (closed loop, 256 outstanding; target core busy share alongside):"
 for round in $(seq "$rounds"); do
-  read -r _ pc pq pb < <(run_client dnsperf 0)
-  read -r _ lc lq lb < <(run_client load 0)
+  run_client dnsperf 0; read -r _ _ pq pb <"$work/result"
+  run_client load 0; read -r _ _ lq lb <"$work/result"
   echo "  round $round: dnsperf ${pq}/s (target busy $pb)   shardgate-load ${lq}/s (target busy $lb)"
 done

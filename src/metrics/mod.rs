@@ -146,7 +146,7 @@ pub const CATALOGUE: &[(&str, Kind, &str)] = &[
     (
         names::REQUEST_DURATION,
         Kind::Histogram,
-        "Time from receiving a request to having its response ready, by protocol.",
+        "Time from receiving a request (for DNS over UDP: its receive batch) to having its response ready, by protocol.",
     ),
     (
         names::SHARD_UP,

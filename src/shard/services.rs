@@ -100,15 +100,15 @@ impl DatagramHandler for DnsUdp {
     #[inline]
     fn begin_batch(&mut self) {
         self.ctx.refresh();
+        self.ctx.metrics.begin_batch();
     }
 
     #[inline]
     fn handle(&mut self, datagram: &[u8], from: SocketAddr, out: &mut Vec<u8>) -> bool {
         let metrics = &self.ctx.metrics;
-        let t0 = metrics.start();
         let outcome = self.ctx.with_served(|s| {
             let outcome = dns::answer(&s.map, datagram, from.ip(), Transport::Udp, out);
-            metrics.finish(Transport::Udp, t0);
+            metrics.finish_in_batch(Transport::Udp);
             metrics.count_view(&s.map, from.ip(), outcome);
             outcome
         });
