@@ -63,8 +63,12 @@ fn query(name: &str, ecs: Option<[u8; 7]>) -> Vec<u8> {
     b.header_mut().set_id(0x4242);
     b.header_mut().set_rd(true);
     let mut b = b.question();
-    b.push((Name::<Vec<u8>>::from_str(name).unwrap(), Rtype::A, Class::IN))
-        .unwrap();
+    b.push((
+        Name::<Vec<u8>>::from_str(name).unwrap(),
+        Rtype::A,
+        Class::IN,
+    ))
+    .unwrap();
     let mut b = b.additional();
     b.opt(|o| {
         o.set_udp_payload_size(1232);
@@ -96,14 +100,22 @@ impl DomainPath {
             for r in &v.records {
                 if r.rtype == "A" {
                     let n = Name::<Vec<u8>>::from_str(&r.name).unwrap();
-                    data.entry((vi, n)).or_default().push(r.data.parse().unwrap());
+                    data.entry((vi, n))
+                        .or_default()
+                        .push(r.data.parse().unwrap());
                 }
             }
         }
         DomainPath { data }
     }
 
-    fn answer(&self, map: &AddressMap, query: &[u8], client: IpAddr, out: &mut Vec<u8>) -> Option<()> {
+    fn answer(
+        &self,
+        map: &AddressMap,
+        query: &[u8],
+        client: IpAddr,
+        out: &mut Vec<u8>,
+    ) -> Option<()> {
         let msg = Message::from_octets(query).ok()?;
         let q = msg.sole_question().ok()?;
         let opt = msg.opt();
@@ -119,7 +131,8 @@ impl DomainPath {
             .ok()?;
         b.header_mut().set_aa(true);
         for a in addrs {
-            b.push((q.qname(), Class::IN, Ttl::from_secs(30), A::new(*a))).ok()?;
+            b.push((q.qname(), Class::IN, Ttl::from_secs(30), A::new(*a)))
+                .ok()?;
         }
         let mut b = b.additional();
         if opt.is_some() {
@@ -147,14 +160,25 @@ fn bench(c: &mut Criterion) {
     let dp = DomainPath::new(&conf);
     assert_eq!(
         answer(&map, &q, client, Transport::Udp, &mut out),
-        Outcome::Answered { rcode: 0, truncated: false }
+        Outcome::Answered {
+            rcode: 0,
+            truncated: false
+        }
     );
     dp.answer(&map, &q, client, &mut out2).unwrap();
     assert_eq!(out, out2, "shardgate and domain answers differ");
 
     let mut g = c.benchmark_group("dns_answer");
     g.bench_function("a_edns_56B/shardgate", |b| {
-        b.iter(|| answer(&map, black_box(&q), black_box(client), Transport::Udp, &mut out))
+        b.iter(|| {
+            answer(
+                &map,
+                black_box(&q),
+                black_box(client),
+                Transport::Udp,
+                &mut out,
+            )
+        })
     });
     g.bench_function("a_edns_56B/domain", |b| {
         b.iter(|| dp.answer(&map, black_box(&q), black_box(client), &mut out2))
@@ -163,11 +187,27 @@ fn bench(c: &mut Criterion) {
     let ecs_q = query("upf.svc.example.", Some([0, 1, 24, 0, 10, 2, 3]));
     let resolver: IpAddr = "192.0.2.53".parse().unwrap();
     g.bench_function("a_edns_ecs_trusted/shardgate", |b| {
-        b.iter(|| answer(&map, black_box(&ecs_q), black_box(resolver), Transport::Udp, &mut out))
+        b.iter(|| {
+            answer(
+                &map,
+                black_box(&ecs_q),
+                black_box(resolver),
+                Transport::Udp,
+                &mut out,
+            )
+        })
     });
     let nx = query("nope.svc.example.", None);
     g.bench_function("nxdomain/shardgate", |b| {
-        b.iter(|| answer(&map, black_box(&nx), black_box(client), Transport::Udp, &mut out))
+        b.iter(|| {
+            answer(
+                &map,
+                black_box(&nx),
+                black_box(client),
+                Transport::Udp,
+                &mut out,
+            )
+        })
     });
 
     // 1,000,000 prefixes in the site-b view, from a prefixes file.
@@ -178,7 +218,9 @@ fn bench(c: &mut Criterion) {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        let a = Ipv4Addr::from(0x0b00_0000 | (x as u32 & 0x00ff_ffff) | ((x >> 32) as u32 & 0x3f00_0000));
+        let a = Ipv4Addr::from(
+            0x0b00_0000 | (x as u32 & 0x00ff_ffff) | ((x >> 32) as u32 & 0x3f00_0000),
+        );
         body.push_str(&format!("{a}\n"));
     }
     std::fs::write(dir.path().join("big.txt"), body).unwrap();
@@ -195,7 +237,15 @@ fn bench(c: &mut Criterion) {
         big.prefix_count().0
     );
     g.bench_function("a_edns_56B_1M_prefixes/shardgate", |b| {
-        b.iter(|| answer(&big, black_box(&q), black_box(client), Transport::Udp, &mut out))
+        b.iter(|| {
+            answer(
+                &big,
+                black_box(&q),
+                black_box(client),
+                Transport::Udp,
+                &mut out,
+            )
+        })
     });
     g.finish();
 
@@ -206,7 +256,13 @@ fn bench(c: &mut Criterion) {
     for _ in 0..rounds {
         let t = Instant::now();
         for _ in 0..n {
-            black_box(answer(&map, black_box(&q), black_box(client), Transport::Udp, &mut out));
+            black_box(answer(
+                &map,
+                black_box(&q),
+                black_box(client),
+                Transport::Udp,
+                &mut out,
+            ));
         }
         ours += t.elapsed().as_secs_f64();
         let t = Instant::now();

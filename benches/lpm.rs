@@ -62,7 +62,11 @@ fn v4_queries(rng: &mut Rng, prefixes: &[(u32, u8)], n: usize) -> Vec<u32> {
             let r = rng.next();
             if i % 2 == 0 {
                 let (a, len) = prefixes[(r as usize) % prefixes.len()];
-                let host = if len == 32 { 0 } else { (r >> 32) as u32 & (u32::MAX >> len) };
+                let host = if len == 32 {
+                    0
+                } else {
+                    (r >> 32) as u32 & (u32::MAX >> len)
+                };
                 a | host
             } else {
                 (r >> 16) as u32
@@ -77,7 +81,11 @@ fn v6_queries(rng: &mut Rng, prefixes: &[(u128, u8)], n: usize) -> Vec<u128> {
             let r = ((rng.next() as u128) << 64) | rng.next() as u128;
             if i % 2 == 0 {
                 let (a, len) = prefixes[(r as usize) % prefixes.len()];
-                let host = if len == 128 { 0 } else { r & (u128::MAX >> len) };
+                let host = if len == 128 {
+                    0
+                } else {
+                    r & (u128::MAX >> len)
+                };
                 a | host
             } else {
                 (r & !(0xffu128 << 120)) | (0xfdu128 << 120)

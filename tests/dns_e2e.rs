@@ -173,7 +173,17 @@ impl Server {
 
     /// Start the binary with `args`, capturing its log; does not wait.
     fn launch(args: Vec<std::ffi::OsString>, port: u16, dir: tempfile::TempDir) -> Server {
-        let mut child = Command::new(BIN)
+        Server::launch_via(BIN, args, port, dir)
+    }
+
+    /// Like [`launch`](Self::launch), through another program (e.g. taskset).
+    fn launch_via(
+        program: &str,
+        args: Vec<std::ffi::OsString>,
+        port: u16,
+        dir: tempfile::TempDir,
+    ) -> Server {
+        let mut child = Command::new(program)
             .args(args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -1089,6 +1099,39 @@ fn flows_stay_on_the_shard_of_the_cpu_they_arrive_on() {
 }
 
 #[test]
+fn shards_are_pinned_within_the_process_cpu_affinity() {
+    // SAFETY: sysconf has no preconditions.
+    if unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) } < 2 {
+        eprintln!("skipped: needs 2 CPUs");
+        return;
+    }
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shardgate.toml");
+    std::fs::write(&path, config_text(port, &Opts::default())).unwrap();
+    let mut srv = Server::launch_via(
+        "taskset",
+        vec![
+            "-c".into(),
+            "1".into(),
+            BIN.into(),
+            "run".into(),
+            "--config".into(),
+            path.into_os_string(),
+        ],
+        port,
+        dir,
+    );
+    srv.wait_log("shardgate serving DNS", Duration::from_secs(20));
+    let log = srv.log_text();
+    assert!(
+        log.contains("with 1 shard(s) (shard 0 on CPU 1;"),
+        "taskset -c 1: one shard, on CPU 1:\n{log}"
+    );
+    assert_still_serving(&srv);
+}
+
+#[test]
 fn sighup_on_the_embedded_default_is_a_logged_no_op() {
     // The embedded default listens on fixed ports (8053, admin 9353); only
     // SIGHUP handling is checked here, and only when those ports are free.
@@ -1168,6 +1211,42 @@ fn sigterm_finishes_in_flight_tcp_then_exits_zero_promptly() {
     assert!(
         status.success(),
         "exit status {status}:\n{}",
+        srv.log_text()
+    );
+}
+
+#[test]
+fn sigterm_with_a_stalled_in_flight_query_exits_zero_at_the_grace_deadline() {
+    let mut srv = Server::start(Opts {
+        grace_ms: 1000,
+        idle_ms: 30_000,
+        ..Opts::default()
+    });
+    // Half a query that never completes.
+    let mut t = tcp_connect(srv.addr4());
+    t.write_all(&[0, 30, 0x12, 0x34]).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let t0 = Instant::now();
+    srv.signal(libc::SIGTERM);
+    let status = loop {
+        if let Some(s) = srv.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_millis(2500),
+            "exit bounded by the grace period"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let took = t0.elapsed();
+    assert!(status.success(), "{status}:\n{}", srv.log_text());
+    assert!(
+        took >= Duration::from_millis(900),
+        "waited for the in-flight query ({took:?})"
+    );
+    assert!(
+        srv.log_text().contains("shutdown_grace_ms"),
+        "{}",
         srv.log_text()
     );
 }

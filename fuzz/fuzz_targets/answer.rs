@@ -57,7 +57,11 @@ fuzz_target!(|data: &[u8]| {
         2 => "fd00:a::1".parse().unwrap(),
         _ => "203.0.113.9".parse().unwrap(),
     };
-    let transport = if sel & 4 == 0 { Transport::Udp } else { Transport::Tcp };
+    let transport = if sel & 4 == 0 {
+        Transport::Udp
+    } else {
+        Transport::Tcp
+    };
     let mut out = Vec::new();
     match answer(map(), query, client, transport, &mut out) {
         Outcome::Dropped(_) => assert!(out.is_empty()),

@@ -182,7 +182,7 @@ impl<K: Key> Table<K> {
             e.2 &= MAX_VALUE;
         }
         // Sorted by start, then shorter first, so a parent precedes its children.
-        entries.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        entries.sort_by_key(|e| (e.0, e.1));
         entries.dedup_by(|later, first| later.0 == first.0 && later.1 == first.1);
         if entries.is_empty() {
             return Self::default();
@@ -491,12 +491,30 @@ mod tests {
             (0, 0, 5),            // default route
         ];
         let t = Table::<u32>::build(e.clone());
-        assert_eq!(t.lookup(0x0a01_0007).map(|m| (m.len, m.value)), Some((32, 3)));
-        assert_eq!(t.lookup(0x0a01_0008).map(|m| (m.len, m.value)), Some((16, 2)));
-        assert_eq!(t.lookup(0x0a02_0000).map(|m| (m.len, m.value)), Some((8, 1)));
-        assert_eq!(t.lookup(0x0b00_0000).map(|m| (m.len, m.value)), Some((0, 5)));
-        assert_eq!(t.lookup(0xffff_ffff).map(|m| (m.len, m.value)), Some((32, 4)));
-        assert_eq!(t.lookup(0xffff_fffe).map(|m| (m.len, m.value)), Some((0, 5)));
+        assert_eq!(
+            t.lookup(0x0a01_0007).map(|m| (m.len, m.value)),
+            Some((32, 3))
+        );
+        assert_eq!(
+            t.lookup(0x0a01_0008).map(|m| (m.len, m.value)),
+            Some((16, 2))
+        );
+        assert_eq!(
+            t.lookup(0x0a02_0000).map(|m| (m.len, m.value)),
+            Some((8, 1))
+        );
+        assert_eq!(
+            t.lookup(0x0b00_0000).map(|m| (m.len, m.value)),
+            Some((0, 5))
+        );
+        assert_eq!(
+            t.lookup(0xffff_ffff).map(|m| (m.len, m.value)),
+            Some((32, 4))
+        );
+        assert_eq!(
+            t.lookup(0xffff_fffe).map(|m| (m.len, m.value)),
+            Some((0, 5))
+        );
         // limited: a /24 ECS subnet cannot select the /32 entry
         assert_eq!(
             t.lookup_limited(0x0a01_0007, 24).map(|m| (m.len, m.value)),
@@ -504,7 +522,18 @@ mod tests {
         );
         assert!(t.lookup(0x0a00_0001).unwrap().nested_differs);
         assert!(!t.lookup(0x0a01_0007).unwrap().nested_differs);
-        check4(&e, &[0, 1, 0x0a01_0007, 0x0a01_ffff, 0x0aff_ffff, u32::MAX, 0x8000_0000]);
+        check4(
+            &e,
+            &[
+                0,
+                1,
+                0x0a01_0007,
+                0x0a01_ffff,
+                0x0aff_ffff,
+                u32::MAX,
+                0x8000_0000,
+            ],
+        );
     }
 
     #[test]
@@ -529,13 +558,20 @@ mod tests {
     #[test]
     fn ipv6_basics() {
         let p = |s: &str| u128::from(s.parse::<std::net::Ipv6Addr>().unwrap());
-        let e = vec![(p("fd00::"), 8, 1), (p("fd00:1::"), 32, 2), (p("fd00:1::5"), 128, 3)];
+        let e = vec![
+            (p("fd00::"), 8, 1),
+            (p("fd00:1::"), 32, 2),
+            (p("fd00:1::5"), 128, 3),
+        ];
         let t = Table::<u128>::build(e.clone());
         assert_eq!(t.lookup(p("fd00:1::5")).map(|m| m.value), Some(3));
         assert_eq!(t.lookup(p("fd00:1::6")).map(|m| m.value), Some(2));
         assert_eq!(t.lookup(p("fd77::")).map(|m| m.value), Some(1));
         assert_eq!(t.lookup(p("fe00::")), None);
-        assert_eq!(t.lookup_limited(p("fd00:1::5"), 64).map(|m| m.value), Some(2));
+        assert_eq!(
+            t.lookup_limited(p("fd00:1::5"), 64).map(|m| m.value),
+            Some(2)
+        );
         let o = oracle6(&e);
         assert_eq!(o.len(), t.len());
     }

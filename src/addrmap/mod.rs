@@ -180,9 +180,11 @@ enum Src {
     Line(u32),
 }
 
-/// Records of one (name, view-or-default) grouped by type:
-/// type -> [(rdata, ttl, record index)].
-type TypeMap = BTreeMap<u16, Vec<(Vec<u8>, u32, usize)>>;
+/// Records of one RRset: (rdata, ttl, record index in its view).
+type RrList = Vec<(Vec<u8>, u32, usize)>;
+
+/// Records of one (name, view-or-default) grouped by type.
+type TypeMap = BTreeMap<u16, RrList>;
 
 #[derive(Default)]
 struct NameBuild {
@@ -249,7 +251,10 @@ impl AddressMap {
             }
             seen_apex.insert(apex.clone(), zi);
             if z.ttl > MAX_TTL {
-                p.add(key("ttl"), format!("{} exceeds the largest TTL, {MAX_TTL}", z.ttl));
+                p.add(
+                    key("ttl"),
+                    format!("{} exceeds the largest TTL, {MAX_TTL}", z.ttl),
+                );
             }
             let mname = parse_name(&z.soa.mname).map_err(|e| p.add(key("soa.mname"), e));
             let rname = parse_name(&z.soa.rname).map_err(|e| {
@@ -289,14 +294,21 @@ impl AddressMap {
         let zone_list = if zones.is_empty() {
             "none; add a [[zone]]".to_string()
         } else {
-            zones.iter().map(|z| z.name.as_str()).collect::<Vec<_>>().join(", ")
+            zones
+                .iter()
+                .map(|z| z.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         };
 
         // --- [[view]] names
         let mut default_view = NONE;
         let mut view_by_name: HashMap<&str, usize> = HashMap::new();
         if config.views.len() as u64 > lpm::MAX_VALUE as u64 {
-            p.add("view", format!("at most {} views are supported", lpm::MAX_VALUE));
+            p.add(
+                "view",
+                format!("at most {} views are supported", lpm::MAX_VALUE),
+            );
         }
         for (vi, v) in config.views.iter().enumerate() {
             if v.name.trim().is_empty() {
@@ -304,7 +316,10 @@ impl AddressMap {
             } else if let Some(&other) = view_by_name.get(v.name.as_str()) {
                 p.add(
                     format!("view[{vi}].name"),
-                    format!("view `{}` is already defined as view[{other}]; view names must be unique", v.name),
+                    format!(
+                        "view `{}` is already defined as view[{other}]; view names must be unique",
+                        v.name
+                    ),
                 );
             } else {
                 view_by_name.insert(v.name.as_str(), vi);
@@ -389,7 +404,10 @@ impl AddressMap {
                 Src::Inline(i) => p.add(format!("view[{vi}].prefixes[{i}]"), msg),
                 Src::Line(l) => p.add(
                     format!("view[{vi}].prefixes_file"),
-                    format!("{}:{l}: {msg}", files[vi as usize].as_deref().unwrap_or("?")),
+                    format!(
+                        "{}:{l}: {msg}",
+                        files[vi as usize].as_deref().unwrap_or("?")
+                    ),
                 ),
             }
         };
@@ -460,13 +478,19 @@ impl AddressMap {
                     }
                 };
                 if rdata.len() > 65535 {
-                    p.add(key("data"), "record data longer than 65535 bytes cannot be sent");
+                    p.add(
+                        key("data"),
+                        "record data longer than 65535 bytes cannot be sent",
+                    );
                     continue;
                 }
                 let zone_ttl = zone_soa.get(zi as usize).map(|s| s.0).unwrap_or(0);
                 let ttl = r.ttl.unwrap_or(zone_ttl);
                 if ttl > MAX_TTL {
-                    p.add(key("ttl"), format!("{ttl} exceeds the largest TTL, {MAX_TTL}"));
+                    p.add(
+                        key("ttl"),
+                        format!("{ttl} exceeds the largest TTL, {MAX_TTL}"),
+                    );
                     continue;
                 }
                 record_count += 1;
@@ -483,7 +507,12 @@ impl AddressMap {
                     }
                 }
                 let nb = names_build.entry(owner.clone()).or_default();
-                let set = nb.records.entry(view_key).or_default().entry(rtype).or_default();
+                let set = nb
+                    .records
+                    .entry(view_key)
+                    .or_default()
+                    .entry(rtype)
+                    .or_default();
                 if let Some((_, first_ttl, first_ri)) = set.first() {
                     if *first_ttl != ttl {
                         p.add(
@@ -598,7 +627,7 @@ impl AddressMap {
         let start = self.rrsets.len() as u32;
         let any_off = self.wire.len();
         let mut any_count = 0usize;
-        let mut types: BTreeMap<u16, &Vec<(Vec<u8>, u32, usize)>> = BTreeMap::new();
+        let mut types: BTreeMap<u16, &RrList> = BTreeMap::new();
         for (t, v) in apex.iter().chain(own.iter()) {
             types.insert(*t, v);
         }
@@ -795,11 +824,11 @@ impl AddressMap {
 /// Sort prefixes, report cross-view duplicates through `dup(entry, first)`,
 /// count per view, and return the distinct `(addr, len, view)` list.
 fn dedup_prefixes<K: lpm::Key>(
-    list: &mut Vec<(K, u8, u32, Src)>,
+    list: &mut [(K, u8, u32, Src)],
     counts: &mut [usize],
     mut dup: impl FnMut(&(K, u8, u32, Src), &(K, u8, u32, Src)),
 ) -> Vec<(K, u8, u32)> {
-    list.sort_unstable_by(|a, b| (a.0, a.1, a.2, a.3).cmp(&(b.0, b.1, b.2, b.3)));
+    list.sort_unstable_by_key(|e| (e.0, e.1, e.2, e.3));
     let mut out: Vec<(K, u8, u32)> = Vec::with_capacity(list.len());
     let mut i = 0;
     while i < list.len() {

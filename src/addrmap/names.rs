@@ -103,9 +103,12 @@ pub fn copy_fold_hash(src: &[u8], n: usize, buf: &mut [u8; NAME_BUF]) -> u64 {
     while i < n {
         let mut b = [0u8; 8];
         let take = (n - i).min(8);
+        // Whole-word loads whenever the message has 8 bytes here (the
+        // question's type and class usually follow the name), masked below;
+        // a partial copy then a word load stalls store forwarding.
         match src.get(i..i + 8) {
-            Some(s) if take == 8 => b.copy_from_slice(s),
-            _ => b[..take].copy_from_slice(&src[i..i + take]),
+            Some(s) => b.copy_from_slice(s),
+            None => b[..take].copy_from_slice(&src[i..i + take]),
         }
         let w = fold_word(u64::from_le_bytes(b) & (u64::MAX >> (64 - 8 * take as u32)));
         buf[i..i + 8].copy_from_slice(&w.to_le_bytes());

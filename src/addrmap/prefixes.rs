@@ -95,9 +95,12 @@ pub fn parse_prefix(text: &str) -> Result<Net, String> {
     Ok(net)
 }
 
+/// Prefixes of a file with their line numbers, and bad lines with messages.
+pub type FileLines = (Vec<(u32, Net)>, Vec<(u32, String)>);
+
 /// Parse the text of a prefixes file: `(line number, prefix)` for every
 /// prefix, and `(line number, message)` for every bad line.
-pub fn parse_prefix_lines(text: &str) -> (Vec<(u32, Net)>, Vec<(u32, String)>) {
+pub fn parse_prefix_lines(text: &str) -> FileLines {
     let mut ok = Vec::new();
     let mut bad = Vec::new();
     for (i, line) in text.lines().enumerate() {
@@ -132,8 +135,14 @@ mod tests {
             parse_prefix("fd00:a::/48"),
             Ok(Net::V6(0xfd00_000a_0000u128 << 80, 48))
         );
-        assert_eq!(parse_prefix("::ffff:10.0.0.0/104"), Ok(Net::V4(0x0a00_0000, 8)));
-        assert_eq!(parse_prefix("::ffff:10.0.0.7"), Ok(Net::V4(0x0a00_0007, 32)));
+        assert_eq!(
+            parse_prefix("::ffff:10.0.0.0/104"),
+            Ok(Net::V4(0x0a00_0000, 8))
+        );
+        assert_eq!(
+            parse_prefix("::ffff:10.0.0.7"),
+            Ok(Net::V4(0x0a00_0007, 32))
+        );
     }
 
     #[test]

@@ -54,29 +54,37 @@ pub fn parse_rdata(rtype: u16, data: &str) -> Result<Vec<u8>, String> {
             .trim()
             .parse::<Ipv4Addr>()
             .map(|a| a.octets().to_vec())
-            .map_err(|_| format!("`{data}` is not an IPv4 address (A record data is like `10.0.1.5`)")),
+            .map_err(|_| {
+                format!("`{data}` is not an IPv4 address (A record data is like `10.0.1.5`)")
+            }),
         AAAA => data
             .trim()
             .parse::<Ipv6Addr>()
             .map(|a| a.octets().to_vec())
-            .map_err(|_| format!("`{data}` is not an IPv6 address (AAAA record data is like `fd00::5`)")),
+            .map_err(|_| {
+                format!("`{data}` is not an IPv6 address (AAAA record data is like `fd00::5`)")
+            }),
         SRV => parse_srv(data),
         TXT => Ok(txt_rdata(data.as_bytes())),
-        _ => Err(format!("record type {} cannot be configured", type_name(rtype))),
+        _ => Err(format!(
+            "record type {} cannot be configured",
+            type_name(rtype)
+        )),
     }
 }
 
 fn parse_srv(data: &str) -> Result<Vec<u8>, String> {
-    let usage = "SRV record data is `priority weight port target.`, e.g. `10 10 8805 upf.svc.example.`";
+    let usage =
+        "SRV record data is `priority weight port target.`, e.g. `10 10 8805 upf.svc.example.`";
     let parts: Vec<&str> = data.split_whitespace().collect();
     if parts.len() != 4 {
         return Err(format!("`{data}`: {usage}"));
     }
     let mut out = Vec::with_capacity(6 + parts[3].len() + 2);
     for (what, p) in ["priority", "weight", "port"].iter().zip(&parts[..3]) {
-        let v: u16 = p
-            .parse()
-            .map_err(|_| format!("`{data}`: {what} `{p}` must be a number from 0 to 65535; {usage}"))?;
+        let v: u16 = p.parse().map_err(|_| {
+            format!("`{data}`: {what} `{p}` must be a number from 0 to 65535; {usage}")
+        })?;
         out.extend_from_slice(&v.to_be_bytes());
     }
     let target = parse_name(parts[3]).map_err(|e| format!("SRV target: {e}"))?;
@@ -130,7 +138,9 @@ mod tests {
         assert_eq!(parse_type("Aaaa"), Ok(AAAA));
         assert_eq!(parse_type("SRV"), Ok(SRV));
         assert_eq!(parse_type("txt"), Ok(TXT));
-        assert!(parse_type("MX").unwrap_err().contains("A, AAAA, SRV or TXT"));
+        assert!(parse_type("MX")
+            .unwrap_err()
+            .contains("A, AAAA, SRV or TXT"));
     }
 
     #[test]
@@ -144,7 +154,9 @@ mod tests {
             b"\x00\x0a\x00\x14\x22\x65\x03upf\x03svc\x00".to_vec()
         );
         assert!(parse_rdata(SRV, "10 20 upf.svc.").is_err());
-        assert!(parse_rdata(SRV, "10 20 70000 upf.svc.").unwrap_err().contains("port"));
+        assert!(parse_rdata(SRV, "10 20 70000 upf.svc.")
+            .unwrap_err()
+            .contains("port"));
         assert!(parse_rdata(SRV, "1 2 3 a..b").is_err());
     }
 

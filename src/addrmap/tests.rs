@@ -96,9 +96,15 @@ prefixes = ["10.0.0.0/8"]
     // nothing reported twice, nothing unexpected
     assert_eq!(k.len(), 17, "{errs:#?}");
     let msg = |key: &str| errs.iter().find(|e| e.key == key).unwrap().message.clone();
-    assert!(msg("view[0].prefixes[1]").contains("10.0.0.0/8"), "suggests the fix");
+    assert!(
+        msg("view[0].prefixes[1]").contains("10.0.0.0/8"),
+        "suggests the fix"
+    );
     assert!(msg("view[0].record[2].name").contains("outside every configured zone"));
-    assert!(msg("view[0].record[2].name").contains("ok.example."), "lists zones");
+    assert!(
+        msg("view[0].record[2].name").contains("ok.example."),
+        "lists zones"
+    );
     assert!(msg("view[1].prefixes[0]").contains("view[0].prefixes[0]"));
     assert!(msg("view[0].record[5].ttl").contains("view[0].record[4]"));
     assert!(msg("dns.max_udp_payload").contains("512"));
@@ -125,7 +131,11 @@ fn prefix_in_two_views_is_an_error_but_not_within_one() {
     let errs = errors(&bad, Path::new("."));
     assert_eq!(
         keys(&errs),
-        vec!["view[2].prefixes[0]", "view[2].prefixes[1]", "view[1].prefixes[1]"],
+        vec![
+            "view[2].prefixes[0]",
+            "view[2].prefixes[1]",
+            "view[1].prefixes[1]"
+        ],
         "{errs:#?}"
     );
 }
@@ -134,7 +144,11 @@ fn prefix_in_two_views_is_an_error_but_not_within_one() {
 fn prefixes_file_relative_to_base_dir() {
     let dir = tempfile::tempdir().unwrap();
     let mut f = std::fs::File::create(dir.path().join("site-b.txt")).unwrap();
-    writeln!(f, "# site B instances\n10.2.0.0/16\n\n10.1.0.9   # one instance\nfd00:b::/48").unwrap();
+    writeln!(
+        f,
+        "# site B instances\n10.2.0.0/16\n\n10.1.0.9   # one instance\nfd00:b::/48"
+    )
+    .unwrap();
     drop(f);
     let text = format!(
         "{ZONE}\n[[view]]\nname = \"a\"\nprefixes = [\"10.1.0.0/16\"]\n\
@@ -146,17 +160,56 @@ fn prefixes_file_relative_to_base_dir() {
     assert_eq!(m.view_names(), vec!["a", "b", "default"]);
     assert_eq!(m.default_view(), Some(2));
     let sel = |s: &str| m.select_view(ip(s));
-    assert_eq!(sel("10.1.0.9"), ViewMatch { view: Some(1), prefix_len: Some(32) });
-    assert_eq!(sel("10.1.0.8"), ViewMatch { view: Some(0), prefix_len: Some(16) });
-    assert_eq!(sel("10.2.3.4"), ViewMatch { view: Some(1), prefix_len: Some(16) });
-    assert_eq!(sel("fd00:b::1"), ViewMatch { view: Some(1), prefix_len: Some(48) });
-    assert_eq!(sel("192.0.2.77"), ViewMatch { view: Some(1), prefix_len: Some(24) });
-    assert_eq!(sel("8.8.8.8"), ViewMatch { view: Some(2), prefix_len: None });
+    assert_eq!(
+        sel("10.1.0.9"),
+        ViewMatch {
+            view: Some(1),
+            prefix_len: Some(32)
+        }
+    );
+    assert_eq!(
+        sel("10.1.0.8"),
+        ViewMatch {
+            view: Some(0),
+            prefix_len: Some(16)
+        }
+    );
+    assert_eq!(
+        sel("10.2.3.4"),
+        ViewMatch {
+            view: Some(1),
+            prefix_len: Some(16)
+        }
+    );
+    assert_eq!(
+        sel("fd00:b::1"),
+        ViewMatch {
+            view: Some(1),
+            prefix_len: Some(48)
+        }
+    );
+    assert_eq!(
+        sel("192.0.2.77"),
+        ViewMatch {
+            view: Some(1),
+            prefix_len: Some(24)
+        }
+    );
+    assert_eq!(
+        sel("8.8.8.8"),
+        ViewMatch {
+            view: Some(2),
+            prefix_len: None
+        }
+    );
     assert_eq!(m.base_dir(), dir.path());
     assert_eq!(m.config().views.len(), 3);
 
     // absolute path works from any base
-    let abs = text.replace("\"site-b.txt\"", &format!("{:?}", dir.path().join("site-b.txt")));
+    let abs = text.replace(
+        "\"site-b.txt\"",
+        &format!("{:?}", dir.path().join("site-b.txt")),
+    );
     assert!(AddressMap::build(&config(&abs), Path::new("/")).is_ok());
 }
 
@@ -182,12 +235,20 @@ fn prefixes_file_problems() {
         ],
         "{errs:#?}"
     );
-    assert!(errs[0].message.contains("bad.txt:2:"), "{}", errs[0].message);
+    assert!(
+        errs[0].message.contains("bad.txt:2:"),
+        "{}",
+        errs[0].message
+    );
     assert!(errs[1].message.contains("bad.txt:3:"));
     assert!(errs[1].message.contains("10.0.0.0/8"));
     assert!(errs[2].message.contains("missing.txt"));
     assert!(errs[2].message.contains("cannot read"));
-    assert!(errs[3].message.contains("dup.txt:2:"), "{}", errs[3].message);
+    assert!(
+        errs[3].message.contains("dup.txt:2:"),
+        "{}",
+        errs[3].message
+    );
     assert!(errs[3].message.contains("view[2].prefixes[0]"));
 }
 
@@ -220,11 +281,17 @@ fn large_prefixes_file_loads() {
     assert_eq!(m.select_view(ip("10.0.0.9")).prefix_len, Some(29));
     assert_eq!(
         m.select_view(ip("10.24.105.255")),
-        ViewMatch { view: Some(0), prefix_len: Some(29) }
+        ViewMatch {
+            view: Some(0),
+            prefix_len: Some(29)
+        }
     );
     assert_eq!(
         m.select_view(ip("10.24.106.0")),
-        ViewMatch { view: Some(1), prefix_len: None }
+        ViewMatch {
+            view: Some(1),
+            prefix_len: None
+        }
     );
 }
 
@@ -232,7 +299,10 @@ fn large_prefixes_file_loads() {
 fn counts_and_names() {
     let m = AddressMap::build(&config(crate::dns::tests::CONF), Path::new(".")).unwrap();
     assert_eq!(m.zone_names(), vec!["svc.example.", "sub.svc.example"]);
-    assert_eq!(m.view_names(), vec!["site-a", "site-b", "canary", "default"]);
+    assert_eq!(
+        m.view_names(),
+        vec!["site-a", "site-b", "canary", "default"]
+    );
     assert_eq!(m.view_index("canary"), Some(2));
     assert_eq!(m.view_index("nope"), None);
     assert_eq!(m.record_count(), 4 + 1 + 1 + 5);
@@ -245,7 +315,10 @@ fn counts_and_names() {
     // IPv4-mapped clients select like IPv4
     assert_eq!(
         m.select_view(ip("::ffff:10.1.2.3")),
-        ViewMatch { view: Some(1), prefix_len: Some(24) }
+        ViewMatch {
+            view: Some(1),
+            prefix_len: Some(24)
+        }
     );
 }
 
@@ -260,11 +333,23 @@ fn embedded_default_config_builds() {
 #[test]
 fn oversized_rrset_is_rejected() {
     let recs: Vec<String> = (0..300)
-        .map(|i| format!("{{ name = \"t.svc.example.\", type = \"TXT\", data = \"{}{i}\" }}", "z".repeat(250)))
+        .map(|i| {
+            format!(
+                "{{ name = \"t.svc.example.\", type = \"TXT\", data = \"{}{i}\" }}",
+                "z".repeat(250)
+            )
+        })
         .collect();
-    let text = format!("{ZONE}\n[[view]]\nname = \"default\"\nrecord = [\n{}\n]\n", recs.join(",\n"));
+    let text = format!(
+        "{ZONE}\n[[view]]\nname = \"default\"\nrecord = [\n{}\n]\n",
+        recs.join(",\n")
+    );
     let errs = errors(&text, Path::new("."));
     assert_eq!(errs.len(), 1, "{errs:#?}");
-    assert!(errs[0].message.contains("t.svc.example."), "{}", errs[0].message);
+    assert!(
+        errs[0].message.contains("t.svc.example."),
+        "{}",
+        errs[0].message
+    );
     assert!(errs[0].message.contains("TXT"));
 }

@@ -205,9 +205,9 @@ pub fn answer(
         (Transport::Udp, None) => 512,
         (Transport::Udp, Some(e)) => e.udp_size.clamp(512, map.max_udp_payload.max(512)) as usize,
     };
-    let opt_len = q
-        .edns
-        .map_or(0, |_| OPT_HEADER_LEN + ctx.ecs.map_or(0, |(e, _)| 8 + e.addr_len as usize));
+    let opt_len = q.edns.map_or(0, |_| {
+        OPT_HEADER_LEN + ctx.ecs.map_or(0, |(e, _)| 8 + e.addr_len as usize)
+    });
     let edns = q.edns.is_some() as u16;
 
     if let Ok(Some(set)) = found {
@@ -262,7 +262,7 @@ fn enclosing_zone(map: &AddressMap, lname: &[u8]) -> Option<u32> {
 }
 
 /// Header: ID, opcode, RD, CD copied from the query.
-#[inline]
+#[inline(always)]
 fn header(out: &mut Vec<u8>, query: &[u8], rcode: u8, aa: bool, tc: bool, counts: [u16; 4]) {
     let (id0, id1, f0, f1) = (query[0], query[1], query[2], query[3]);
     let b2 = 0x80 | (f0 & 0x78) | ((aa as u8) << 2) | ((tc as u8) << 1) | (f0 & 0x01);
@@ -277,28 +277,48 @@ fn header(out: &mut Vec<u8>, query: &[u8], rcode: u8, aa: bool, tc: bool, counts
 
 /// OPT record of the response, when the query had one: advertised payload
 /// `payload`, extended RCODE bits, DO copied, ECS echoed with its scope.
-#[inline]
+#[inline(always)]
 fn push_opt(out: &mut Vec<u8>, q: &Query, payload: u16, rcode: u8, ecs: Option<(Ecs, u8)>) {
     let Some(e) = q.edns else { return };
     let [p0, p1] = payload.to_be_bytes();
     let rdlen = ecs.map_or(0, |(e, _)| 8 + e.addr_len as u16);
     let [r0, r1] = rdlen.to_be_bytes();
-    out.extend_from_slice(&[0, 0, 41, p0, p1, rcode >> 4, 0, (e.dnssec_ok as u8) << 7, 0, r0, r1]);
+    out.extend_from_slice(&[
+        0,
+        0,
+        41,
+        p0,
+        p1,
+        rcode >> 4,
+        0,
+        (e.dnssec_ok as u8) << 7,
+        0,
+        r0,
+        r1,
+    ]);
     if let Some((ecs, scope)) = ecs {
         let [f0, f1] = ecs.family.to_be_bytes();
         let [l0, l1] = (4 + ecs.addr_len as u16).to_be_bytes();
         out.extend_from_slice(&[0, 8, l0, l1, f0, f1, ecs.source_len, scope]);
-        let bytes = match ecs.addr {
-            IpAddr::V4(a) => a.octets().to_vec(),
-            IpAddr::V6(a) => a.octets().to_vec(),
-        };
+        let mut bytes = [0u8; 16];
+        match ecs.addr {
+            IpAddr::V4(a) => bytes[..4].copy_from_slice(&a.octets()),
+            IpAddr::V6(a) => bytes = a.octets(),
+        }
         out.extend_from_slice(bytes.get(..ecs.addr_len as usize).unwrap_or(&[]));
     }
 }
 
 /// A response without records: header, question, OPT.
 fn respond_bare(ctx: &Ctx<'_>, out: &mut Vec<u8>, rcode: u8) {
-    header(out, ctx.query, rcode, false, false, [1, 0, 0, ctx.q.edns.is_some() as u16]);
+    header(
+        out,
+        ctx.query,
+        rcode,
+        false,
+        false,
+        [1, 0, 0, ctx.q.edns.is_some() as u16],
+    );
     out.extend_from_slice(ctx.question);
     push_opt(out, ctx.q, ctx.payload, rcode, ctx.ecs);
 }
@@ -307,7 +327,14 @@ fn respond_bare(ctx: &Ctx<'_>, out: &mut Vec<u8>, rcode: u8) {
 fn truncated(ctx: &Ctx<'_>, out: &mut Vec<u8>, rcode: u8) -> Outcome {
     out.clear();
     let aa = rcode == NOERROR || rcode == NXDOMAIN;
-    header(out, ctx.query, rcode, aa, true, [1, 0, 0, ctx.q.edns.is_some() as u16]);
+    header(
+        out,
+        ctx.query,
+        rcode,
+        aa,
+        true,
+        [1, 0, 0, ctx.q.edns.is_some() as u16],
+    );
     out.extend_from_slice(ctx.question);
     push_opt(out, ctx.q, ctx.payload, rcode, ctx.ecs);
     Outcome::Answered {

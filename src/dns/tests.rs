@@ -118,7 +118,14 @@ fn ecs(addr: &str, len: u8) -> Option<QOpt> {
     })
 }
 
-fn query_full(id: u16, rd: bool, name: &str, qtype: Rtype, class: Class, opt: Option<QOpt>) -> Vec<u8> {
+fn query_full(
+    id: u16,
+    rd: bool,
+    name: &str,
+    qtype: Rtype,
+    class: Class,
+    opt: Option<QOpt>,
+) -> Vec<u8> {
     let mut b = MessageBuilder::new_vec();
     b.header_mut().set_id(id);
     b.header_mut().set_rd(rd);
@@ -208,7 +215,13 @@ fn parse_resp(bytes: &[u8]) -> Resp {
     });
     // Counts consistent with what was there and nothing trailing: walking
     // every section must land exactly on the end.
-    let mut end = msg.question().answer().unwrap().next_section().unwrap().unwrap();
+    let mut end = msg
+        .question()
+        .answer()
+        .unwrap()
+        .next_section()
+        .unwrap()
+        .unwrap();
     for r in &mut end {
         r.unwrap();
     }
@@ -291,12 +304,20 @@ fn views_by_source_address() {
 fn per_name_fallback_to_default() {
     let m = build(CONF);
     // canary has records at upf (A only): AAAA there is NODATA, not default's.
-    let r = udp(&m, &query("upf.svc.example.", Rtype::AAAA, None), "10.1.0.7");
+    let r = udp(
+        &m,
+        &query("upf.svc.example.", Rtype::AAAA, None),
+        "10.1.0.7",
+    );
     assert_eq!(r.rcode, 0);
     assert!(r.answer.is_empty());
     soa_authority(&r, "svc.example", 20);
     // site-a has its own AAAA
-    let r = udp(&m, &query("upf.svc.example.", Rtype::AAAA, None), "10.1.0.5");
+    let r = udp(
+        &m,
+        &query("upf.svc.example.", Rtype::AAAA, None),
+        "10.1.0.5",
+    );
     assert_eq!(a_data(&r), vec!["fd00:1::5"]);
     // site has records only in default: every view falls back to them
     for c in ["10.1.0.5", "10.2.0.5", "10.1.0.7", "192.0.2.1"] {
@@ -304,10 +325,18 @@ fn per_name_fallback_to_default() {
         assert_eq!(a_data(&r), vec!["\"default\""], "{c}");
     }
     // SRV from site-a
-    let r = udp(&m, &query("_pfcp._udp.svc.example.", Rtype::SRV, None), "10.1.0.5");
+    let r = udp(
+        &m,
+        &query("_pfcp._udp.svc.example.", Rtype::SRV, None),
+        "10.1.0.5",
+    );
     assert_eq!(a_data(&r), vec!["10 20 8805 upf.svc.example"]);
     // record TTL override
-    let r = udp(&m, &query("only-a.svc.example.", Rtype::A, None), "10.1.0.5");
+    let r = udp(
+        &m,
+        &query("only-a.svc.example.", Rtype::A, None),
+        "10.1.0.5",
+    );
     assert_eq!(r.answer[0].2, 5);
 }
 
@@ -319,18 +348,30 @@ fn nxdomain_and_nodata_with_soa() {
     assert!(r.aa);
     assert!(r.answer.is_empty());
     soa_authority(&r, "svc.example", 20); // min(ttl 30, minimum 20)
-    // deeper unknown names too
+                                          // deeper unknown names too
     let r = udp(&m, &query("a.b.c.svc.example.", Rtype::A, None), "10.1.0.5");
     assert_eq!(r.rcode, 3);
     soa_authority(&r, "svc.example", 20);
 
     // name only site-a has: NXDOMAIN for site-b and default clients
-    let r = udp(&m, &query("only-a.svc.example.", Rtype::A, None), "10.2.0.1");
+    let r = udp(
+        &m,
+        &query("only-a.svc.example.", Rtype::A, None),
+        "10.2.0.1",
+    );
     assert_eq!(r.rcode, 3);
-    let r = udp(&m, &query("only-a.svc.example.", Rtype::A, None), "10.3.0.1");
+    let r = udp(
+        &m,
+        &query("only-a.svc.example.", Rtype::A, None),
+        "10.3.0.1",
+    );
     assert_eq!(r.rcode, 3);
     // existing name, other type: NODATA
-    let r = udp(&m, &query("only-a.svc.example.", Rtype::MX, None), "10.1.0.5");
+    let r = udp(
+        &m,
+        &query("only-a.svc.example.", Rtype::MX, None),
+        "10.1.0.5",
+    );
     assert_eq!((r.rcode, r.answer.len()), (0, 0));
     soa_authority(&r, "svc.example", 20);
 
@@ -386,7 +427,13 @@ fn refused_outside_zones_other_classes_and_transfers() {
         query("svc.example.", Rtype::IXFR, None),
     ] {
         let (o, r, _) = ask(&m, &q, "10.1.0.5", Transport::Tcp);
-        assert_eq!(o, Outcome::Answered { rcode: 5, truncated: false });
+        assert_eq!(
+            o,
+            Outcome::Answered {
+                rcode: 5,
+                truncated: false
+            }
+        );
         assert!(!r.aa);
         assert!(r.qd.is_some(), "question echoed");
         assert!(r.answer.is_empty() && r.authority.is_empty());
@@ -448,7 +495,11 @@ fn edns_opt_payload_do_and_badvers() {
     );
     let r = udp(&m, &q, "10.1.0.5");
     assert_eq!(r.rcode, 0);
-    assert_eq!(r.opt, Some((1232, 0, true, None)), "we advertise max_udp_payload");
+    assert_eq!(
+        r.opt,
+        Some((1232, 0, true, None)),
+        "we advertise max_udp_payload"
+    );
     let r = udp(&m, &query("upf.svc.example.", Rtype::A, edns()), "10.1.0.5");
     assert_eq!(r.opt.map(|o| o.2), Some(false));
 
@@ -462,12 +513,22 @@ fn edns_opt_payload_do_and_badvers() {
         }),
     );
     let (o, r, _) = ask(&m, &q, "10.1.0.5", Transport::Udp);
-    assert_eq!(o, Outcome::Answered { rcode: 16, truncated: false });
+    assert_eq!(
+        o,
+        Outcome::Answered {
+            rcode: 16,
+            truncated: false
+        }
+    );
     assert_eq!(r.rcode, 16, "BADVERS");
     assert_eq!(r.opt.map(|o| o.1), Some(0), "we speak version 0");
     assert!(r.answer.is_empty());
     // NXDOMAIN with EDNS keeps the OPT
-    let r = udp(&m, &query("nope.svc.example.", Rtype::A, edns()), "10.1.0.5");
+    let r = udp(
+        &m,
+        &query("nope.svc.example.", Rtype::A, edns()),
+        "10.1.0.5",
+    );
     assert_eq!(r.rcode, 3);
     assert!(r.opt.is_some());
 }
@@ -478,7 +539,13 @@ fn truncation_over_udp_and_full_answer_over_tcp() {
     // 100 A records: 12 + 21 + 100*16 = 1633 bytes
     let plain = query("big.svc.example.", Rtype::A, None);
     let (o, r, out) = ask(&m, &plain, "10.3.0.1", Transport::Udp);
-    assert_eq!(o, Outcome::Answered { rcode: 0, truncated: true });
+    assert_eq!(
+        o,
+        Outcome::Answered {
+            rcode: 0,
+            truncated: true
+        }
+    );
     assert!(r.tc && r.aa);
     assert!(r.answer.is_empty() && r.authority.is_empty() && r.opt.is_none());
     assert_eq!(out.len(), plain.len(), "question only");
@@ -492,11 +559,23 @@ fn truncation_over_udp_and_full_answer_over_tcp() {
         }),
     );
     let (o, r, _) = ask(&m, &q, "10.3.0.1", Transport::Udp);
-    assert_eq!(o, Outcome::Answered { rcode: 0, truncated: true });
+    assert_eq!(
+        o,
+        Outcome::Answered {
+            rcode: 0,
+            truncated: true
+        }
+    );
     assert_eq!(r.opt.map(|o| o.0), Some(1232));
     // TCP: everything
     let (o, r, _) = ask(&m, &plain, "10.3.0.1", Transport::Tcp);
-    assert_eq!(o, Outcome::Answered { rcode: 0, truncated: false });
+    assert_eq!(
+        o,
+        Outcome::Answered {
+            rcode: 0,
+            truncated: false
+        }
+    );
     assert_eq!(r.answer.len(), 100);
     assert!(r.len > 1232);
 
@@ -510,7 +589,13 @@ fn truncation_over_udp_and_full_answer_over_tcp() {
         }),
     );
     let (o, r, _) = ask(&m, &q, "10.3.0.1", Transport::Udp);
-    assert_eq!(o, Outcome::Answered { rcode: 0, truncated: false });
+    assert_eq!(
+        o,
+        Outcome::Answered {
+            rcode: 0,
+            truncated: false
+        }
+    );
     assert_eq!(r.answer.len(), 2);
 }
 
@@ -524,7 +609,14 @@ fn truncation_limit_is_exact() {
     for (n, tc) in [(512 - fixed, false), (512 - fixed + 1, true)] {
         let m = build(&conf_with_txt(&"x".repeat(n)));
         let (o, _, out) = ask(&m, &q, "10.3.0.1", Transport::Udp);
-        assert_eq!(o, Outcome::Answered { rcode: 0, truncated: tc }, "n={n}");
+        assert_eq!(
+            o,
+            Outcome::Answered {
+                rcode: 0,
+                truncated: tc
+            },
+            "n={n}"
+        );
         if !tc {
             assert_eq!(out.len(), 512);
         }
@@ -534,7 +626,12 @@ fn truncation_limit_is_exact() {
 #[test]
 fn long_txt_is_split_into_255_byte_strings() {
     let m = build(&conf_with_txt(&"y".repeat(300)));
-    let (_, r, out) = ask(&m, &query("t.svc.example.", Rtype::TXT, None), "1.1.1.1", Transport::Tcp);
+    let (_, r, out) = ask(
+        &m,
+        &query("t.svc.example.", Rtype::TXT, None),
+        "1.1.1.1",
+        Transport::Tcp,
+    );
     let msg = Message::from_octets(out).unwrap();
     let rr = msg
         .answer()
@@ -585,7 +682,11 @@ fn ecs_from_trusted_resolver_picks_view_and_scope() {
     assert_eq!(r.opt.unwrap().3.unwrap().scope_prefix_len(), 120);
     let q = query("upf.svc.example.", Rtype::A, ecs("::ffff:10.1.0.0", 112));
     let r = udp(&m, &q, trusted);
-    assert_eq!(a_data(&r), vec!["10.0.1.5"], "/16 cannot pick the /24 inside");
+    assert_eq!(
+        a_data(&r),
+        vec!["10.0.1.5"],
+        "/16 cannot pick the /24 inside"
+    );
     // NXDOMAIN answers carry the ECS echo too
     let q = query("only-a.svc.example.", Rtype::A, ecs("10.2.0.0", 24));
     let r = udp(&m, &q, trusted);
@@ -598,11 +699,19 @@ fn ecs_from_untrusted_client_is_ignored_and_echoed_with_scope_zero() {
     let m = build(CONF);
     let q = query("upf.svc.example.", Rtype::A, ecs("10.2.0.0", 24));
     let r = udp(&m, &q, "10.1.0.5");
-    assert_eq!(a_data(&r), vec!["10.0.1.5"], "client's own view, not the ECS one");
+    assert_eq!(
+        a_data(&r),
+        vec!["10.0.1.5"],
+        "client's own view, not the ECS one"
+    );
     let e = r.opt.unwrap().3.unwrap();
     assert_eq!((e.source_prefix_len(), e.scope_prefix_len()), (24, 0));
     // trusted resolver without ECS: its own address decides (default here)
-    let r = udp(&m, &query("upf.svc.example.", Rtype::A, edns()), "192.0.2.53");
+    let r = udp(
+        &m,
+        &query("upf.svc.example.", Rtype::A, edns()),
+        "192.0.2.53",
+    );
     assert_eq!(a_data(&r), vec!["10.0.9.5"]);
     assert_eq!(r.opt.unwrap().3, None);
 }
@@ -635,7 +744,13 @@ fn notimp_for_other_opcodes() {
         let mut q = query("upf.svc.example.", Rtype::A, None);
         q[2] = (q[2] & 0x87) | (opcode << 3);
         let (o, r, _) = ask(&m, &q, "10.1.0.5", Transport::Udp);
-        assert_eq!(o, Outcome::Answered { rcode: 4, truncated: false });
+        assert_eq!(
+            o,
+            Outcome::Answered {
+                rcode: 4,
+                truncated: false
+            }
+        );
         assert_eq!(r.opcode.to_int(), opcode, "opcode copied");
         assert_eq!(r.id, 0x1234);
     }
@@ -644,7 +759,14 @@ fn notimp_for_other_opcodes() {
 /// FORMERR with or without the question echoed.
 fn formerr(m: &AddressMap, q: &[u8], echo: bool) {
     let (o, r, _) = ask(m, q, "10.1.0.5", Transport::Udp);
-    assert_eq!(o, Outcome::Answered { rcode: 1, truncated: false }, "{q:02x?}");
+    assert_eq!(
+        o,
+        Outcome::Answered {
+            rcode: 1,
+            truncated: false
+        },
+        "{q:02x?}"
+    );
     assert_eq!(r.qd.is_some(), echo, "{q:02x?}");
     assert!(r.answer.is_empty() && r.opt.is_none());
     assert_eq!(r.id, u16::from_be_bytes([q[0], q[1]]));
@@ -743,16 +865,27 @@ fn formerr_for_bad_opt_and_ecs() {
         q
     };
     // sanity: a well-formed one is answered
-    let (o, _, _) = ask(&m, &ecs_opt(&[0, 1, 24, 0, 10, 1, 2]), "10.1.0.5", Transport::Udp);
-    assert_eq!(o, Outcome::Answered { rcode: 0, truncated: false });
+    let (o, _, _) = ask(
+        &m,
+        &ecs_opt(&[0, 1, 24, 0, 10, 1, 2]),
+        "10.1.0.5",
+        Transport::Udp,
+    );
+    assert_eq!(
+        o,
+        Outcome::Answered {
+            rcode: 0,
+            truncated: false
+        }
+    );
     for bad in [
-        &[0, 3, 24, 0, 10, 1, 2][..],        // unknown family
-        &[0, 1, 24, 0, 10, 1, 2, 0],         // address longer than the prefix needs
-        &[0, 1, 24, 0, 10, 1],               // shorter
-        &[0, 1, 23, 0, 10, 1, 3],            // bit set past /23
-        &[0, 1, 33, 0, 10, 1, 2, 3, 4],      // prefix longer than IPv4
-        &[0, 2, 129, 0],                     // prefix longer than IPv6
-        &[0, 1],                             // truncated option
+        &[0, 3, 24, 0, 10, 1, 2][..],   // unknown family
+        &[0, 1, 24, 0, 10, 1, 2, 0],    // address longer than the prefix needs
+        &[0, 1, 24, 0, 10, 1],          // shorter
+        &[0, 1, 23, 0, 10, 1, 3],       // bit set past /23
+        &[0, 1, 33, 0, 10, 1, 2, 3, 4], // prefix longer than IPv4
+        &[0, 2, 129, 0],                // prefix longer than IPv6
+        &[0, 1],                        // truncated option
     ] {
         formerr(&m, &ecs_opt(bad), true);
     }
@@ -834,8 +967,17 @@ fn no_default_view_means_only_apex_data_for_uncovered_clients() {
 
 // ----- properties -----
 
+/// (id, lowercase qname wire, qtype, qclass, OPT facts) as `domain` sees them.
+type DomainView = (
+    u16,
+    Vec<u8>,
+    u16,
+    u16,
+    Option<(u16, u8, bool, Option<ClientSubnet>)>,
+);
+
 /// What our parser extracts, compared with `domain`'s view of the same bytes.
-fn domain_view(bytes: &[u8]) -> Option<(u16, Vec<u8>, u16, u16, Option<(u16, u8, bool, Option<ClientSubnet>)>)> {
+fn domain_view(bytes: &[u8]) -> Option<DomainView> {
     let msg = Message::from_octets(bytes).ok()?;
     let q = msg.sole_question().ok()?;
     let mut wire = Vec::new();
@@ -851,7 +993,13 @@ fn domain_view(bytes: &[u8]) -> Option<(u16, Vec<u8>, u16, u16, Option<(u16, u8,
             o.as_ref().first::<ClientSubnet>(),
         )
     });
-    Some((msg.header().id(), wire, q.qtype().to_int(), q.qclass().to_int(), opt))
+    Some((
+        msg.header().id(),
+        wire,
+        q.qtype().to_int(),
+        q.qclass().to_int(),
+        opt,
+    ))
 }
 
 fn arb_label() -> impl Strategy<Value = String> {
@@ -863,20 +1011,39 @@ fn arb_query() -> impl Strategy<Value = Vec<u8>> {
         any::<u16>(),
         any::<bool>(),
         prop::collection::vec(arb_label(), 0..5),
-        prop_oneof![Just(1u16), Just(28), Just(33), Just(16), Just(255), any::<u16>()],
+        prop_oneof![
+            Just(1u16),
+            Just(28),
+            Just(33),
+            Just(16),
+            Just(255),
+            any::<u16>()
+        ],
         prop::option::of((
             any::<u16>(),
             0u8..3,
             any::<bool>(),
             prop::option::of(prop_oneof![
-                (any::<[u8; 4]>(), 0u8..=32).prop_map(|(a, l)| ClientSubnet::new(l, 0, IpAddr::from(a))),
-                (any::<[u8; 16]>(), 0u8..=128).prop_map(|(a, l)| ClientSubnet::new(l, 0, IpAddr::from(a))),
+                (any::<[u8; 4]>(), 0u8..=32).prop_map(|(a, l)| ClientSubnet::new(
+                    l,
+                    0,
+                    IpAddr::from(a)
+                )),
+                (any::<[u8; 16]>(), 0u8..=128).prop_map(|(a, l)| ClientSubnet::new(
+                    l,
+                    0,
+                    IpAddr::from(a)
+                )),
             ]),
         )),
     )
         .prop_map(|(id, rd, labels, qtype, opt)| {
             let mut name = labels.join(".");
-            name.push_str(if labels.is_empty() { "." } else { ".svc.example." });
+            name.push_str(if labels.is_empty() {
+                "."
+            } else {
+                ".svc.example."
+            });
             query_full(
                 id,
                 rd,

@@ -81,23 +81,35 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
             ConfigSource::Embedded,
         ),
     };
-    let online = online_cpus();
+    // Shards are pinned only to CPUs this process may use (taskset, cgroup
+    // cpuset), so `taskset -c 1 shardgate --shards 1` runs on CPU 1.
+    let cpus = allowed_cpus()?;
+    let usable = cpus.len();
     let n = match opts
         .shards
         .or(Some(loaded.config.server.shards).filter(|&s| s > 0))
     {
         Some(n) => n,
-        None => online,
+        None => usable,
     };
-    if n == 0 || n > online {
+    if n == 0 || n > usable {
         return Err(anyhow!(
-            "cannot run {n} shards on {online} online CPU(s): use --shards (or server.shards) between 1 and {online}"
+            "cannot run {n} shards on {usable} usable online CPU(s) (online CPUs this process's affinity allows): \
+             use --shards (or server.shards) between 1 and {usable}"
         )
         .into());
     }
     let io_memory_kib = loaded.config.server.io_memory_kib;
     check_memlock(n, io_memory_kib)?;
     let listen = loaded.config.dns.listen.clone();
+    for addr in listen.iter().filter(|a| a.ip().is_unspecified()) {
+        // The UDP loop does not use IP_PKTINFO: a reply leaves from the
+        // kernel's preferred source address, not the one the query was sent to.
+        tracing::warn!(
+            "dns.listen {addr}: UDP replies from a wildcard address leave from the kernel's preferred \
+             source address; on a host with several addresses clients may reject them. List each address instead"
+        );
+    }
 
     // Admin plane: metrics recorder, persisted API map changes merged over
     // the config, admin token and listener (bound now so a bad address stops
@@ -139,7 +151,7 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
         ready: ready_tx,
     };
     let started = Instant::now();
-    let pool = LocalExecutorPoolBuilder::new(PoolPlacement::MaxSpread(n, None))
+    let pool = LocalExecutorPoolBuilder::new(PoolPlacement::MaxSpread(n, Some(cpus)))
         .name("shard")
         .io_memory(io_memory_kib * 1024)
         // Unpinned blocking threads: the default pins every shard's blocking
@@ -303,20 +315,18 @@ async fn shard_main(boot: Boot) -> Result<(), String> {
     if let Some(health) = crate::admin::health::global() {
         health.set_shard_serving(index, false);
     }
-    let stop_at = Instant::now();
-    // Listeners and UDP loops return at once on stop.
-    for t in tasks {
-        t.await;
-    }
-    // In-flight TCP work gets the rest of the grace period.
-    let grace = ctx.shutdown_grace().saturating_sub(stop_at.elapsed());
+    // Listeners and UDP loops return at once on stop; in-flight TCP work
+    // (the gate) gets the rest of the grace period, and so does anything slow.
     let drained = future::or(
         async {
+            for t in tasks {
+                t.await;
+            }
             let _ = ctx.gate.close().await;
             true
         },
         async {
-            glommio::timer::sleep(grace).await;
+            glommio::timer::sleep(ctx.shutdown_grace()).await;
             false
         },
     )
@@ -325,7 +335,7 @@ async fn shard_main(boot: Boot) -> Result<(), String> {
         tracing::warn!(
             shard = index,
             open = ctx.stats.tcp_open(),
-            "TCP connections still busy after server.shutdown_grace_ms; closing them"
+            "still busy after server.shutdown_grace_ms (open TCP connections: open); closing everything"
         );
     }
     ctx.publish_stats();
@@ -363,14 +373,21 @@ fn source_name(source: &ConfigSource) -> String {
     }
 }
 
-fn online_cpus() -> usize {
-    // SAFETY: sysconf has no preconditions.
-    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
-    if n < 1 {
-        1
-    } else {
-        n as usize
-    }
+/// The online CPUs the calling thread's affinity mask allows.
+fn allowed_cpus() -> anyhow::Result<glommio::CpuSet> {
+    let online =
+        glommio::CpuSet::online().map_err(|e| anyhow!("cannot read the CPU topology: {e}"))?;
+    // SAFETY: sched_getaffinity fills the zeroed, properly sized set.
+    let mask = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return Ok(online);
+        }
+        set
+    };
+    // SAFETY: CPU_ISSET reads the set; cpu indices come from the topology.
+    Ok(online
+        .filter(|l| l.cpu < libc::CPU_SETSIZE as usize && unsafe { libc::CPU_ISSET(l.cpu, &mask) }))
 }
 
 /// The soft locked-memory limit in bytes (`None` = unlimited).

@@ -182,9 +182,10 @@ async fn wait_readable(sock: &UdpSocket, stop: &StopSignal) -> bool {
 ///
 /// Each round: `recvmmsg` up to `batch` datagrams without blocking, call the
 /// handler on each, send the replies with `sendmmsg` (a partial send
-/// continues where it stopped; a full send buffer waits through glommio for
-/// at most 200 ms per reply; a reply the kernel refuses is counted and
-/// skipped). When the socket is empty the task awaits glommio's `peek_from`.
+/// continues where it stopped; a full send buffer is waited for once per
+/// batch through glommio, at most 200 ms, and if it is still full the rest
+/// of the batch is dropped and counted; a reply the kernel refuses is
+/// counted and skipped). When the socket is empty the task awaits glommio's `peek_from`.
 pub async fn serve_batched<H: DatagramHandler>(
     sock: &UdpSocket,
     handler: &mut H,
@@ -254,6 +255,7 @@ pub async fn serve_batched<H: DatagramHandler>(
 async fn send_all<H: DatagramHandler>(sock: &UdpSocket, b: &mut Batch, k: usize, handler: &mut H) {
     let fd = sock.as_raw_fd();
     let mut sent = 0;
+    let mut waited = false;
     while sent < k {
         // SAFETY: tx_hdr[sent..k] were filled by queue_reply and point into
         // buffers owned by `b`, which outlives the call.
@@ -272,9 +274,18 @@ async fn send_all<H: DatagramHandler>(sock: &UdpSocket, b: &mut Batch, k: usize,
         let e = io::Error::last_os_error();
         match e.raw_os_error() {
             Some(libc::EINTR) => continue,
+            Some(libc::EAGAIN) | Some(libc::ENOBUFS) if waited => {
+                // Still full after one wait: shed the rest of this batch
+                // rather than stall the shard reply by reply.
+                for _ in sent..k {
+                    handler.dropped(DropKind::SendFailed);
+                }
+                return;
+            }
             Some(libc::EAGAIN) | Some(libc::ENOBUFS) => {
                 // Send buffer full: let glommio's ring wait for room for this
                 // one reply, bounded, then go back to sendmmsg for the rest.
+                waited = true;
                 let i = b.tx_from[sent];
                 let to = sockaddr_to_std(&b.names[i], b.rx_hdr[i].msg_hdr.msg_namelen);
                 let ok = match to {
@@ -446,6 +457,61 @@ mod tests {
     #[test]
     fn plain_loop_answers_every_datagram() {
         run_loop(false, false);
+    }
+
+    fn put_v4(ss: &mut libc::sockaddr_storage, addr: SocketAddr) -> libc::socklen_t {
+        let SocketAddr::V4(a) = addr else {
+            panic!("v4 only")
+        };
+        // SAFETY: sockaddr_storage is large enough for a sockaddr_in.
+        let sin = unsafe { &mut *(ss as *mut _ as *mut libc::sockaddr_in) };
+        sin.sin_family = libc::AF_INET as libc::sa_family_t;
+        sin.sin_port = a.port().to_be();
+        sin.sin_addr.s_addr = u32::from(*a.ip()).to_be();
+        size_of::<libc::sockaddr_in>() as libc::socklen_t
+    }
+
+    #[test]
+    fn a_refused_reply_is_counted_and_the_rest_of_the_batch_still_goes_out() {
+        let ex = glommio::LocalExecutorBuilder::default().make().unwrap();
+        ex.run(async {
+            let sock =
+                super::super::sockets::bind_udp("127.0.0.1:0".parse().unwrap(), None).unwrap();
+            let client = StdUdp::bind("127.0.0.1:0").unwrap();
+            client
+                .set_read_timeout(Some(Duration::from_secs(2)))
+                .unwrap();
+            let client_addr = client.local_addr().unwrap();
+            let mut b = Batch::new(4);
+            // Reply 1 goes to port 0, which the kernel refuses (EINVAL);
+            // replies 0, 2 and 3 go to the client.
+            for i in 0..4 {
+                let to = if i == 1 {
+                    "127.0.0.1:0".parse().unwrap()
+                } else {
+                    client_addr
+                };
+                let len = put_v4(&mut b.names[i], to);
+                b.rx_hdr[i].msg_hdr.msg_namelen = len;
+                b.out[i] = vec![i as u8; 3];
+                b.queue_reply(i, i);
+            }
+            let drops = Rc::new(std::cell::Cell::new(0));
+            let mut h = Echo {
+                batches: Rc::default(),
+                drops: drops.clone(),
+            };
+            send_all(&sock, &mut b, 4, &mut h).await;
+            assert_eq!(drops.get(), 1);
+            let mut got = Vec::new();
+            let mut buf = [0u8; 8];
+            for _ in 0..3 {
+                let (n, _) = client.recv_from(&mut buf).unwrap();
+                assert_eq!(n, 3);
+                got.push(buf[0]);
+            }
+            assert_eq!(got, vec![0, 2, 3]);
+        });
     }
 
     #[test]
