@@ -89,16 +89,15 @@ fn main() {
         ring_depth: RING_DEPTH,
         ..Limits::default()
     };
-    let node = FunctionNode::start(
-        &settings,
-        vec![FunctionSpec {
-            name: "checksum".into(),
-            module: module_path.clone(),
-            limits,
-        }],
-        1,
-    )
-    .expect("engine");
+    // Two names for the same module: the second runs a ring with one store
+    // per instance, to show what batching instances per store buys.
+    let spec = |name: &str| FunctionSpec {
+        name: name.into(),
+        module: module_path.clone(),
+        limits,
+    };
+    let node = FunctionNode::start(&settings, vec![spec("checksum"), spec("checksum1")], 1)
+        .expect("engine");
     assert!(node.failures().is_empty(), "{:?}", node.failures());
     let f: Arc<LoadedFunction> = node.function("checksum").unwrap().clone();
     let input = input();
@@ -144,12 +143,16 @@ fn main() {
     let mut reused = Arena::new(&f).unwrap();
     let mut ring = Ring::new(f.clone());
     ring.fill().unwrap();
+    let f1 = node.function("checksum1").unwrap().clone();
+    let mut ring1 = Ring::with_batch_size(f1, 1);
+    ring1.fill().unwrap();
 
     let mut a = Variant::new("(a) reused instance (no isolation)");
     let mut b = Variant::new("(b) new Store + instantiate, default allocator");
     let mut c = Variant::new("(c) new Store + pooled instantiate");
     let mut d_path = Variant::new("(d) arena ring: request path");
     let mut d_total = Variant::new("(d) arena ring: total with release + refill");
+    let mut d1_total = Variant::new("    same, one store per instance (no batching)");
 
     for _ in 0..rounds {
         let s = round(&mut a.iters, |n| {
@@ -220,6 +223,18 @@ fn main() {
             t.elapsed()
         });
         d_total.samples.push(s);
+
+        let s = round(&mut d1_total.iters, |n| {
+            let t = Instant::now();
+            for _ in 0..n {
+                out.clear();
+                ring1.invoke(black_box(&input), &mut out).unwrap();
+                black_box(&out);
+                while ring1.upkeep_step() {}
+            }
+            t.elapsed()
+        });
+        d1_total.samples.push(s);
     }
     assert_eq!(out, expect);
     let st = ring.stats.snapshot();
@@ -232,7 +247,7 @@ fn main() {
     println!(
         "function invocation, 64-byte input, checksum.wat, single thread, {rounds} interleaved rounds (median / min ns per invocation):"
     );
-    for v in [&a, &b, &c, &d_path, &d_total] {
+    for v in [&a, &b, &c, &d_path, &d_total, &d1_total] {
         println!("  {:<50} {:>9.1} / {:>9.1}", v.name, v.median(), v.min());
     }
     let (am, bm, cm, pm, tm) = (
@@ -256,6 +271,10 @@ fn main() {
         "  (c) / (d) request path = {:.0}x   (c) / (d) total = {:.2}x",
         cm / pm,
         cm / tm
+    );
+    println!(
+        "  (d) total / one store per instance = {:.2}x",
+        tm / d1_total.median()
     );
     let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
     println!("targets:");

@@ -171,6 +171,7 @@ pub fn prepare(
 ) -> Result<(crate::config::Loaded, store::MapStore, Prepared), PrepareError> {
     let server = loaded.config.server.clone();
     crate::metrics::install(server.metrics).map_err(|e| PrepareError::Other(anyhow::anyhow!(e)))?;
+    crate::metrics::register_process_series();
     let dir = state_dir(&server, base_dir);
     let (store, loaded) = store::MapStore::open(&dir, loaded, base_dir).map_err(|e| match e {
         store::OpenError::Invalid(problems) => PrepareError::Config(problems),
@@ -225,7 +226,6 @@ pub fn start(
     ctl: Arc<Controller>,
     health: &'static health::Health,
 ) -> anyhow::Result<SocketAddr> {
-    crate::metrics::register_process_series();
     crate::metrics::set_map_version(shared.version());
     let backend = Arc::new(RuntimeBackend {
         shared,

@@ -351,7 +351,17 @@ pub struct Ring {
 impl Ring {
     /// An empty ring; call [`Ring::fill`] (or let upkeep fill it).
     pub fn new(func: Arc<LoadedFunction>) -> Ring {
-        let (batch_size, spares_wanted) = batching(func.limits.ring_depth);
+        let (batch_size, _) = batching(func.limits.ring_depth);
+        Ring::with_batch_size(func, batch_size)
+    }
+
+    /// A ring building `batch_size` instances per store (1..=`MAX_BATCH`;
+    /// 1 = a store per instance). [`Ring::new`] picks the size; this is for
+    /// measuring the choice. A ring uses at most
+    /// `slots_per_ring(ring_depth)` pool slots only at the size `new` picks.
+    pub fn with_batch_size(func: Arc<LoadedFunction>, batch_size: usize) -> Ring {
+        let batch_size = batch_size.clamp(1, MAX_BATCH);
+        let spares_wanted = func.limits.ring_depth.max(1).div_ceil(batch_size);
         Ring {
             func,
             batch_size,
@@ -412,7 +422,9 @@ impl Ring {
         if self.retired.len() > self.spares_wanted {
             // Upkeep is behind: release the oldest here.
             let old = self.retired.remove(0);
-            self.stats.resets.set(self.stats.resets.get() + old.built as u64);
+            self.stats
+                .resets
+                .set(self.stats.resets.get() + old.built as u64);
             self.stats
                 .inline_resets
                 .set(self.stats.inline_resets.get() + old.built as u64);
@@ -490,7 +502,9 @@ impl Ring {
     /// spare batch being built. Returns whether it did anything.
     pub fn upkeep_step(&mut self) -> bool {
         if let Some(b) = self.retired.pop() {
-            self.stats.resets.set(self.stats.resets.get() + b.built as u64);
+            self.stats
+                .resets
+                .set(self.stats.resets.get() + b.built as u64);
             drop(b);
             return true;
         }

@@ -310,7 +310,7 @@ fn check_limits(out: &mut Vec<Problem>, prefix: &str, c: &LimitsConfig) {
 
 /// Semantic checks of the function configuration: ranges, names, duplicates.
 /// Whether modules exist and compile is checked when they are loaded
-/// ([`crate::functions::FunctionNode::start`]) and by [`check_modules`].
+/// ([`crate::functions::FunctionNode::start`]).
 pub fn validate(functions: &FunctionsConfig, entries: &[FunctionConfig]) -> Vec<Problem> {
     let mut out = Vec::new();
     check_limits(&mut out, "functions.defaults", &functions.defaults);

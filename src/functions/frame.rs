@@ -281,6 +281,26 @@ mod tests {
         assert!(encode_request(&mut buf, 1, &"x".repeat(65), b"").is_err());
     }
 
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(d in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
+            let _ = decode_request(&d);
+            let _ = decode_reply(&d);
+        }
+
+        #[test]
+        fn requests_round_trip(
+            id in proptest::prelude::any::<u64>(),
+            name in "[A-Za-z0-9_.-]{1,64}",
+            payload in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+        ) {
+            let mut buf = Vec::new();
+            encode_request(&mut buf, id, &name, &payload).unwrap();
+            let want = Decoded::Request(Request { id, name: name.as_bytes(), payload: &payload });
+            proptest::prop_assert_eq!(decode_request(&buf), want);
+        }
+    }
+
     #[test]
     fn decoding_never_panics() {
         // Every prefix of a valid frame, and every single-byte corruption.

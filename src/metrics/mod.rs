@@ -141,7 +141,7 @@ pub const CATALOGUE: &[(&str, Kind, &str)] = &[
     (
         names::VIEW_HITS,
         Kind::Counter,
-        "DNS queries answered from each view.",
+        "DNS answers about the zones (NOERROR, NXDOMAIN) by the view of the querier's address; the first 1000 views in map order each, the rest together under the view label other.",
     ),
     (
         names::REQUEST_DURATION,
@@ -519,6 +519,8 @@ pub fn register_process_series() {
     metrics::gauge!(names::LAST_RELOAD_OK, "shard" => PROCESS_SHARD).set(1.0);
     metrics::counter!(names::ADMIN_REQUESTS, "shard" => PROCESS_SHARD, "route" => "metrics", "status" => "200")
         .absolute(0);
+    // Until the function service reports (or when it is off): none.
+    set_functions_compiled(0, 0);
 }
 
 /// Record an address-map change through the admin API: `ok`, `rejected`

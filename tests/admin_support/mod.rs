@@ -332,25 +332,21 @@ pub fn query_a_on(sock: &UdpSocket, port: u16, name: &str) -> Result<Vec<Ipv4Add
     for _ in 0..3 {
         sock.send_to(&query, ("127.0.0.1", port))
             .map_err(|e| e.to_string())?;
-        loop {
-            match sock.recv_from(&mut buf) {
-                Ok((n, _)) => {
-                    let msg = domain::base::Message::from_octets(buf[..n].to_vec())
-                        .map_err(|e| e.to_string())?;
-                    if msg.header().id() != id {
-                        continue; // a late answer to an earlier try
-                    }
-                    if msg.header().rcode() != Rcode::NOERROR {
-                        return Err(format!("rcode {}", msg.header().rcode()));
-                    }
-                    let mut out = Vec::new();
-                    for rr in msg.answer().map_err(|e| e.to_string())?.limit_to::<A>() {
-                        out.push(rr.map_err(|e| e.to_string())?.data().addr());
-                    }
-                    return Ok(out);
-                }
-                Err(_) => break, // timed out: send again
+        // Until the read times out (then send again).
+        while let Ok((n, _)) = sock.recv_from(&mut buf) {
+            let msg =
+                domain::base::Message::from_octets(buf[..n].to_vec()).map_err(|e| e.to_string())?;
+            if msg.header().id() != id {
+                continue; // a late answer to an earlier try
             }
+            if msg.header().rcode() != Rcode::NOERROR {
+                return Err(format!("rcode {}", msg.header().rcode()));
+            }
+            let mut out = Vec::new();
+            for rr in msg.answer().map_err(|e| e.to_string())?.limit_to::<A>() {
+                out.push(rr.map_err(|e| e.to_string())?.data().addr());
+            }
+            return Ok(out);
         }
     }
     Err("no answer after 3 tries".into())
