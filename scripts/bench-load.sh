@@ -12,7 +12,7 @@
 # otherwise Knot DNS (knotd) with a trivial zone. Not a test: prints figures.
 #
 #   scripts/bench-load.sh [--target auto|shardgate|knot] [--rates "20000 50000 100000"]
-#                         [--duration SECONDS] [--rounds N] [--tick 100us]
+#                         [--duration SECONDS] [--rounds N] [--tick 100us] [--no-build]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +21,7 @@ rates="20000 50000 100000"
 duration=5
 rounds=3
 tick=100us
+build=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --target) target=$2; shift 2 ;;
@@ -28,6 +29,7 @@ while [ $# -gt 0 ]; do
     --duration) duration=$2; shift 2 ;;
     --rounds) rounds=$2; shift 2 ;;
     --tick) tick=$2; shift 2 ;;
+    --no-build) build=0; shift ;;
     *) echo "unknown argument $1 (see the header of $0)" >&2; exit 2 ;;
   esac
 done
@@ -37,7 +39,7 @@ for tool in dnsperf taskset dig; do
 done
 if [ "$(nproc)" -lt 2 ]; then echo "needs 2 CPUs (client on 0, target on 1)" >&2; exit 2; fi
 
-cargo build --release --quiet --bin shardgate --bin shardgate-load
+if [ "$build" = 1 ]; then cargo build --release --quiet --bin shardgate --bin shardgate-load; fi
 LOAD=$PWD/target/release/shardgate-load
 SG=$PWD/target/release/shardgate
 

@@ -22,14 +22,32 @@ fn closed_loop_counts_match_what_the_target_saw() {
         dir.path(),
         "closed",
         &[
-            "dns", "--target", &r.target(), "-f", &q, "-n", "8", "-t", "2", "-d", "1s",
-            "--warmup", "0", "--timeout", "500ms", "--plot", png.to_str().unwrap(),
+            "dns",
+            "--target",
+            &r.target(),
+            "-f",
+            &q,
+            "-n",
+            "8",
+            "-t",
+            "2",
+            "-d",
+            "1s",
+            "--warmup",
+            "0",
+            "--timeout",
+            "500ms",
+            "--plot",
+            png.to_str().unwrap(),
         ],
     );
     let seen = r.seen();
     let sent = count(&res, "sent");
     assert!(sent > 100, "only {sent} sent");
-    assert_eq!(sent, seen.received, "the target saw every query sent, no more");
+    assert_eq!(
+        sent, seen.received,
+        "the target saw every query sent, no more"
+    );
     assert_eq!(count(&res, "ok"), seen.replied);
     assert_eq!(count(&res, "lost"), 0);
     assert_eq!(count(&res, "errors"), 0);
@@ -58,7 +76,20 @@ fn rcode_errors_are_counted_by_kind() {
     let (_, res) = run_load(
         dir.path(),
         "rcodes",
-        &["dns", "--target", &r.target(), "-f", &q, "-n", "4", "-d", "1s", "--warmup", "0", "--brief"],
+        &[
+            "dns",
+            "--target",
+            &r.target(),
+            "-f",
+            &q,
+            "-n",
+            "4",
+            "-d",
+            "1s",
+            "--warmup",
+            "0",
+            "--brief",
+        ],
     );
     let seen = r.seen();
     let by = |rc: u8| seen.by_rcode.get(&rc).copied().unwrap_or(0);
@@ -87,8 +118,20 @@ fn dropped_queries_are_counted_as_lost() {
         dir.path(),
         "drops",
         &[
-            "dns", "--target", &r.target(), "-f", &q, "-n", "16", "-d", "1s", "--warmup", "0",
-            "--timeout", "200ms", "--brief",
+            "dns",
+            "--target",
+            &r.target(),
+            "-f",
+            &q,
+            "-n",
+            "16",
+            "-d",
+            "1s",
+            "--warmup",
+            "0",
+            "--timeout",
+            "200ms",
+            "--brief",
         ],
     );
     let seen = r.seen();
@@ -111,8 +154,20 @@ fn nothing_listening_loses_everything() {
         dir.path(),
         "nothing",
         &[
-            "dns", "--target", &format!("127.0.0.1:{port}"), "-f", &q, "-n", "4", "-d", "1s",
-            "--warmup", "0", "--timeout", "200ms", "--brief",
+            "dns",
+            "--target",
+            &format!("127.0.0.1:{port}"),
+            "-f",
+            &q,
+            "-n",
+            "4",
+            "-d",
+            "1s",
+            "--warmup",
+            "0",
+            "--timeout",
+            "200ms",
+            "--brief",
         ],
     );
     let sent = count(&res, "sent");
@@ -131,8 +186,20 @@ fn sources_spread_queries_over_addresses() {
         dir.path(),
         "sources",
         &[
-            "dns", "--target", &r.target(), "-f", &q, "-n", "6", "-d", "1s", "--warmup", "0",
-            "--source", "127.0.0.2-127.0.0.4", "--brief",
+            "dns",
+            "--target",
+            &r.target(),
+            "-f",
+            &q,
+            "-n",
+            "6",
+            "-d",
+            "1s",
+            "--warmup",
+            "0",
+            "--source",
+            "127.0.0.2-127.0.0.4",
+            "--brief",
         ],
     );
     let seen = r.seen();
@@ -140,7 +207,11 @@ fn sources_spread_queries_over_addresses() {
     ips.sort();
     assert_eq!(ips, vec!["127.0.0.2", "127.0.0.3", "127.0.0.4"]);
     for (ip, n) in &seen.by_source {
-        assert!(*n * 5 >= seen.received, "{ip} got only {n} of {}", seen.received);
+        assert!(
+            *n * 5 >= seen.received,
+            "{ip} got only {n} of {}",
+            seen.received
+        );
     }
     assert_eq!(res["info"]["sources"].as_array().unwrap().len(), 3);
 }
@@ -163,14 +234,34 @@ fn open_loop_latency_includes_a_stall_and_closed_loop_hides_it() {
         dir.path(),
         "open",
         &[
-            "dns", "--target", &r.target(), "-f", &q, "--rate", "400", "-d", "3s", "--warmup",
-            "0", "--timeout", "2s", "--brief",
+            "dns",
+            "--target",
+            &r.target(),
+            "-f",
+            &q,
+            "--rate",
+            "400",
+            "-d",
+            "3s",
+            "--warmup",
+            "0",
+            "--timeout",
+            "2s",
+            "--brief",
         ],
     );
     drop(r);
     assert_eq!(count(&open, "lost"), 0);
-    assert!(latency_us(&open, "max_us") >= 300_000.0, "{}", open["latency"]);
-    assert!(latency_us(&open, "p99_us") >= 200_000.0, "{}", open["latency"]);
+    assert!(
+        latency_us(&open, "max_us") >= 300_000.0,
+        "{}",
+        open["latency"]
+    );
+    assert!(
+        latency_us(&open, "p99_us") >= 200_000.0,
+        "{}",
+        open["latency"]
+    );
     // Queries due in the stall's first 200 ms waited at least 100 ms.
     let delayed = samples_at_least(&open, 100_000.0);
     assert!((50..=130).contains(&delayed), "{delayed} samples >= 100 ms");
@@ -188,14 +279,30 @@ fn open_loop_latency_includes_a_stall_and_closed_loop_hides_it() {
         dir.path(),
         "closed",
         &[
-            "dns", "--target", &r.target(), "-f", &q, "-n", "1", "-d", "2s", "--warmup", "0",
-            "--timeout", "2s", "--brief",
+            "dns",
+            "--target",
+            &r.target(),
+            "-f",
+            &q,
+            "-n",
+            "1",
+            "-d",
+            "2s",
+            "--warmup",
+            "0",
+            "--timeout",
+            "2s",
+            "--brief",
         ],
     );
     assert!(r.seen().received > 1000);
     assert!(latency_us(&closed, "max_us") >= 300_000.0);
     assert_eq!(samples_at_least(&closed, 100_000.0), 1);
-    assert!(latency_us(&closed, "p99_us") < 100_000.0, "{}", closed["latency"]);
+    assert!(
+        latency_us(&closed, "p99_us") < 100_000.0,
+        "{}",
+        closed["latency"]
+    );
 }
 
 #[test]

@@ -122,7 +122,11 @@ deadline_ms = 100
     fn get(&self, path: &str) -> Option<(u16, String)> {
         let mut s = TcpStream::connect(("127.0.0.1", self.admin)).ok()?;
         s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
         let mut text = String::new();
         s.read_to_string(&mut text).ok()?;
         let code = text.split(' ').nth(1)?.parse().ok()?;
@@ -167,14 +171,29 @@ impl Drop for Server {
 fn dns_counts_match_the_server() {
     let s = Server::start();
     let dir = tempfile::tempdir().unwrap();
-    let q = query_file(dir.path(), "upf.svc.example. A\nupf.svc.example. AAAA\nnx.svc.example. A\n");
+    let q = query_file(
+        dir.path(),
+        "upf.svc.example. A\nupf.svc.example. AAAA\nnx.svc.example. A\n",
+    );
     let before = s.requests("dns-udp");
     let (_, res) = run_load(
         dir.path(),
         "dns",
         &[
-            "dns", "--target", &format!("127.0.0.1:{}", s.dns), "-f", &q, "-n", "32", "-d",
-            "1s", "--warmup", "0", "--source", "127.0.0.2-127.0.0.5", "--brief",
+            "dns",
+            "--target",
+            &format!("127.0.0.1:{}", s.dns),
+            "-f",
+            &q,
+            "-n",
+            "32",
+            "-d",
+            "1s",
+            "--warmup",
+            "0",
+            "--source",
+            "127.0.0.2-127.0.0.5",
+            "--brief",
         ],
     );
     let sent = count(&res, "sent");
@@ -209,7 +228,10 @@ fn fn_udp_counts_match_the_server_and_traps_are_errors() {
         ],
     );
     let traps = count(&trap, "sent");
-    assert!((150..=250).contains(&traps), "{traps} sent at 200/s for 1 s");
+    assert!(
+        (150..=250).contains(&traps),
+        "{traps} sent at 200/s for 1 s"
+    );
     assert_eq!(errors_of(&trap, "trap"), traps, "{}", trap["counts"]);
     assert_eq!(count(&trap, "ok"), 0);
     assert_eq!(count(&trap, "lost"), 0);
@@ -244,11 +266,17 @@ fn fn_http_counts_match_the_server_and_traps_are_errors() {
         ],
     );
     let traps = count(&trap, "sent");
-    assert!((150..=250).contains(&traps), "{traps} sent at 200/s for 1 s");
+    assert!(
+        (150..=250).contains(&traps),
+        "{traps} sent at 200/s for 1 s"
+    );
     assert_eq!(errors_of(&trap, "trap"), traps, "{}", trap["counts"]);
     assert_eq!(count(&trap, "lost"), 0);
     let total = sent + traps;
-    assert_eq!(s.requests_settled("fn-http", before + total) - before, total);
+    assert_eq!(
+        s.requests_settled("fn-http", before + total) - before,
+        total
+    );
 }
 
 #[test]
@@ -260,8 +288,20 @@ fn nothing_listening_loses_udp_and_never_connects_http() {
         dir.path(),
         "udp",
         &[
-            "fn-udp", "--target", &target, "-F", "probe", "-n", "4", "-d", "1s", "--warmup",
-            "0", "--timeout", "200ms", "--brief",
+            "fn-udp",
+            "--target",
+            &target,
+            "-F",
+            "probe",
+            "-n",
+            "4",
+            "-d",
+            "1s",
+            "--warmup",
+            "0",
+            "--timeout",
+            "200ms",
+            "--brief",
         ],
     );
     assert!(count(&udp, "sent") > 0);
@@ -271,12 +311,16 @@ fn nothing_listening_loses_udp_and_never_connects_http() {
         dir.path(),
         "http",
         &[
-            "fn-http", "--target", &target, "-F", "probe", "-c", "2", "--rate", "100", "-d",
-            "1s", "--warmup", "0", "--brief",
+            "fn-http", "--target", &target, "-F", "probe", "-c", "2", "--rate", "100", "-d", "1s",
+            "--warmup", "0", "--brief",
         ],
     );
     assert_eq!(count(&http, "sent"), 0);
-    assert!(events_of(&http, "connects refused") >= 2, "{}", http["counts"]);
+    assert!(
+        events_of(&http, "connects refused") >= 2,
+        "{}",
+        http["counts"]
+    );
     // Every request the schedule called for was due but had no connection.
     assert!(count(&http, "unsent") >= 90, "{}", http["counts"]);
 }

@@ -33,7 +33,9 @@ pub fn parse_duration_ns(s: &str) -> Result<u64, String> {
     }
     let ns = v * mult;
     if ns > 86_400e9 {
-        return Err(format!("`{s}` is longer than a day; give a shorter duration"));
+        return Err(format!(
+            "`{s}` is longer than a day; give a shorter duration"
+        ));
     }
     Ok(ns as u64)
 }
@@ -52,7 +54,9 @@ pub fn parse_sources(items: &[String]) -> Result<Vec<IpAddr>, String> {
             let b: Ipv4Addr = b.trim().parse().map_err(|_| bad_source(item))?;
             let (a, b) = (u32::from(a), u32::from(b));
             if b < a {
-                return Err(format!("source range `{item}` runs backwards; write low-high"));
+                return Err(format!(
+                    "source range `{item}` runs backwards; write low-high"
+                ));
             }
             if (b - a) as usize >= MAX_SOURCES {
                 return Err(format!(
@@ -152,7 +156,9 @@ mod tests {
         assert_eq!(s, want);
         assert!(parse_sources(&["127.0.0.9-127.0.0.2".into()]).is_err());
         assert!(parse_sources(&["10.0.0.0-10.1.0.0".into()]).is_err());
-        assert!(parse_sources(&["nope".into()]).unwrap_err().contains("127.0.0.2"));
+        assert!(parse_sources(&["nope".into()])
+            .unwrap_err()
+            .contains("127.0.0.2"));
         assert!(parse_sources(&[]).unwrap().is_empty());
     }
 

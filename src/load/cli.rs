@@ -21,7 +21,7 @@ use super::fncodec::FnUdpCodec;
 use super::httploop::{self, HttpPlan};
 use super::plot::{self, Labels};
 use super::queryfile;
-use super::schedule::{split_count, split_rate};
+use super::schedule::{auto_tick_ns, split_count, split_rate};
 use super::stats::{RunInfo, RunResult, Stats};
 use super::sys::{self, Clock, Progress};
 use super::udp::{self, Load, UdpPlan};
@@ -76,8 +76,9 @@ struct LoadArgs {
     /// Open loop: at most one wake-up per tick; each sends the requests
     /// intended up to one tick ahead in one batch (a request sent late is
     /// measured from its intended time, one sent early from when it left).
-    /// Shorter: smoother load, more client CPU. 0: one wake-up per request.
-    #[arg(long, default_value = "100us")]
+    /// Shorter: smoother load, more client CPU; 0: one wake-up per request.
+    /// `auto`: about 8 requests per wake-up, between 100us and 1ms.
+    #[arg(long, default_value = "auto")]
     tick: String,
     /// Write the result as JSON to this file.
     #[arg(long, value_name = "FILE")]
@@ -191,7 +192,8 @@ struct Common {
     warmup_ns: u64,
     duration_ns: u64,
     timeout_ns: u64,
-    tick_ns: u64,
+    /// `None`: automatic, from each thread's rate.
+    tick_ns: Option<u64>,
 }
 
 const MAX_THREADS: usize = 256;
@@ -232,7 +234,10 @@ fn common(target: &str, a: &LoadArgs, default_outstanding: usize) -> Result<Comm
         warmup_ns: parse_duration_ns(&a.warmup)?,
         duration_ns,
         timeout_ns,
-        tick_ns: parse_duration_ns(&a.tick)?,
+        tick_ns: match a.tick.as_str() {
+            "auto" => None,
+            t => Some(parse_duration_ns(t)?),
+        },
     })
 }
 
@@ -249,12 +254,25 @@ impl Common {
         }
     }
 
+    /// The open-loop tick of thread `i`.
+    fn tick_of(&self, i: usize) -> u64 {
+        self.tick_ns.unwrap_or_else(|| match self.load_of(i) {
+            Load::Open { rate, .. } => auto_tick_ns(rate),
+            Load::Closed { .. } => 0,
+        })
+    }
+
     fn info(&self, mode: &str, a: &LoadArgs) -> RunInfo {
         RunInfo {
             label: a.label.clone().unwrap_or_else(|| mode.to_string()),
             mode: mode.to_string(),
             target: self.target.to_string(),
-            load: if self.rate.is_some() { "open" } else { "closed" }.to_string(),
+            load: if self.rate.is_some() {
+                "open"
+            } else {
+                "closed"
+            }
+            .to_string(),
             rate_per_s: self.rate,
             outstanding: self.rate.is_none().then_some(self.outstanding),
             threads: self.threads,
@@ -323,7 +341,10 @@ where
         }
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err("a load thread panicked".into())))
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err("a load thread panicked".into()))
+            })
             .collect::<Vec<_>>()
     });
     if show_progress {
@@ -361,7 +382,7 @@ fn run_udp<C: UdpCodec>(codec: &C, c: &Common, mode: &str, a: &LoadArgs) -> Resu
             warmup_ns: c.warmup_ns,
             duration_ns: c.duration_ns,
             timeout_ns: c.timeout_ns,
-            tick_ns: c.tick_ns,
+            tick_ns: c.tick_of(i),
             clock,
             recv_buffer: 8 << 20,
         };
@@ -434,12 +455,15 @@ fn run_fn_http(a: FnHttpArgs) -> Result<(), String> {
             warmup_ns: c.warmup_ns,
             duration_ns: c.duration_ns,
             timeout_ns: c.timeout_ns,
-            tick_ns: c.tick_ns,
+            tick_ns: c.tick_of(i),
             clock,
         };
         httploop::run_thread(&plan, p, stop)
     })?;
-    finish(RunResult::build(c.info("fn-http", &f.load), &stats, elapsed), &f.load)
+    finish(
+        RunResult::build(c.info("fn-http", &f.load), &stats, elapsed),
+        &f.load,
+    )
 }
 
 /// Print the summary and distribution; write the JSON and the plot
@@ -488,7 +512,11 @@ fn write_plot(results: &[(String, RunResult)], out: &Path, title: &str) -> Resul
                 out.display()
             );
             for (i, (label, _)) in results.iter().enumerate() {
-                let _ = writeln!(note, "  {}: {label}", plot::COLOURS[i % plot::COLOURS.len()].0);
+                let _ = writeln!(
+                    note,
+                    "  {}: {label}",
+                    plot::COLOURS[i % plot::COLOURS.len()].0
+                );
             }
         }
     }

@@ -185,7 +185,10 @@ mod tests {
         let n = c.encode(1, 7, &mut buf);
         assert_eq!(&buf[..4], b"\x00\x07\x00\x00");
         assert_eq!(&buf[10..12], b"\x00\x01", "ARCOUNT 1 with EDNS");
-        assert_eq!(&buf[n - 11..n], b"\x00\x00\x29\x04\xd0\x00\x00\x80\x00\x00\x00");
+        assert_eq!(
+            &buf[n - 11..n],
+            b"\x00\x00\x29\x04\xd0\x00\x00\x80\x00\x00\x00"
+        );
         assert_eq!(c.max_request_len(), n);
     }
 

@@ -65,7 +65,9 @@ struct Pending {
 
 enum State {
     /// Waiting to (re)connect at this time.
-    Down { retry_at: u64 },
+    Down {
+        retry_at: u64,
+    },
     Connecting(TcpStream),
     Open(TcpStream),
 }
@@ -81,7 +83,11 @@ struct Conn {
 }
 
 fn start_connect(target: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpStream> {
-    let s = Socket::new(Domain::for_address(target), Type::STREAM, Some(Protocol::TCP))?;
+    let s = Socket::new(
+        Domain::for_address(target),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )?;
     s.set_nonblocking(true)?;
     s.set_tcp_nodelay(true)?;
     if let Some(src) = source {
@@ -117,7 +123,8 @@ impl Run<'_> {
                 Some(k) => {
                     self.raw.errors += 1;
                     if p.measured {
-                        self.stats.record_error(k, now.saturating_sub(p.intended_ns));
+                        self.stats
+                            .record_error(k, now.saturating_sub(p.intended_ns));
                     }
                 }
                 None => {
@@ -397,7 +404,8 @@ impl Run<'_> {
     fn top_up(&mut self, now: u64) {
         for i in 0..self.conns.len() {
             if matches!(self.conns[i].state, State::Open(_)) {
-                let missing = self.conns[i].depth - self.conns[i].pending.len().min(self.conns[i].depth);
+                let missing =
+                    self.conns[i].depth - self.conns[i].pending.len().min(self.conns[i].depth);
                 for _ in 0..missing {
                     self.enqueue(i, now, now);
                 }
@@ -407,7 +415,11 @@ impl Run<'_> {
 }
 
 /// Run one HTTP load thread until its plan ends or `stop` is set.
-pub fn run_thread(plan: &HttpPlan, progress: &Progress, stop: &AtomicBool) -> Result<Stats, String> {
+pub fn run_thread(
+    plan: &HttpPlan,
+    progress: &Progress,
+    stop: &AtomicBool,
+) -> Result<Stats, String> {
     let n = plan.connections.max(1);
     let outstanding = match plan.load {
         Load::Closed { outstanding } => outstanding,
@@ -439,6 +451,7 @@ pub fn run_thread(plan: &HttpPlan, progress: &Progress, stop: &AtomicBool) -> Re
     };
     let mut k = 0u64;
     let mut last_wake = 0u64;
+    let end_grace = (2 * plan.tick_ns).max(10_000_000);
     plan.clock.wait_for_start();
     loop {
         let now = plan.clock.now();
@@ -446,16 +459,20 @@ pub fn run_thread(plan: &HttpPlan, progress: &Progress, stop: &AtomicBool) -> Re
         if now >= hard_end || (stopping && run.outstanding() == 0) {
             break;
         }
-        let sending = now < send_end && !stopping;
+        // Open loop: the last batch may leave a little after the end;
+        // requests still unsent after the grace count as unsent.
+        let sending = !stopping
+            && match &schedule {
+                Some(sched) => k < sched.total() && now < send_end + end_grace,
+                None => now < send_end,
+            };
         if sending {
             run.connect_due(now);
         }
         run.expire(now);
         if sending {
             match &schedule {
-                Some(sched) => {
-                    k = run.queue_due(sched, k, sched.due(now + plan.tick_ns), now)
-                }
+                Some(sched) => k = run.queue_due(sched, k, sched.due(now + plan.tick_ns), now),
                 None => run.top_up(plan.clock.now()),
             }
             for i in 0..run.conns.len() {
@@ -481,7 +498,9 @@ pub fn run_thread(plan: &HttpPlan, progress: &Progress, stop: &AtomicBool) -> Re
             }
         }
         if sending {
-            wake = wake.min(send_end);
+            if now < send_end {
+                wake = wake.min(send_end);
+            }
             if let Some(sched) = &schedule {
                 if k < sched.total() && run.open_conns() > 0 {
                     wake = wake.min(sched.intended(k).max(last_wake + plan.tick_ns));

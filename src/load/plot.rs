@@ -43,9 +43,7 @@ static FONT: OnceLock<Option<PathBuf>> = OnceLock::new();
 pub fn load_font() -> Option<PathBuf> {
     FONT.get_or_init(|| {
         let env = std::env::var_os("SHARDGATE_LOAD_FONT").map(PathBuf::from);
-        let candidates = env
-            .into_iter()
-            .chain(FONT_PATHS.iter().map(PathBuf::from));
+        let candidates = env.into_iter().chain(FONT_PATHS.iter().map(PathBuf::from));
         for path in candidates {
             let Ok(bytes) = std::fs::read(&path) else {
                 continue;
@@ -255,7 +253,10 @@ mod tests {
         let mut buf = vec![0u8; (w * h * 3) as usize];
         {
             let area = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
-            let results = vec![("a".to_string(), result(1000)), ("b".to_string(), result(3000))];
+            let results = vec![
+                ("a".to_string(), result(1000)),
+                ("b".to_string(), result(3000)),
+            ];
             draw(&area, &results, "t", with_text).unwrap();
         }
         buf

@@ -165,7 +165,10 @@ pub fn parse(text: &str) -> Result<Vec<QuerySpec>, Vec<QueryFileError>> {
             Ok(q) => out.push(q),
             Err(reason) => {
                 if errors.len() < 20 {
-                    errors.push(QueryFileError { line: n + 1, reason });
+                    errors.push(QueryFileError {
+                        line: n + 1,
+                        reason,
+                    });
                 }
             }
         }

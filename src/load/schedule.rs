@@ -76,6 +76,23 @@ pub fn split_rate(total_rate: f64, threads: usize, i: usize) -> (f64, u64) {
     (per, offset)
 }
 
+/// Requests per batch the automatic tick aims for.
+pub const AUTO_TICK_BATCH: f64 = 8.0;
+/// Bounds of the automatic tick, ns.
+pub const AUTO_TICK_MIN_NS: u64 = 100_000;
+pub const AUTO_TICK_MAX_NS: u64 = 1_000_000;
+
+/// The automatic open-loop tick for a thread sending `rate_per_s`: long
+/// enough that a wake-up sends about [`AUTO_TICK_BATCH`] requests (wake-ups
+/// dominate the client's CPU), between 100 us and 1 ms.
+pub fn auto_tick_ns(rate_per_s: f64) -> u64 {
+    if rate_per_s.is_nan() || rate_per_s <= 0.0 {
+        return AUTO_TICK_MAX_NS;
+    }
+    let ns = (AUTO_TICK_BATCH * 1e9 / rate_per_s).min(AUTO_TICK_MAX_NS as f64) as u64;
+    ns.clamp(AUTO_TICK_MIN_NS, AUTO_TICK_MAX_NS)
+}
+
 /// Split `total` (outstanding requests or connections) over `parts`: the
 /// first `total % parts` get one more.
 pub fn split_count(total: usize, parts: usize, i: usize) -> usize {
@@ -121,6 +138,15 @@ mod tests {
         assert_eq!(s.due(2_000_000_000), 2);
         assert_eq!(Schedule::new(0, 10, 0.0).due(100), 0);
         assert_eq!(Schedule::new(10, 10, 5.0).total(), 0);
+    }
+
+    #[test]
+    fn auto_tick_batches_about_eight_requests() {
+        assert_eq!(auto_tick_ns(20_000.0), 400_000);
+        assert_eq!(auto_tick_ns(50_000.0), 160_000);
+        assert_eq!(auto_tick_ns(1_000_000.0), AUTO_TICK_MIN_NS);
+        assert_eq!(auto_tick_ns(100.0), AUTO_TICK_MAX_NS);
+        assert_eq!(auto_tick_ns(0.0), AUTO_TICK_MAX_NS);
     }
 
     #[test]

@@ -405,10 +405,14 @@ mod tests {
 
     #[test]
     fn merge_adds_counts_kinds_and_latencies() {
-        let mut a = Stats::default();
-        let mut b = Stats::default();
-        a.sent = 10;
-        b.sent = 5;
+        let mut a = Stats {
+            sent: 10,
+            ..Stats::default()
+        };
+        let mut b = Stats {
+            sent: 5,
+            ..Stats::default()
+        };
         for v in 1..=8 {
             a.record_ok(v * 1000);
         }
@@ -430,8 +434,10 @@ mod tests {
 
     #[test]
     fn result_percentiles_and_json_round_trip() {
-        let mut s = Stats::default();
-        s.sent = 1000;
+        let mut s = Stats {
+            sent: 1000,
+            ..Stats::default()
+        };
         for i in 1..=1000u64 {
             s.record_ok(i * 1000); // 1 us .. 1000 us
         }

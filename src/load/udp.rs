@@ -83,8 +83,12 @@ pub fn open_sockets(plan: &UdpPlan) -> Result<Vec<Socket>, String> {
     };
     let mut out = Vec::with_capacity(sources.len());
     for src in sources {
-        let s = Socket::new(Domain::for_address(plan.target), Type::DGRAM, Some(Protocol::UDP))
-            .map_err(|e| format!("cannot create a UDP socket: {e}"))?;
+        let s = Socket::new(
+            Domain::for_address(plan.target),
+            Type::DGRAM,
+            Some(Protocol::UDP),
+        )
+        .map_err(|e| format!("cannot create a UDP socket: {e}"))?;
         s.set_nonblocking(true)
             .map_err(|e| format!("cannot make the socket nonblocking: {e}"))?;
         // Best effort: the kernel caps it at net.core.rmem_max.
@@ -410,7 +414,10 @@ pub fn run_thread<C: UdpCodec>(
     }
     let socks = open_sockets(plan)?;
     let fds: Vec<RawFd> = socks.iter().map(|s| s.as_raw_fd()).collect();
-    let inflight = socks.iter().map(|_| Inflight::new(codec.id_space())).collect();
+    let inflight = socks
+        .iter()
+        .map(|_| Inflight::new(codec.id_space()))
+        .collect();
     let mut run = Run {
         codec,
         plan,
@@ -433,6 +440,7 @@ pub fn run_thread<C: UdpCodec>(
     };
     let mut k: u64 = 0; // open loop: requests of the schedule sent so far
     let mut last_wake = 0u64;
+    let end_grace = (2 * plan.tick_ns).max(10_000_000);
     plan.clock.wait_for_start();
     loop {
         let now = plan.clock.now();
@@ -443,7 +451,13 @@ pub fn run_thread<C: UdpCodec>(
         let (_, more) = run.receive();
         run.expire(plan.clock.now());
         let now = plan.clock.now();
-        let sending = now < send_end && !stopping;
+        // Open loop: the last batch may leave a little after the end;
+        // requests still unsent after the grace count as unsent.
+        let sending = !stopping
+            && match &schedule {
+                Some(sched) => k < sched.total() && now < send_end + end_grace,
+                None => now < send_end,
+            };
         if sending {
             match (plan.load, &schedule) {
                 (Load::Open { .. }, Some(sched)) => {
@@ -477,12 +491,19 @@ pub fn run_thread<C: UdpCodec>(
         // Wait for the next thing to do.
         let now = plan.clock.now();
         let mut wake = hard_end;
-        if let Some(oldest) = run.inflight.iter_mut().filter_map(|t| t.oldest_sent_ns()).min() {
+        if let Some(oldest) = run
+            .inflight
+            .iter_mut()
+            .filter_map(|t| t.oldest_sent_ns())
+            .min()
+        {
             wake = wake.min(oldest + plan.timeout_ns);
         }
         let mut want_replies = true;
         if sending {
-            wake = wake.min(send_end);
+            if now < send_end {
+                wake = wake.min(send_end);
+            }
             if let (Load::Open { .. }, Some(sched)) = (plan.load, &schedule) {
                 if k < sched.total() {
                     let next = sched.intended(k).max(last_wake + plan.tick_ns);
