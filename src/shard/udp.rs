@@ -167,8 +167,12 @@ pub fn sockaddr_to_std(ss: &libc::sockaddr_storage, len: libc::socklen_t) -> Opt
 async fn wait_readable(sock: &UdpSocket, stop: &StopSignal) -> bool {
     let mut probe = [0u8; 1];
     let readable = async {
-        // An error here (e.g. a queued ICMP error) also means "try recvmmsg".
-        let _ = sock.peek_from(&mut probe).await;
+        // An error here (e.g. a queued ICMP error) also means "try recvmmsg";
+        // a short pause keeps a persistent error from becoming a busy loop.
+        if let Err(e) = sock.peek_from(&mut probe).await {
+            tracing::debug!("UDP wakeup: {e}");
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
         true
     };
     future::or(readable, async {

@@ -1,0 +1,116 @@
+//! systemd readiness (issue 7): with `NOTIFY_SOCKET` pointing at a socket the
+//! test listens on, `shardgate run` sends `READY=1` only once its DNS port
+//! answers, and `STOPPING=1` when it receives SIGTERM.
+
+use std::net::{TcpListener, UdpSocket};
+use std::os::unix::net::UnixDatagram;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_shardgate");
+
+struct Guard(Child);
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    loop {
+        let t = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = t.local_addr().unwrap().port();
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// A minimal A query for `upf.svc.example.` with the given ID.
+fn query(id: u16) -> Vec<u8> {
+    let mut q = id.to_be_bytes().to_vec();
+    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in ["upf", "svc", "example"] {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    q
+}
+
+fn dns_answers(port: u16) -> bool {
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    sock.send_to(&query(0x5151), ("127.0.0.1", port)).unwrap();
+    let mut buf = [0u8; 512];
+    matches!(sock.recv(&mut buf), Ok(n) if n >= 12 && buf[..2] == [0x51, 0x51])
+}
+
+#[test]
+fn ready_after_ports_answer_and_stopping_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let dns_port = free_port();
+    let admin_port = free_port();
+    let fn_port = free_port();
+    let config = format!(
+        r#"
+[server]
+shards = 1
+admin_listen = "127.0.0.1:{admin_port}"
+state_dir = "state"
+[dns]
+listen = ["127.0.0.1:{dns_port}"]
+[functions]
+enabled = false
+listen = ["127.0.0.1:{fn_port}"]
+[[zone]]
+name = "svc.example."
+soa = {{ mname = "ns1.svc.example.", rname = "hostmaster.svc.example." }}
+[[view]]
+name = "default"
+[[view.record]]
+name = "upf.svc.example."
+type = "A"
+data = "10.0.9.9"
+"#
+    );
+    let config_path = dir.path().join("shardgate.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let socket_path = dir.path().join("notify.sock");
+    let notify = UnixDatagram::bind(&socket_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+
+    let child = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&config_path)
+        .env("NOTIFY_SOCKET", &socket_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut guard = Guard(child);
+
+    let mut buf = [0u8; 256];
+    let n = notify.recv(&mut buf).expect("no READY=1 within 20 s");
+    let message = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(message.contains("READY=1"), "first notification: {message}");
+    // READY=1 promised that the ports serve: the very first query answers.
+    assert!(dns_answers(dns_port), "READY=1 sent before DNS answered");
+
+    let pid = guard.0.id() as libc::pid_t;
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut stopping = false;
+    while Instant::now() < deadline && !stopping {
+        match notify.recv(&mut buf) {
+            Ok(n) => stopping = String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1"),
+            Err(e) => panic!("no STOPPING=1 after SIGTERM: {e}"),
+        }
+    }
+    assert!(stopping, "no STOPPING=1 after SIGTERM");
+    let status = guard.0.wait().unwrap();
+    assert!(status.success(), "exit status after SIGTERM: {status}");
+}
