@@ -262,7 +262,10 @@ fn every_invocation_is_pristine_across_failures() {
     // still in use (3 instances per batch at ring_depth 3) were released.
     let used_instances = t.invocations - t.rejected_inputs;
     assert!(t.instantiations >= used_instances, "{t:?}");
-    assert!(t.resets <= used_instances && t.resets + 3 > used_instances, "{t:?}");
+    assert!(
+        t.resets <= used_instances && t.resets + 3 > used_instances,
+        "{t:?}"
+    );
 }
 
 #[test]

@@ -41,7 +41,8 @@ fn query(id: u16) -> Vec<u8> {
 
 fn dns_answers(port: u16) -> bool {
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
     sock.send_to(&query(0x5151), ("127.0.0.1", port)).unwrap();
     let mut buf = [0u8; 512];
     matches!(sock.recv(&mut buf), Ok(n) if n >= 12 && buf[..2] == [0x51, 0x51])
