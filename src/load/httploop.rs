@@ -160,9 +160,11 @@ impl Run<'_> {
         }
     }
 
-    /// Queue one request on connection `i`.
+    /// Queue one request on connection `i`: intended at `intended_ns`
+    /// (measured from the earlier of that and `now`).
     fn enqueue(&mut self, i: usize, intended_ns: u64, now: u64) {
         let measured = intended_ns >= self.plan.warmup_ns;
+        let intended_ns = intended_ns.min(now);
         let c = &mut self.conns[i];
         c.wbuf.extend_from_slice(&self.plan.request);
         c.pending.push_back(Pending {
@@ -390,7 +392,7 @@ impl Run<'_> {
             self.next_conn = (i + 1) % n;
             let c = &self.conns[i];
             if matches!(c.state, State::Open(_)) && c.pending.len() < MAX_PIPELINE {
-                self.enqueue(i, sched.intended(k).min(now), now);
+                self.enqueue(i, sched.intended(k), now);
                 k += 1;
                 misses = 0;
             } else {

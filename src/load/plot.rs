@@ -114,7 +114,7 @@ pub fn draw<DB: DrawingBackend>(
         .max(0.001)
         * 1.1;
     let mut builder = ChartBuilder::on(area);
-    builder.margin(20);
+    builder.margin(20).margin_right(45);
     if with_text {
         builder
             .caption(title, ("sans-serif", 24))

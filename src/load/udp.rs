@@ -346,7 +346,8 @@ impl<C: UdpCodec> Run<'_, C> {
                 // Latency counts from the intended time, or from the actual
                 // send when the request leaves early (batched a tick ahead).
                 let when = intended(sent + m).min(now);
-                let measured = when >= self.plan.warmup_ns;
+                // In the measured window by its intended time.
+                let measured = intended(sent + m) >= self.plan.warmup_ns;
                 let Some(id) = self.inflight[s].start(item, when, now, measured) else {
                     break;
                 };
@@ -388,7 +389,7 @@ impl<C: UdpCodec> Run<'_, C> {
                 }
             }
             for j in 0..done {
-                if intended(sent + j).min(now) >= self.plan.warmup_ns {
+                if intended(sent + j) >= self.plan.warmup_ns {
                     self.stats.sent += 1;
                 }
             }
