@@ -158,15 +158,19 @@ run_client() {
     local rateopt=()
     if [ "$rate" != 0 ]; then rateopt=(-Q "$rate"); else rateopt=(-q 256); fi
     taskset -c 0 dnsperf -s 127.0.0.1 -p "$port" -d "$work/queries.txt" -l "$duration" "${rateopt[@]}" >"$work/out" 2>&1
-    answered=$(awk '/Queries completed:/ { print $3 }' "$work/out")
   else
     local loadopt=()
     if [ "$rate" != 0 ]; then loadopt=(--rate "$rate" --tick "$tick"); else loadopt=(-n 256); fi
     taskset -c 0 "$LOAD" dns --target "127.0.0.1:$port" -f "$work/queries.txt" -d "${duration}s" --warmup 0 \
       --timeout 1s "${loadopt[@]}" --quiet --brief --json "$work/r.json" >"$work/out" 2>&1
+  fi
+  # Right after the client: the parsing below runs more child processes.
+  times >"$work/t1"
+  if [ "$tool" = dnsperf ]; then
+    answered=$(awk '/Queries completed:/ { print $3 }' "$work/out")
+  else
     answered=$(python3 -c 'import json,sys; c=json.load(open(sys.argv[1]))["counts"]; print(c["answered"])' "$work/r.json")
   fi
-  times >"$work/t1"
   before=$(child_cpu "$work/t0")
   after=$(child_cpu "$work/t1")
   s1=$(cpu_jiffies 1)

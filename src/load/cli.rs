@@ -98,6 +98,9 @@ struct LoadArgs {
     /// Leave out the full percentile distribution.
     #[arg(long)]
     brief: bool,
+    /// dns, fn-udp: one datagram per send call instead of UDP GSO runs.
+    #[arg(long)]
+    no_gso: bool,
 }
 
 #[derive(Args, Debug)]
@@ -385,6 +388,7 @@ fn run_udp<C: UdpCodec>(codec: &C, c: &Common, mode: &str, a: &LoadArgs) -> Resu
             tick_ns: c.tick_of(i),
             clock,
             recv_buffer: 8 << 20,
+            gso: !a.no_gso,
         };
         udp::run_thread(codec, &plan, p, stop)
     })?;

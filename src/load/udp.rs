@@ -40,6 +40,49 @@ pub const EV_REFUSED: &str = "ICMP port unreachable (target not listening)";
 pub const EV_SEND_ERR: &str = "send errors";
 pub const EV_RECV_ERR: &str = "receive errors";
 pub const EV_NO_ID: &str = "sends delayed: all request ids in flight";
+pub const EV_NO_GSO: &str = "UDP GSO refused: sent one datagram per call instead";
+
+/// Most segments in one GSO message (the kernel's limit is 64 or more).
+const GSO_MAX_SEGMENTS: usize = 64;
+/// Most payload bytes in one GSO message.
+const GSO_MAX_BYTES: usize = 60_000;
+
+/// Group the requests of a batch for GSO: `order` lists request indices
+/// with equal lengths adjacent (send order kept within a length), and each
+/// group is `(start in order, count)`: one message, all segments the same
+/// length, at most `max_segs` segments and `max_bytes` bytes. Without GSO
+/// every request is its own group.
+pub fn gso_groups(
+    lens: &[usize],
+    gso: bool,
+    max_segs: usize,
+    max_bytes: usize,
+    order: &mut Vec<usize>,
+    groups: &mut Vec<(usize, usize)>,
+) {
+    order.clear();
+    groups.clear();
+    order.extend(0..lens.len());
+    if !gso {
+        groups.extend((0..lens.len()).map(|i| (i, 1)));
+        return;
+    }
+    order.sort_by_key(|&i| lens[i]);
+    let mut start = 0;
+    while start < order.len() {
+        let len = lens[order[start]];
+        let mut n = 1;
+        while start + n < order.len()
+            && lens[order[start + n]] == len
+            && n < max_segs
+            && (n + 1) * len <= max_bytes
+        {
+            n += 1;
+        }
+        groups.push((start, n));
+        start += n;
+    }
+}
 
 /// How load is offered by one thread.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -68,6 +111,10 @@ pub struct UdpPlan {
     pub tick_ns: u64,
     pub clock: Clock,
     pub recv_buffer: usize,
+    /// Send runs of equal-length requests as one UDP GSO message
+    /// (UDP_SEGMENT); falls back to one message per request when the
+    /// kernel or route refuses.
+    pub gso: bool,
 }
 
 /// Open the sockets of a plan: bound to each source, connected to the target.
@@ -178,6 +225,51 @@ impl Batch {
         self.hdrs[i].msg_len = 0;
     }
 
+    /// Point headers at the requests in `bufs` (lengths `lens`), one header
+    /// per group of `order` (see [`gso_groups`]); a group of more than one
+    /// request carries a UDP_SEGMENT control message with its length.
+    fn prepare_groups(&mut self, order: &[usize], lens: &[usize], groups: &[(usize, usize)]) {
+        let base = self.bufs.as_mut_ptr();
+        for (p, &j) in order.iter().enumerate() {
+            self.iovs[p] = libc::iovec {
+                // SAFETY: j < BATCH, so the offset is inside `bufs`.
+                iov_base: unsafe { base.add(j * self.buf_len) } as *mut libc::c_void,
+                iov_len: lens[j],
+            };
+        }
+        let iovs = self.iovs.as_mut_ptr();
+        let ctrl = self.ctrl.as_mut_ptr();
+        for (g, &(start, count)) in groups.iter().enumerate() {
+            self.hdrs[g].msg_len = 0;
+            let h = &mut self.hdrs[g].msg_hdr;
+            h.msg_name = std::ptr::null_mut();
+            h.msg_namelen = 0;
+            // SAFETY: start + count <= order.len() <= BATCH iovecs.
+            h.msg_iov = unsafe { iovs.add(start) };
+            h.msg_iovlen = count as _;
+            h.msg_flags = 0;
+            if count > 1 {
+                // SAFETY: g < BATCH, so the control buffer is CTRL_LEN bytes
+                // of our own; CMSG_SPACE(2) fits in it.
+                unsafe {
+                    let c = ctrl.add(g * CTRL_LEN);
+                    std::ptr::write_bytes(c, 0, CTRL_LEN);
+                    h.msg_control = c as *mut libc::c_void;
+                    h.msg_controllen = libc::CMSG_SPACE(size_of::<u16>() as u32) as _;
+                    let cm = libc::CMSG_FIRSTHDR(h);
+                    (*cm).cmsg_level = libc::SOL_UDP;
+                    (*cm).cmsg_type = libc::UDP_SEGMENT;
+                    (*cm).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as u32) as _;
+                    let seg = lens[order[start]] as u16;
+                    std::ptr::write_unaligned(libc::CMSG_DATA(cm) as *mut u16, seg);
+                }
+            } else {
+                h.msg_control = std::ptr::null_mut();
+                h.msg_controllen = 0;
+            }
+        }
+    }
+
     /// Kernel receive time of datagram `i`, realtime ns, if stamped.
     fn rx_stamp(&self, i: usize) -> Option<u64> {
         let h = &self.hdrs[i].msg_hdr;
@@ -216,6 +308,7 @@ struct Run<'a, C: UdpCodec> {
     raw: ProgressSnapshot,
     next_item: usize,
     next_sock: usize,
+    gso: bool,
     send: Batch,
     recv: Batch,
 }
@@ -333,6 +426,8 @@ impl<C: UdpCodec> Run<'_, C> {
         let nsocks = self.socks.len();
         let mut rounds = 0;
         let mut exhausted = 0;
+        let mut order = Vec::with_capacity(BATCH);
+        let mut groups = Vec::with_capacity(BATCH);
         while sent < want && rounds < MAX_ROUNDS * nsocks && exhausted < nsocks {
             rounds += 1;
             let s = self.next_sock;
@@ -340,21 +435,22 @@ impl<C: UdpCodec> Run<'_, C> {
             let chunk = (want - sent).min(BATCH);
             let now = self.plan.clock.now();
             let mut ids = [0u32; BATCH];
+            let mut lens = [0usize; BATCH];
+            let mut measured = [false; BATCH];
             let mut m = 0;
             while m < chunk {
                 let item = self.next_item;
+                let due = intended(sent + m);
                 // Latency counts from the intended time, or from the actual
                 // send when the request leaves early (batched a tick ahead).
-                let when = intended(sent + m).min(now);
+                let when = due.min(now);
                 // In the measured window by its intended time.
-                let measured = intended(sent + m) >= self.plan.warmup_ns;
-                let Some(id) = self.inflight[s].start(item, when, now, measured) else {
+                measured[m] = due >= self.plan.warmup_ns;
+                let Some(id) = self.inflight[s].start(item, when, now, measured[m]) else {
                     break;
                 };
                 ids[m] = id;
-                let buf = self.send.buf_mut(m);
-                let len = self.codec.encode(item, id, buf);
-                self.send.prepare(m, len, false);
+                lens[m] = self.codec.encode(item, id, self.send.buf_mut(m));
                 self.next_item = (item + 1) % self.codec.items();
                 m += 1;
             }
@@ -363,34 +459,52 @@ impl<C: UdpCodec> Run<'_, C> {
                 self.stats.event(EV_NO_ID);
                 continue;
             }
-            // SAFETY: the first m headers point into live buffers.
+            gso_groups(
+                &lens[..m],
+                self.gso,
+                GSO_MAX_SEGMENTS,
+                GSO_MAX_BYTES,
+                &mut order,
+                &mut groups,
+            );
+            self.send.prepare_groups(&order, &lens[..m], &groups);
+            // SAFETY: the first groups.len() headers point into live buffers.
             let r = unsafe {
                 libc::sendmmsg(
                     self.fds[s],
                     self.send.hdrs.as_mut_ptr(),
-                    m as libc::c_uint,
+                    groups.len() as libc::c_uint,
                     0,
                 )
             };
-            let done = if r < 0 {
+            let groups_done = if r < 0 {
                 match errno() {
                     libc::EAGAIN | libc::ENOBUFS | libc::EINTR => {}
                     libc::ECONNREFUSED => self.stats.event(EV_REFUSED),
+                    libc::EIO | libc::EINVAL | libc::ENOPROTOOPT | libc::EOPNOTSUPP if self.gso => {
+                        self.gso = false;
+                        self.stats.event(EV_NO_GSO);
+                    }
                     _ => self.stats.event(EV_SEND_ERR),
                 }
                 0
             } else {
                 r as usize
             };
-            // Unsent tail: give the ids back and rewind the item cursor.
-            for &id in ids[done..m].iter().rev() {
-                if let Some(f) = self.inflight[s].cancel(id) {
-                    self.next_item = f.item;
-                }
-            }
-            for j in 0..done {
-                if intended(sent + j) >= self.plan.warmup_ns {
-                    self.stats.sent += 1;
+            // Requests of the groups sent count; the others give their ids
+            // back (to be sent in a later round or turn).
+            let split = groups
+                .get(groups_done)
+                .map_or(order.len(), |&(start, _)| start);
+            let mut done = 0;
+            for (p, &j) in order.iter().enumerate() {
+                if p < split {
+                    done += 1;
+                    if measured[j] {
+                        self.stats.sent += 1;
+                    }
+                } else {
+                    self.inflight[s].cancel(ids[j]);
                 }
             }
             self.raw.sent += done as u64;
@@ -429,6 +543,7 @@ pub fn run_thread<C: UdpCodec>(
         raw: ProgressSnapshot::default(),
         next_item: plan.first_item % codec.items(),
         next_sock: 0,
+        gso: plan.gso,
         send: Batch::new(codec.max_request_len().max(1)),
         recv: Batch::new(RECV_LEN),
     };
@@ -560,6 +675,25 @@ pub fn unsent_in_window(sched: &Schedule, k: u64, warmup_ns: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gso_groups_join_equal_lengths_within_limits() {
+        let (mut order, mut groups) = (Vec::new(), Vec::new());
+        let lens = [40, 50, 40, 40, 50, 60];
+        gso_groups(&lens, true, 64, 60_000, &mut order, &mut groups);
+        assert_eq!(order, vec![0, 2, 3, 1, 4, 5]);
+        assert_eq!(groups, vec![(0, 3), (3, 2), (5, 1)]);
+        // Segment and byte limits split a run.
+        gso_groups(&[10; 7], true, 3, 60_000, &mut order, &mut groups);
+        assert_eq!(groups, vec![(0, 3), (3, 3), (6, 1)]);
+        gso_groups(&[100; 5], true, 64, 250, &mut order, &mut groups);
+        assert_eq!(groups, vec![(0, 2), (2, 2), (4, 1)]);
+        // Without GSO: one request per message, in send order.
+        gso_groups(&lens, false, 64, 60_000, &mut order, &mut groups);
+        assert_eq!(order, vec![0, 1, 2, 3, 4, 5]);
+        assert_eq!(groups.len(), 6);
+        assert!(groups.iter().all(|&(_, n)| n == 1));
+    }
 
     #[test]
     fn unsent_counts_only_the_measured_window() {

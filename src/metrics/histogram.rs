@@ -70,10 +70,17 @@ impl LocalHistogram {
     /// Record one observation of `ns` nanoseconds.
     #[inline]
     pub fn record_ns(&self, ns: u64) {
+        self.record_n(ns, 1);
+    }
+
+    /// Record `n` observations of `ns` nanoseconds each.
+    #[inline]
+    pub fn record_n(&self, ns: u64, n: u64) {
         let i = BOUNDS_NS.partition_point(|&bound| bound < ns);
         let b = &self.buckets[i];
-        b.set(b.get().wrapping_add(1));
-        self.sum_ns.set(self.sum_ns.get().wrapping_add(ns));
+        b.set(b.get().wrapping_add(n));
+        self.sum_ns
+            .set(self.sum_ns.get().wrapping_add(ns.wrapping_mul(n)));
     }
 
     /// Observations so far.
@@ -182,6 +189,12 @@ mod tests {
         assert_eq!(cum[BUCKETS - 1], 4);
         assert_eq!(sum, 2_000_010_001);
         assert_eq!(h.count(), 4);
+        h.record_n(7_000, 10);
+        h.publish(&shared);
+        let (cum, sum) = shared.cumulative();
+        assert_eq!(cum[1], 13);
+        assert_eq!(cum[BUCKETS - 1], 14);
+        assert_eq!(sum, 2_000_080_001);
     }
 
     #[test]

@@ -108,7 +108,7 @@ impl DatagramHandler for DnsUdp {
         let metrics = &self.ctx.metrics;
         let outcome = self.ctx.with_served(|s| {
             let outcome = dns::answer(&s.map, datagram, from.ip(), Transport::Udp, out);
-            metrics.finish_in_batch(Transport::Udp);
+            metrics.answered_in_batch();
             metrics.count_view(&s.map, from.ip(), outcome);
             outcome
         });
@@ -118,5 +118,10 @@ impl DatagramHandler for DnsUdp {
 
     fn dropped(&mut self, why: DropKind) {
         self.ctx.stats.dropped(why);
+    }
+
+    #[inline]
+    fn end_batch(&mut self) {
+        self.ctx.metrics.end_batch();
     }
 }

@@ -35,6 +35,8 @@ pub trait DatagramHandler {
     fn handle(&mut self, datagram: &[u8], from: SocketAddr, out: &mut Vec<u8>) -> bool;
     /// A datagram was dropped by the I/O layer (oversized, unsendable reply).
     fn dropped(&mut self, _why: DropKind) {}
+    /// Called once the replies of the batch were sent (or dropped).
+    fn end_batch(&mut self) {}
 }
 
 /// Reusable buffers and headers for one batched socket.
@@ -250,6 +252,7 @@ pub async fn serve_batched<H: DatagramHandler>(
             }
         }
         send_all(sock, &mut b, k, handler).await;
+        handler.end_batch();
         glommio::yield_if_needed().await;
     }
 }
@@ -342,6 +345,7 @@ pub async fn serve_plain<H: DatagramHandler>(sock: &UdpSocket, handler: &mut H, 
         if handler.handle(&buf[..len], from, &mut out) && sock.send_to(&out, from).await.is_err() {
             handler.dropped(DropKind::SendFailed);
         }
+        handler.end_batch();
         glommio::yield_if_needed().await;
     }
 }
