@@ -12,7 +12,9 @@
 # otherwise Knot DNS (knotd) with a trivial zone. Not a test: prints figures.
 #
 #   scripts/bench-load.sh [--target auto|shardgate|knot] [--rates "20000 50000 100000"]
-#                         [--duration SECONDS] [--rounds N] [--tick 100us] [--no-build]
+#                         [--duration SECONDS] [--rounds N] [--tick auto|DURATION]
+#                         [--batch N] [--no-build]
+# (--tick/--batch: shardgate-load's open-loop batching; defaults are its own.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,7 +22,8 @@ target=auto
 rates="20000 50000 100000"
 duration=5
 rounds=3
-tick=100us
+tick=auto
+batch=8
 build=1
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -29,6 +32,7 @@ while [ $# -gt 0 ]; do
     --duration) duration=$2; shift 2 ;;
     --rounds) rounds=$2; shift 2 ;;
     --tick) tick=$2; shift 2 ;;
+    --batch) batch=$2; shift 2 ;;
     --no-build) build=0; shift ;;
     *) echo "unknown argument $1 (see the header of $0)" >&2; exit 2 ;;
   esac
@@ -140,7 +144,7 @@ case "$target" in
   auto) if start_shardgate; then name=shardgate; else start_knot; name=knot; fi ;;
   *) echo "--target auto|shardgate|knot" >&2; exit 2 ;;
 esac
-echo "target: $name on 127.0.0.1:$port (CPU 1); clients on CPU 0; ${duration}s per run, $rounds round(s)"
+echo "target: $name on 127.0.0.1:$port (CPU 1); clients on CPU 0; ${duration}s per run, $rounds round(s); shardgate-load --tick $tick --batch $batch"
 
 # Children's user+sys CPU seconds of this shell so far: bash `times`
 # (second line), run in this shell (not a subshell) and parsed from a file.
@@ -149,10 +153,12 @@ child_cpu() { awk 'NR == 2 { for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); t 
 cpu_jiffies() { awk -v c="cpu$1" '$1 == c { print $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9 }' /proc/stat; }
 
 # run_client TOOL RATE(0 = as fast as it goes): writes
-# "answered cpu_seconds qps target_busy" to $work/result.
+# "answered cpu_seconds qps target_busy wall_seconds" to $work/result.
 run_client() {
   local tool=$1 rate=$2 before after answered s0 s1
   s0=$(cpu_jiffies 1)
+  local w0 w1
+  w0=$(date +%s.%N)
   times >"$work/t0"
   if [ "$tool" = dnsperf ]; then
     local rateopt=()
@@ -160,12 +166,13 @@ run_client() {
     taskset -c 0 dnsperf -s 127.0.0.1 -p "$port" -d "$work/queries.txt" -l "$duration" "${rateopt[@]}" >"$work/out" 2>&1
   else
     local loadopt=()
-    if [ "$rate" != 0 ]; then loadopt=(--rate "$rate" --tick "$tick"); else loadopt=(-n 256); fi
+    if [ "$rate" != 0 ]; then loadopt=(--rate "$rate" --tick "$tick" --batch "$batch"); else loadopt=(-n 256); fi
     taskset -c 0 "$LOAD" dns --target "127.0.0.1:$port" -f "$work/queries.txt" -d "${duration}s" --warmup 0 \
       --timeout 1s "${loadopt[@]}" --quiet --brief --json "$work/r.json" >"$work/out" 2>&1
   fi
   # Right after the client: the parsing below runs more child processes.
   times >"$work/t1"
+  w1=$(date +%s.%N)
   if [ "$tool" = dnsperf ]; then
     answered=$(awk '/Queries completed:/ { print $3 }' "$work/out")
   else
@@ -174,10 +181,11 @@ run_client() {
   before=$(child_cpu "$work/t0")
   after=$(child_cpu "$work/t1")
   s1=$(cpu_jiffies 1)
-  awk -v a="$answered" -v b="$before" -v e="$after" -v d="$duration" -v s0="$s0" -v s1="$s1" 'BEGIN {
+  awk -v a="$answered" -v b="$before" -v e="$after" -v d="$duration" -v s0="$s0" -v s1="$s1" \
+      -v w0="$w0" -v w1="$w1" 'BEGIN {
     split(s0, x, " "); split(s1, y, " ");
     busy = (y[2] > x[2]) ? (y[1] - x[1]) / (y[2] - x[2]) : 0;
-    printf "%d %.3f %.0f %.2f\n", a, e - b, a / d, busy }' >"$work/result"
+    printf "%d %.3f %.0f %.2f %.3f\n", a, e - b, a / d, busy, w1 - w0 }' >"$work/result"
 }
 
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
@@ -187,8 +195,8 @@ printf '%-8s %-15s %10s %8s %12s\n' rate client answered cpu_s "us/answer"
 for rate in $rates; do
   : >"$work/ratios"
   for round in $(seq "$rounds"); do
-    run_client dnsperf "$rate"; read -r pa pc _ _ <"$work/result"
-    run_client load "$rate"; read -r la lc _ _ <"$work/result"
+    run_client dnsperf "$rate"; read -r pa pc _ _ _ <"$work/result"
+    run_client load "$rate"; read -r la lc _ _ _ <"$work/result"
     pu=$(awk -v c="$pc" -v a="$pa" 'BEGIN { printf "%.3f", a ? c * 1e6 / a : 0 }')
     lu=$(awk -v c="$lc" -v a="$la" 'BEGIN { printf "%.3f", a ? c * 1e6 / a : 0 }')
     printf '%-8s %-15s %10s %8s %12s\n' "$rate" dnsperf "$pa" "$pc" "$pu"
@@ -199,9 +207,14 @@ for rate in $rates; do
 done
 
 echo
-echo "highest rate from one client core (closed loop, 256 outstanding; target core busy share alongside):"
+echo "highest rate from one client core (closed loop, 256 outstanding). When the"
+echo "target's core is saturated (busy ~1.00) the target is the limit: the client's"
+echo "own ceiling is then estimated as rate / (client CPU seconds per wall second)."
 for round in $(seq "$rounds"); do
-  run_client dnsperf 0; read -r _ _ pq pb <"$work/result"
-  run_client load 0; read -r _ _ lq lb <"$work/result"
-  echo "  round $round: dnsperf ${pq}/s (target busy $pb)   shardgate-load ${lq}/s (target busy $lb)"
+  run_client dnsperf 0; read -r _ pc pq pb pw <"$work/result"
+  run_client load 0; read -r _ lc lq lb lw <"$work/result"
+  awk -v pc="$pc" -v pq="$pq" -v pb="$pb" -v pw="$pw" -v lc="$lc" -v lq="$lq" -v lb="$lb" -v lw="$lw" -v r="$round" 'BEGIN {
+    pu = pc / pw; lu = lc / lw;
+    printf "  round %s: dnsperf %d/s (client core %.2f, ceiling ~%d/s, target busy %.2f)   shardgate-load %d/s (client core %.2f, ceiling ~%d/s, target busy %.2f)\n",
+      r, pq, pu, (pu > 0 ? pq / pu : 0), pb, lq, lu, (lu > 0 ? lq / lu : 0), lb }'
 done

@@ -4,9 +4,12 @@
 //! Every test starts its own server on its own free port (killed on drop)
 //! from a config written to a temporary directory.
 
+mod ports;
+use ports::free_port;
+
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpStream, UdpSocket};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,21 +25,6 @@ const BIN: &str = env!("CARGO_BIN_EXE_shardgate");
 // ---------------------------------------------------------------------------
 // Server under test
 // ---------------------------------------------------------------------------
-
-/// A port free for UDP and TCP on both 127.0.0.1 and ::1 right now.
-fn free_port() -> u16 {
-    for _ in 0..100 {
-        let t4 = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = t4.local_addr().unwrap().port();
-        let ok = UdpSocket::bind(("127.0.0.1", port)).is_ok()
-            && TcpListener::bind(("::1", port)).is_ok()
-            && UdpSocket::bind(("::1", port)).is_ok();
-        if ok {
-            return port;
-        }
-    }
-    panic!("no free port found");
-}
 
 struct Server {
     child: Child,
@@ -81,7 +69,7 @@ fn config_text(port: u16, o: &Opts) -> String {
         r#"
 [server]
 shutdown_grace_ms = {grace}
-admin_listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:{admin}"
 
 [dns]
 listen = ["127.0.0.1:{port}", "[::1]:{port}"]
@@ -146,6 +134,7 @@ type = "A"
 data = "10.0.0.5"
 "#,
         grace = o.grace_ms,
+        admin = free_port(),
         idle = o.idle_ms,
         conns = o.max_conns,
         a0 = o.low_a[0],

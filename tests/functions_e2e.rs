@@ -5,8 +5,11 @@
 //!
 //! Every test starts its own server on its own free ports (killed on drop).
 
+mod ports;
+use ports::free_port;
+
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -19,18 +22,6 @@ const BIN: &str = env!("CARGO_BIN_EXE_shardgate");
 
 fn repo(p: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
-}
-
-/// A port free for UDP and TCP on 127.0.0.1 right now.
-fn free_port() -> u16 {
-    for _ in 0..100 {
-        let t = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = t.local_addr().unwrap().port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port found");
 }
 
 fn online_cpus() -> usize {
@@ -64,7 +55,7 @@ fn config_text(dns_port: u16, fn_port: u16, cache: &Path) -> String {
     format!(
         r#"
 [server]
-admin_listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:{admin}"
 shutdown_grace_ms = 2000
 
 [dns]
@@ -112,6 +103,7 @@ name = "ghost"
 module = "does/not/exist.wat"
 "#,
         cache = cache.display(),
+        admin = free_port(),
         probe = repo("tests/functions_fixtures/probe.wat").display(),
         checksum = repo("functions/checksum.wat").display(),
         classify = repo("functions/classify.wat").display(),
@@ -120,7 +112,9 @@ module = "does/not/exist.wat"
 
 impl Server {
     fn start() -> Server {
-        let shards = online_cpus().min(4);
+        // A shard on every CPU, so a client pinned to any CPU is steered
+        // (SO_INCOMING_CPU) to a shard of its own.
+        let shards = online_cpus();
         let (dns_port, fn_port) = (free_port(), free_port());
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("shardgate.toml");

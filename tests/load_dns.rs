@@ -330,3 +330,39 @@ fn bad_query_files_name_their_lines() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("line 2") && err.contains("line 3"), "{err}");
 }
+
+#[test]
+fn many_sources_closed_and_open_loop_count_right() {
+    // More sources than are read directly: readiness comes from epoll.
+    let dir = tempfile::tempdir().unwrap();
+    let q = query_file(dir.path(), "upf.svc.example. A\nsmf.svc.example. AAAA\n");
+    for (name, load) in [("closed", ["-n", "40"]), ("open", ["--rate", "3000"])] {
+        let r = Responder::dns(|_, _| Action::Reply(0));
+        let target = r.target();
+        let mut args = vec!["dns", "--target", &target, "-f", &q, "-d", "1s"];
+        args.extend([
+            "--warmup",
+            "0",
+            "--source",
+            "127.0.0.2-127.0.0.11",
+            "--brief",
+        ]);
+        args.extend(load);
+        let (_, res) = run_load(dir.path(), name, &args);
+        let seen = r.seen();
+        assert_eq!(seen.by_source.len(), 10, "{name}: {:?}", seen.by_source);
+        for (ip, n) in &seen.by_source {
+            assert!(*n * 20 >= seen.received, "{name}: {ip} got only {n}");
+        }
+        assert_eq!(count(&res, "sent"), seen.received, "{name}");
+        assert_eq!(count(&res, "ok"), seen.replied, "{name}");
+        assert_eq!(count(&res, "lost"), 0, "{name}");
+        if name == "open" {
+            assert!(
+                (2900..=3000).contains(&count(&res, "sent")),
+                "{}",
+                res["counts"]
+            );
+        }
+    }
+}

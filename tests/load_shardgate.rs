@@ -6,8 +6,11 @@
 
 mod load_support;
 
+mod ports;
+use ports::free_port;
+
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -18,18 +21,6 @@ const SHARDGATE: &str = env!("CARGO_BIN_EXE_shardgate");
 
 fn repo(p: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
-}
-
-/// A port free for UDP and TCP on 127.0.0.1 right now.
-fn free_port() -> u16 {
-    for _ in 0..100 {
-        let t = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = t.local_addr().unwrap().port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port found");
 }
 
 /// A running `shardgate run` with DNS, functions and admin on free ports;

@@ -2,7 +2,10 @@
 //! test listens on, `shardgate run` sends `READY=1` only once its DNS port
 //! answers, and `STOPPING=1` when it receives SIGTERM.
 
-use std::net::{TcpListener, UdpSocket};
+mod ports;
+use ports::free_port;
+
+use std::net::UdpSocket;
 use std::os::unix::net::UnixDatagram;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -14,16 +17,6 @@ impl Drop for Guard {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    loop {
-        let t = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = t.local_addr().unwrap().port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
     }
 }
 

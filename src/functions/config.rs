@@ -73,7 +73,8 @@ pub struct LimitsConfig {
     pub max_input_bytes: u32,
     /// Largest output returned, bytes; a larger one fails the request.
     pub max_output_bytes: u32,
-    /// Ready instances kept per shard (the arena ring).
+    /// Ready instances kept per shard at least (the arena ring; built in
+    /// batches of up to 8, so up to twice this many are ready at times).
     pub ring_depth: u32,
 }
 

@@ -21,7 +21,7 @@ use super::fncodec::FnUdpCodec;
 use super::httploop::{self, HttpPlan};
 use super::plot::{self, Labels};
 use super::queryfile;
-use super::schedule::{auto_tick_ns, split_count, split_rate};
+use super::schedule::{auto_tick_ns, split_count, split_rate, AUTO_TICK_BATCH};
 use super::stats::{RunInfo, RunResult, Stats};
 use super::sys::{self, Clock, Progress};
 use super::udp::{self, Load, UdpPlan};
@@ -77,9 +77,13 @@ struct LoadArgs {
     /// intended up to one tick ahead in one batch (a request sent late is
     /// measured from its intended time, one sent early from when it left).
     /// Shorter: smoother load, more client CPU; 0: one wake-up per request.
-    /// `auto`: about 8 requests per wake-up, between 100us and 1ms.
+    /// `auto`: about --batch requests per wake-up, between 100us and 1ms.
     #[arg(long, default_value = "auto")]
     tick: String,
+    /// Open loop with `--tick auto`: requests per wake-up to aim for. More:
+    /// less client CPU, burstier load.
+    #[arg(long, default_value_t = AUTO_TICK_BATCH, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    batch: u32,
     /// Write the result as JSON to this file.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
@@ -195,8 +199,9 @@ struct Common {
     warmup_ns: u64,
     duration_ns: u64,
     timeout_ns: u64,
-    /// `None`: automatic, from each thread's rate.
+    /// `None`: automatic, from each thread's rate and `batch`.
     tick_ns: Option<u64>,
+    batch: u32,
 }
 
 const MAX_THREADS: usize = 256;
@@ -237,6 +242,7 @@ fn common(target: &str, a: &LoadArgs, default_outstanding: usize) -> Result<Comm
         warmup_ns: parse_duration_ns(&a.warmup)?,
         duration_ns,
         timeout_ns,
+        batch: a.batch,
         tick_ns: match a.tick.as_str() {
             "auto" => None,
             t => Some(parse_duration_ns(t)?),
@@ -260,7 +266,7 @@ impl Common {
     /// The open-loop tick of thread `i`.
     fn tick_of(&self, i: usize) -> u64 {
         self.tick_ns.unwrap_or_else(|| match self.load_of(i) {
-            Load::Open { rate, .. } => auto_tick_ns(rate),
+            Load::Open { rate, .. } => auto_tick_ns(rate, self.batch),
             Load::Closed { .. } => 0,
         })
     }
@@ -322,9 +328,11 @@ where
             }
             if show_progress && now >= next_line {
                 let t = sys::total(&progress);
-                let phase = if now < c.warmup_ns {
+                // The phase of the second the numbers cover.
+                let mid = now.saturating_sub(500_000_000);
+                let phase = if mid < c.warmup_ns {
                     "warm-up"
-                } else if now < send_end {
+                } else if mid < send_end {
                     "measuring"
                 } else {
                     "draining"

@@ -1,9 +1,10 @@
 //! Requests in flight on one socket: request ids handed out from a FIFO free
-//! list (so an id is reused as late as possible and a very late reply is
-//! unlikely to meet a new request with its id), each with the request's
-//! intended and actual send times; replies are matched by id, and requests
-//! older than the timeout are expired in send order. Pure: time is a
-//! parameter.
+//! list (so an id comes back only after [`REUSE_AFTER`] others and a very
+//! late reply is unlikely to meet a new request with its id), each with the
+//! request's intended and actual send times; replies are matched by id, and
+//! requests older than the timeout are expired in send order. The table
+//! grows with the requests in flight (a socket with little load stays
+//! small), up to the id space. Pure: time is a parameter.
 
 use std::collections::VecDeque;
 
@@ -25,11 +26,20 @@ pub struct Finished {
     pub measured: bool,
 }
 
+/// Ids freed are reused once this many are waiting in the free list (or
+/// when the id space is used up).
+pub const REUSE_AFTER: usize = 1024;
+
 /// The in-flight table of one socket.
 #[derive(Debug)]
 pub struct Inflight {
     slots: Vec<Slot>,
+    /// Ids `slots.len()..limit` were never used.
+    limit: usize,
     free: VecDeque<u32>,
+    /// Ids of requests cancelled before they were sent: no reply can be on
+    /// the way, so they are reused first.
+    unsent: Vec<u32>,
     /// (id, generation, actual send time) in send order.
     order: VecDeque<(u32, u32, u64)>,
     live: usize,
@@ -38,10 +48,11 @@ pub struct Inflight {
 impl Inflight {
     /// A table for ids `0..id_space` (at most 65,536 are used).
     pub fn new(id_space: u32) -> Inflight {
-        let n = id_space.clamp(1, 1 << 16);
         Inflight {
-            slots: vec![Slot::default(); n as usize],
-            free: (0..n).collect(),
+            slots: Vec::new(),
+            limit: id_space.clamp(1, 1 << 16) as usize,
+            free: VecDeque::new(),
+            unsent: Vec::new(),
             order: VecDeque::new(),
             live: 0,
         }
@@ -58,7 +69,7 @@ impl Inflight {
 
     /// Ids free for new requests.
     pub fn free_ids(&self) -> usize {
-        self.free.len()
+        self.unsent.len() + self.free.len() + (self.limit - self.slots.len())
     }
 
     /// Register a request about to be sent; `None` when every id is in use.
@@ -69,7 +80,14 @@ impl Inflight {
         sent_ns: u64,
         measured: bool,
     ) -> Option<u32> {
-        let id = self.free.pop_front()?;
+        let id = if let Some(id) = self.unsent.pop() {
+            id
+        } else if self.free.len() >= REUSE_AFTER || self.slots.len() == self.limit {
+            self.free.pop_front()?
+        } else {
+            self.slots.push(Slot::default());
+            (self.slots.len() - 1) as u32
+        };
         let slot = &mut self.slots[id as usize];
         slot.generation = slot.generation.wrapping_add(1);
         slot.intended_ns = intended_ns;
@@ -88,7 +106,7 @@ impl Inflight {
         // never sent can have no reply on the way, so reuse it first.
         if let Some(pos) = self.free.iter().rposition(|&f| f == id) {
             self.free.remove(pos);
-            self.free.push_front(id);
+            self.unsent.push(id);
         }
         Some(f)
     }
@@ -203,6 +221,26 @@ mod tests {
         // The old (id, gen 1, sent 0) entry must not expire the new request.
         assert_eq!(t.expire(10, |_| panic!("expired the new request")), 0);
         assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn grows_with_load_and_reuses_after_a_distance() {
+        let mut t = Inflight::new(1 << 16);
+        // One request at a time: fresh ids until REUSE_AFTER wait, then the
+        // oldest freed comes back first.
+        let mut seen = Vec::new();
+        for i in 0..(REUSE_AFTER + 3) {
+            let id = t.start(i, 0, 0, true).unwrap();
+            seen.push(id);
+            t.finish(id);
+        }
+        assert_eq!(
+            &seen[..REUSE_AFTER],
+            &(0..REUSE_AFTER as u32).collect::<Vec<_>>()[..]
+        );
+        assert_eq!(&seen[REUSE_AFTER..], &[0, 1, 2]);
+        assert_eq!(t.slots.len(), REUSE_AFTER);
+        assert_eq!(t.free_ids(), 1 << 16);
     }
 
     #[test]

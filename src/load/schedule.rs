@@ -76,20 +76,20 @@ pub fn split_rate(total_rate: f64, threads: usize, i: usize) -> (f64, u64) {
     (per, offset)
 }
 
-/// Requests per batch the automatic tick aims for.
-pub const AUTO_TICK_BATCH: f64 = 8.0;
+/// Requests per wake-up the automatic tick aims for, by default.
+pub const AUTO_TICK_BATCH: u32 = 8;
 /// Bounds of the automatic tick, ns.
 pub const AUTO_TICK_MIN_NS: u64 = 100_000;
 pub const AUTO_TICK_MAX_NS: u64 = 1_000_000;
 
 /// The automatic open-loop tick for a thread sending `rate_per_s`: long
-/// enough that a wake-up sends about [`AUTO_TICK_BATCH`] requests (wake-ups
-/// dominate the client's CPU), between 100 us and 1 ms.
-pub fn auto_tick_ns(rate_per_s: f64) -> u64 {
+/// enough that a wake-up sends about `batch` requests (wake-ups dominate the
+/// client's CPU at moderate rates), between 100 us and 1 ms.
+pub fn auto_tick_ns(rate_per_s: f64, batch: u32) -> u64 {
     if rate_per_s.is_nan() || rate_per_s <= 0.0 {
         return AUTO_TICK_MAX_NS;
     }
-    let ns = (AUTO_TICK_BATCH * 1e9 / rate_per_s).min(AUTO_TICK_MAX_NS as f64) as u64;
+    let ns = (f64::from(batch) * 1e9 / rate_per_s).min(AUTO_TICK_MAX_NS as f64) as u64;
     ns.clamp(AUTO_TICK_MIN_NS, AUTO_TICK_MAX_NS)
 }
 
@@ -141,12 +141,13 @@ mod tests {
     }
 
     #[test]
-    fn auto_tick_batches_about_eight_requests() {
-        assert_eq!(auto_tick_ns(20_000.0), 400_000);
-        assert_eq!(auto_tick_ns(50_000.0), 160_000);
-        assert_eq!(auto_tick_ns(1_000_000.0), AUTO_TICK_MIN_NS);
-        assert_eq!(auto_tick_ns(100.0), AUTO_TICK_MAX_NS);
-        assert_eq!(auto_tick_ns(0.0), AUTO_TICK_MAX_NS);
+    fn auto_tick_batches_the_requested_count() {
+        assert_eq!(auto_tick_ns(20_000.0, 8), 400_000);
+        assert_eq!(auto_tick_ns(50_000.0, 8), 160_000);
+        assert_eq!(auto_tick_ns(50_000.0, 16), 320_000);
+        assert_eq!(auto_tick_ns(1_000_000.0, 8), AUTO_TICK_MIN_NS);
+        assert_eq!(auto_tick_ns(100.0, 8), AUTO_TICK_MAX_NS);
+        assert_eq!(auto_tick_ns(0.0, 8), AUTO_TICK_MAX_NS);
     }
 
     #[test]

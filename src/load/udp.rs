@@ -10,7 +10,7 @@
 use std::io;
 use std::mem::{size_of, zeroed};
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use socket2::{Domain, Protocol, Socket, Type};
@@ -297,12 +297,75 @@ fn errno() -> i32 {
     io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
 
+/// Up to this many sockets are simply all read every turn; with more, an
+/// epoll set says which hold replies.
+const DIRECT_SOCKETS: usize = 4;
+
+/// A level-triggered epoll set over the sockets (event data = index).
+struct Readiness {
+    epfd: OwnedFd,
+    events: Vec<libc::epoll_event>,
+}
+
+impl Readiness {
+    fn new(fds: &[RawFd]) -> Result<Readiness, String> {
+        // SAFETY: plain syscall; the result is checked before use.
+        let epfd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if epfd < 0 {
+            return Err(format!(
+                "cannot create an epoll set: {}",
+                io::Error::last_os_error()
+            ));
+        }
+        // SAFETY: epfd is a new descriptor we own.
+        let epfd = unsafe { OwnedFd::from_raw_fd(epfd) };
+        for (i, &fd) in fds.iter().enumerate() {
+            let mut ev = libc::epoll_event {
+                events: libc::EPOLLIN as u32,
+                u64: i as u64,
+            };
+            // SAFETY: valid epoll fd, socket fd and event.
+            if unsafe { libc::epoll_ctl(epfd.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) } < 0 {
+                return Err(format!(
+                    "cannot watch a socket: {}",
+                    io::Error::last_os_error()
+                ));
+            }
+        }
+        Ok(Readiness {
+            epfd,
+            events: vec![libc::epoll_event { events: 0, u64: 0 }; fds.len().min(1024)],
+        })
+    }
+
+    /// Indices of the sockets with something to read, now (no waiting).
+    fn ready(&mut self, out: &mut Vec<usize>) {
+        out.clear();
+        // SAFETY: events has room for events.len() entries.
+        let n = unsafe {
+            libc::epoll_wait(
+                self.epfd.as_raw_fd(),
+                self.events.as_mut_ptr(),
+                self.events.len() as libc::c_int,
+                0,
+            )
+        };
+        for ev in self.events.iter().take(n.max(0) as usize) {
+            out.push(ev.u64 as usize);
+        }
+    }
+}
+
 /// One thread's state while the run lasts.
 struct Run<'a, C: UdpCodec> {
     codec: &'a C,
     plan: &'a UdpPlan,
     socks: Vec<Socket>,
     fds: Vec<RawFd>,
+    /// With many sockets: which are readable.
+    readiness: Option<Readiness>,
+    /// Sockets to read this turn.
+    to_read: Vec<usize>,
     inflight: Vec<Inflight>,
     stats: Stats,
     raw: ProgressSnapshot,
@@ -323,7 +386,15 @@ impl<C: UdpCodec> Run<'_, C> {
     fn receive(&mut self) -> (usize, bool) {
         let mut total = 0;
         let mut more = false;
-        for s in 0..self.socks.len() {
+        let mut to_read = std::mem::take(&mut self.to_read);
+        match &mut self.readiness {
+            Some(r) => r.ready(&mut to_read),
+            None => {
+                to_read.clear();
+                to_read.extend(0..self.socks.len());
+            }
+        }
+        for &s in &to_read {
             let mut rounds = 0;
             loop {
                 if rounds == MAX_ROUNDS {
@@ -372,6 +443,7 @@ impl<C: UdpCodec> Run<'_, C> {
                 }
             }
         }
+        self.to_read = to_read;
         (total, more)
     }
 
@@ -533,9 +605,16 @@ pub fn run_thread<C: UdpCodec>(
         .iter()
         .map(|_| Inflight::new(codec.id_space()))
         .collect();
+    let readiness = if fds.len() > DIRECT_SOCKETS {
+        Some(Readiness::new(&fds)?)
+    } else {
+        None
+    };
     let mut run = Run {
         codec,
         plan,
+        readiness,
+        to_read: Vec::with_capacity(fds.len()),
         fds,
         socks,
         inflight,
@@ -631,7 +710,15 @@ pub fn run_thread<C: UdpCodec>(
             }
         }
         if wake > now {
-            let fds: &[RawFd] = if want_replies { &run.fds } else { &[] };
+            let ep;
+            let fds: &[RawFd] = match (&run.readiness, want_replies) {
+                (_, false) => &[],
+                (Some(r), true) => {
+                    ep = [r.epfd.as_raw_fd()];
+                    &ep
+                }
+                (None, true) => &run.fds,
+            };
             wait_readable(fds, (wake - now).min(MAX_WAIT_NS));
         }
         last_wake = plan.clock.now();

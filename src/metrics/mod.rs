@@ -146,7 +146,7 @@ pub const CATALOGUE: &[(&str, Kind, &str)] = &[
     (
         names::REQUEST_DURATION,
         Kind::Histogram,
-        "Time from receiving a request (for DNS over UDP: its receive batch) to having its response ready, by protocol.",
+        "Time from receiving a request to its response, by protocol: for DNS over UDP from the receipt of its batch until the batch's replies were sent, otherwise until the response was ready.",
     ),
     (
         names::SHARD_UP,

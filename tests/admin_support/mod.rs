@@ -4,8 +4,12 @@
 //! chosen source address.
 #![allow(dead_code)]
 
+#[path = "../ports/mod.rs"]
+mod ports;
+pub use ports::free_port;
+
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -15,18 +19,6 @@ use domain::base::{MessageBuilder, Name, Rtype};
 use domain::rdata::A;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_shardgate");
-
-/// A TCP port free on 127.0.0.1 (and UDP too) right now.
-pub fn free_port() -> u16 {
-    for _ in 0..100 {
-        let t = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = t.local_addr().unwrap().port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port found");
-}
 
 /// Ports of one server under test.
 #[derive(Debug, Clone, Copy)]
