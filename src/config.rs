@@ -39,6 +39,10 @@ pub struct Config {
     /// Functions (`[[function]]`): name, module, limits.
     #[serde(default, rename = "function")]
     pub function: Vec<crate::functions::config::FunctionConfig>,
+    /// Load-correcting hand-off to the paired alternate (`[handoff]`);
+    /// absent = off. See `crate::handoff::config`.
+    #[serde(default)]
+    pub handoff: Option<crate::handoff::config::HandoffConfig>,
 }
 
 /// Process-wide runtime settings.
@@ -267,6 +271,7 @@ pub fn load(text: &str, base_dir: &Path) -> Result<Loaded, Vec<Problem>> {
     };
 
     let mut problems = validate(&config);
+    problems.extend(crate::handoff::config::check_files(&config, base_dir));
     match AddressMap::build(&config, base_dir) {
         Ok(map) if problems.is_empty() => return Ok(Loaded { config, map }),
         Ok(_) => {}
@@ -839,6 +844,7 @@ pub fn validate(config: &Config) -> Vec<Problem> {
         &config.function,
     ));
     problems.extend(crate::admin::validate(&config.server));
+    problems.extend(crate::handoff::config::validate(config));
     problems
 }
 

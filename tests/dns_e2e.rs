@@ -1147,6 +1147,26 @@ fn sighup_on_the_embedded_default_is_a_logged_no_op() {
         assert!(Instant::now() < end, "{}", srv.log_text());
         std::thread::sleep(Duration::from_millis(10));
     }
+    // The embedded default serves the built-in example functions on 8054,
+    // over both surfaces.
+    for (surface, name) in [
+        ("--http", "checksum"),
+        ("--udp", "classify"),
+        ("--http", "header_rewrite"),
+        ("--udp", "ttl_decrement"),
+    ] {
+        let out = Command::new(BIN)
+            .args(["invoke", surface, "127.0.0.1:8054", name, "--data"])
+            .arg("example payload of some length")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{surface} {name}: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            srv.log_text()
+        );
+    }
     srv.signal(libc::SIGHUP);
     srv.wait_log("nothing to reload", Duration::from_secs(5));
     // Still serving the embedded map afterwards.

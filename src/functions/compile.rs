@@ -108,12 +108,16 @@ pub fn load_function(
     cache_dir: Option<&Path>,
     tick_ms: u32,
 ) -> Result<LoadedFunction, String> {
-    let bytes = fs::read(&spec.module).map_err(|e| {
-        format!(
-            "cannot read module {}: {e}; check the path (relative paths resolve against the config file's directory)",
-            spec.module.display()
-        )
-    })?;
+    let bytes = if super::examples::is_builtin(&spec.module) {
+        super::examples::read(&spec.module)?.to_vec()
+    } else {
+        fs::read(&spec.module).map_err(|e| {
+            format!(
+                "cannot read module {}: {e}; check the path (relative paths resolve against the config file's directory)",
+                spec.module.display()
+            )
+        })?
+    };
     let (module, source) = compile_cached(engine, &bytes, cache_dir)?;
     let exports = check_abi(&module, &spec.limits)?;
     let linker = Linker::<ArenaData>::new(engine);

@@ -227,7 +227,11 @@ impl FunctionsConfig {
             };
             let spec = FunctionSpec {
                 name: f.name.clone(),
-                module: base_dir.join(&f.module),
+                module: if super::examples::is_builtin(&f.module) {
+                    f.module.clone()
+                } else {
+                    base_dir.join(&f.module)
+                },
                 limits: Limits::from_config(&c),
             };
             match specs.iter_mut().find(|s| s.name == f.name) {

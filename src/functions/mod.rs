@@ -11,6 +11,7 @@ pub mod arena;
 pub mod client;
 pub mod compile;
 pub mod config;
+pub mod examples;
 pub mod frame;
 pub mod http;
 pub mod node;

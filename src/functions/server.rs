@@ -165,6 +165,24 @@ fn answer_buffered(
                 keep_alive,
             } => {
                 bump(&stats.http_requests);
+                if let Some(h) = shard.handoff() {
+                    use crate::handoff::io::{write_http_verdict, HttpVerdict};
+                    let verdict = h.http_verdict(shard, name, &rbuf[pos..]);
+                    if verdict != HttpVerdict::Serve {
+                        let code = if verdict == HttpVerdict::Overloaded {
+                            503
+                        } else {
+                            307
+                        };
+                        stats.http_status.record(code);
+                        write_http_verdict(wbuf, &verdict, keep_alive, shard_no);
+                        pos += consumed;
+                        if !keep_alive {
+                            return (pos, true, false);
+                        }
+                        continue;
+                    }
+                }
                 fn_out.clear();
                 let t0 = stats.http_latency.start();
                 match shard.invoke(name.as_bytes(), body, fn_out) {

@@ -76,6 +76,19 @@ pub(crate) fn bump(c: &Cell<u64>) {
     c.set(c.get() + 1);
 }
 
+/// Whether a function's arenas are built on this shard (see
+/// [`FunctionShard::new_on_demand`]; hand-off treats anything but `Warm`
+/// as cold).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Warmth {
+    /// Not built, and nobody asked yet: upkeep leaves it alone.
+    Cold,
+    /// Asked for: upkeep is building its ring.
+    Warming,
+    /// Its ring has ready instances.
+    Warm,
+}
+
 /// Result of looking a function up by name.
 pub enum Lookup<'a> {
     /// Index for [`FunctionShard::invoke_index`] and the function.
@@ -94,8 +107,14 @@ pub struct FunctionShard {
     node: Arc<FunctionNode>,
     /// Parallel to `node.functions()` (sorted by name).
     rings: Vec<RefCell<Ring>>,
+    /// Parallel to `rings`.
+    warmth: Vec<Cell<Warmth>>,
+    /// Warm-ups completed, parallel to `rings` (for the metrics).
+    warmups: Vec<Cell<u64>>,
     upkeep: LocalNotify,
     pub surface: SurfaceStats,
+    /// The shard's hand-off state, for the HTTP gate (when configured).
+    handoff: std::cell::OnceCell<Rc<crate::handoff::HandoffShard>>,
 }
 
 impl FunctionShard {
@@ -112,13 +131,71 @@ impl FunctionShard {
                 RefCell::new(ring)
             })
             .collect();
+        let n = node.functions().len();
         FunctionShard {
             index: 0,
             node: node.clone(),
             rings,
+            warmth: (0..n).map(|_| Cell::new(Warmth::Warm)).collect(),
+            warmups: (0..n).map(|_| Cell::new(0)).collect(),
             upkeep: LocalNotify::default(),
             surface: SurfaceStats::default(),
+            handoff: std::cell::OnceCell::new(),
         }
+    }
+
+    /// Rings left empty: each function is cold on this shard until a
+    /// request names it ([`FunctionShard::start_warmup`] or an invocation),
+    /// then the upkeep task builds its ring in the background.
+    pub fn new_on_demand(node: &Arc<FunctionNode>) -> FunctionShard {
+        let n = node.functions().len();
+        FunctionShard {
+            index: 0,
+            node: node.clone(),
+            rings: node
+                .functions()
+                .iter()
+                .map(|f| RefCell::new(Ring::new(f.clone())))
+                .collect(),
+            warmth: (0..n).map(|_| Cell::new(Warmth::Cold)).collect(),
+            warmups: (0..n).map(|_| Cell::new(0)).collect(),
+            upkeep: LocalNotify::default(),
+            surface: SurfaceStats::default(),
+            handoff: std::cell::OnceCell::new(),
+        }
+    }
+
+    /// Put the HTTP surface behind the hand-off gate (once).
+    pub fn set_handoff(&self, h: Rc<crate::handoff::HandoffShard>) {
+        let _ = self.handoff.set(h);
+    }
+
+    /// The shard's hand-off state, when configured.
+    pub fn handoff(&self) -> Option<&Rc<crate::handoff::HandoffShard>> {
+        self.handoff.get()
+    }
+
+    /// The warm state of the function at `index`.
+    pub fn warmth(&self, index: usize) -> Warmth {
+        self.warmth.get(index).map_or(Warmth::Warm, Cell::get)
+    }
+
+    /// Start building the ring of a cold function in the background (the
+    /// upkeep task, low priority). Returns whether it was cold.
+    pub fn start_warmup(&self, index: usize) -> bool {
+        match self.warmth.get(index) {
+            Some(w) if w.get() == Warmth::Cold => {
+                w.set(Warmth::Warming);
+                self.upkeep.notify();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Warm-ups completed per function, parallel to [`Self::stats`].
+    pub fn warmups(&self) -> Vec<u64> {
+        self.warmups.iter().map(Cell::get).collect()
     }
 
     /// Set the shard number (default 0).
@@ -171,6 +248,9 @@ impl FunctionShard {
         let Some(ring) = self.rings.get(index) else {
             return Err(InvokeError::NotFound);
         };
+        // A cold function runs in an instance built inline (a ring miss)
+        // and starts warming.
+        self.start_warmup(index);
         let r = ring.borrow_mut().invoke(input, out);
         self.upkeep.notify();
         r
@@ -221,8 +301,22 @@ impl FunctionShard {
     pub async fn run_upkeep(self: Rc<Self>, stop: StopSignal) {
         while !stop.is_stopped() {
             let mut did = false;
-            for r in &self.rings {
+            for (i, r) in self.rings.iter().enumerate() {
+                let warmth = self.warmth(i);
+                if warmth == Warmth::Cold {
+                    // Nobody asked for it: only release used batches.
+                    let mut ring = r.borrow_mut();
+                    if ring.retired_len() > 0 {
+                        did |= ring.upkeep_step();
+                    }
+                    continue;
+                }
                 did |= r.borrow_mut().upkeep_step();
+                if warmth == Warmth::Warming && r.borrow().ready_len() > 0 {
+                    self.warmth[i].set(Warmth::Warm);
+                    bump(&self.warmups[i]);
+                    tracing::debug!(shard = self.index, function = %r.borrow().function().name, "function warm");
+                }
                 glommio::yield_if_needed().await;
             }
             if !did {

@@ -145,6 +145,7 @@ pub struct HandoffCounts {
     pub dropped_stale: u64,
     pub dropped_wrong_source: u64,
     pub dropped_malformed: u64,
+    pub dropped_replayed: u64,
     pub replies_direct: u64,
     pub replies_relay: u64,
     pub overload_rejects: u64,
@@ -174,6 +175,7 @@ struct HandoffHandles {
     stale: Counter,
     wrong_source: Counter,
     malformed: Counter,
+    replayed: Counter,
     direct: Counter,
     relay: Counter,
     rejects: Counter,
@@ -280,6 +282,7 @@ impl ShardMetrics {
                 stale: c(names::HANDOFF_DROPPED, &[("reason", "stale")]),
                 wrong_source: c(names::HANDOFF_DROPPED, &[("reason", "wrong_source")]),
                 malformed: c(names::HANDOFF_DROPPED, &[("reason", "malformed")]),
+                replayed: c(names::HANDOFF_DROPPED, &[("reason", "replayed")]),
                 direct: c(names::HANDOFF_REPLIES, &[("mode", "direct")]),
                 relay: c(names::HANDOFF_REPLIES, &[("mode", "relay")]),
                 rejects: c(names::OVERLOAD_REJECTS, &[]),
@@ -532,6 +535,7 @@ impl ShardMetrics {
         x.stale.absolute(h.dropped_stale);
         x.wrong_source.absolute(h.dropped_wrong_source);
         x.malformed.absolute(h.dropped_malformed);
+        x.replayed.absolute(h.dropped_replayed);
         x.direct.absolute(h.replies_direct);
         x.relay.absolute(h.replies_relay);
         x.rejects.absolute(h.overload_rejects);
@@ -550,6 +554,7 @@ impl ShardMetrics {
     /// latency.
     pub fn publish_functions(&self, fs: &crate::functions::FunctionShard) {
         let ready = fs.ready_instances();
+        let warmups = fs.warmups();
         for (i, (name, s)) in fs.stats().into_iter().enumerate() {
             self.publish_function(
                 &name,
@@ -563,7 +568,7 @@ impl ShardMetrics {
                     ring_misses: s.ring_misses,
                     resets: s.resets,
                     instantiations: s.instantiations,
-                    warmups: 0,
+                    warmups: warmups.get(i).copied().unwrap_or(0),
                     ready: ready.get(i).copied().unwrap_or(0) as u64,
                 },
             );

@@ -38,6 +38,9 @@ pub struct ShardCtx {
     pub background: TaskQueueHandle,
     /// This shard's function arenas and counters, when functions are served.
     pub functions: Option<std::rc::Rc<crate::functions::FunctionShard>>,
+    /// This shard's hand-off state, when `[handoff]` is configured and its
+    /// key could be read (`services::bind_services` refuses to start if not).
+    pub handoff: Option<std::rc::Rc<crate::handoff::HandoffShard>>,
 }
 
 impl ShardCtx {
@@ -47,8 +50,35 @@ impl ShardCtx {
         shared: Arc<Shared>,
         background: TaskQueueHandle,
     ) -> ShardCtx {
+        let handoff = shared.startup.handoff.as_ref().and_then(|cfg| {
+            match cfg.read_key(&shared.base_dir()) {
+                Ok(key) => Some(std::rc::Rc::new(crate::handoff::HandoffShard::new(
+                    index,
+                    cfg.clone(),
+                    key,
+                ))),
+                Err(e) => {
+                    tracing::error!(shard = index, "{e}");
+                    None
+                }
+            }
+        });
+        let on_demand = shared
+            .startup
+            .handoff
+            .as_ref()
+            .is_some_and(|h| h.warm_on_demand);
         let functions = shared.functions.as_ref().map(|node| {
-            std::rc::Rc::new(crate::functions::FunctionShard::new(node).with_index(index))
+            let fs = if on_demand {
+                crate::functions::FunctionShard::new_on_demand(node)
+            } else {
+                crate::functions::FunctionShard::new(node)
+            };
+            let fs = fs.with_index(index);
+            if let Some(h) = &handoff {
+                fs.set_handoff(h.clone());
+            }
+            std::rc::Rc::new(fs)
         });
         let served = shared.current();
         let stats = ShardStats::default();
@@ -68,6 +98,7 @@ impl ShardCtx {
             gate: Gate::new(),
             background,
             functions,
+            handoff,
         }
     }
 
@@ -114,6 +145,9 @@ impl ShardCtx {
             self.metrics.publish_dns(&snapshot);
             if let Some(functions) = &self.functions {
                 self.metrics.publish_functions(functions);
+            }
+            if let Some(h) = &self.handoff {
+                self.metrics.publish_handoff(&h.snapshot());
             }
             self.metrics.publish_latency();
         }

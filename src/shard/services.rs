@@ -30,6 +30,8 @@ pub struct ShardSockets {
     /// One per `functions.listen` address, when functions are served.
     pub fn_udp: Vec<UdpSocket>,
     pub fn_tcp: Vec<TcpListener>,
+    /// The hand-off port (`handoff.listen`), when hand-off is configured.
+    pub handoff: Option<UdpSocket>,
 }
 
 /// Bind every socket of this shard (SO_REUSEPORT, steered to its CPU).
@@ -45,6 +47,14 @@ pub fn bind_services(ctx: &ShardCtx) -> anyhow::Result<ShardSockets> {
             s.fn_tcp.push(sockets::bind_tcp(addr, ctx.cpu)?);
         }
     }
+    if let Some(cfg) = &ctx.shared.startup.handoff {
+        if ctx.handoff.is_none() {
+            anyhow::bail!(
+                "[handoff] is configured but its key cannot be used (see the error above);                  fix handoff.key_file or remove [handoff]"
+            );
+        }
+        s.handoff = Some(sockets::bind_udp(cfg.listen, ctx.cpu)?);
+    }
     Ok(s)
 }
 
@@ -52,7 +62,50 @@ pub fn bind_services(ctx: &ShardCtx) -> anyhow::Result<ShardSockets> {
 /// the caller awaits them during shutdown.
 pub fn spawn_services(ctx: &Rc<ShardCtx>, sockets: ShardSockets) -> Vec<Task<()>> {
     let mut tasks = Vec::new();
+    if let (Some(h), Some(port)) = (&ctx.handoff, &sockets.handoff) {
+        let attached = h.attach_tx(port).and_then(|()| {
+            for sock in sockets.dns_udp.iter().chain(&sockets.fn_udp) {
+                h.attach_service(sock.local_addr()?, sock)?;
+            }
+            Ok(())
+        });
+        if let Err(e) = attached {
+            tracing::error!(
+                shard = ctx.index,
+                "hand-off cannot share the service sockets: {e}"
+            );
+        }
+    }
+    if let Some(port) = sockets.handoff {
+        if let Some(h) = &ctx.handoff {
+            use crate::handoff::io;
+            tasks.push(glommio::spawn_local(io::serve_port(
+                ctx.clone(),
+                h.clone(),
+                port,
+            )));
+            match glommio::spawn_local_into(
+                io::heartbeat(h.clone(), ctx.stop.clone()),
+                ctx.background,
+            ) {
+                Ok(task) => tasks.push(task),
+                Err(e) => tracing::error!(
+                    shard = ctx.index,
+                    "cannot spawn the hand-off heartbeat: {e}"
+                ),
+            }
+        }
+    }
+    let dns_handoff = ctx.handoff.clone().filter(|h| h.config().dns);
     for sock in sockets.dns_udp {
+        if let Some(h) = &dns_handoff {
+            tasks.push(glommio::spawn_local(crate::handoff::io::serve_dns_udp(
+                ctx.clone(),
+                h.clone(),
+                sock,
+            )));
+            continue;
+        }
         let ctx = ctx.clone();
         tasks.push(glommio::spawn_local(async move {
             let mut handler = DnsUdp { ctx: ctx.clone() };
@@ -68,6 +121,15 @@ pub fn spawn_services(ctx: &Rc<ShardCtx>, sockets: ShardSockets) -> Vec<Task<()>
     if let Some(fs) = &ctx.functions {
         use crate::functions::server;
         for sock in sockets.fn_udp {
+            if let Some(h) = &ctx.handoff {
+                tasks.push(glommio::spawn_local(crate::handoff::io::serve_fn_udp(
+                    fs.clone(),
+                    h.clone(),
+                    sock,
+                    ctx.stop.clone(),
+                )));
+                continue;
+            }
             tasks.push(glommio::spawn_local(server::serve_udp(
                 fs.clone(),
                 sock,

@@ -1,0 +1,280 @@
+//! The `[handoff]` table: the paired alternate, the hand-off port, the
+//! shared key, the reply mode, the overload thresholds and the heartbeat;
+//! its semantic checks (a node paired with itself, a port another surface
+//! uses) and the key-file check, all reported as [`Problem`]s.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::frame::{Key, MIN_KEY_LEN};
+use super::policy::Thresholds;
+use crate::config::{Config, Problem};
+
+/// How the alternate answers a handed-off request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplyMode {
+    /// Straight to the client over a raw socket, from the original service
+    /// address (needs CAP_NET_RAW and a network that accepts the source).
+    Direct,
+    /// Back to the first node in a frame; it forwards the answer.
+    #[default]
+    Relay,
+}
+
+impl ReplyMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReplyMode::Direct => "direct",
+            ReplyMode::Relay => "relay",
+        }
+    }
+}
+
+/// `[handoff]`: present = hand-off is on.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HandoffConfig {
+    /// The paired node's hand-off address, "IP:PORT" (required).
+    pub alternate: Option<SocketAddr>,
+    /// This node's hand-off address (UDP); the alternate must list exactly
+    /// this address as its `alternate`.
+    pub listen: SocketAddr,
+    /// File holding the shared key (at least 32 bytes; the same on both
+    /// nodes). Relative to the config file's directory.
+    pub key_file: PathBuf,
+    /// How this node answers requests handed to it.
+    pub reply: ReplyMode,
+    /// Queueing delay inside the shard at which a request is overloaded, µs.
+    pub max_wait_us: u64,
+    /// The same while the socket is backlogged (last receive batch full), µs.
+    pub backlog_wait_us: u64,
+    /// Frames whose timestamp is further than this from our clock are
+    /// dropped as stale, ms.
+    pub window_ms: u64,
+    /// Heartbeat period, ms.
+    pub heartbeat_interval_ms: u64,
+    /// Consecutive unanswered heartbeats that mark the alternate down.
+    pub heartbeat_misses: u32,
+    /// Base URL of the alternate's function HTTP surface, for `307`
+    /// redirects (e.g. "http://10.0.0.2:8054"). Unset: HTTP requests are
+    /// always served here.
+    pub alternate_http: Option<String>,
+    /// Hand off DNS queries too when overloaded.
+    pub dns: bool,
+    /// Build a function's arenas on a shard only when a request first names
+    /// it (that request is handed off while they are built). false: every
+    /// shard builds every function's arenas at start.
+    pub warm_on_demand: bool,
+}
+
+impl Default for HandoffConfig {
+    fn default() -> Self {
+        HandoffConfig {
+            alternate: None,
+            listen: "127.0.0.1:8055".parse().unwrap(),
+            key_file: PathBuf::from("/etc/shardgate/handoff.key"),
+            reply: ReplyMode::Relay,
+            max_wait_us: Thresholds::default().max_wait_us,
+            backlog_wait_us: Thresholds::default().backlog_wait_us,
+            window_ms: 2_000,
+            heartbeat_interval_ms: 200,
+            heartbeat_misses: 3,
+            alternate_http: None,
+            dns: true,
+            warm_on_demand: false,
+        }
+    }
+}
+
+impl HandoffConfig {
+    pub fn thresholds(&self) -> Thresholds {
+        Thresholds {
+            max_wait_us: self.max_wait_us,
+            backlog_wait_us: self.backlog_wait_us,
+        }
+    }
+
+    /// The key file's path, resolved against `base_dir`.
+    pub fn key_path(&self, base_dir: &Path) -> PathBuf {
+        base_dir.join(&self.key_file)
+    }
+
+    /// Read and check the key (trailing newline and spaces trimmed).
+    pub fn read_key(&self, base_dir: &Path) -> Result<Key, String> {
+        let path = self.key_path(base_dir);
+        let bytes = std::fs::read(&path).map_err(|e| {
+            format!(
+                "cannot read the hand-off key file {}: {e}; create it with \
+                 `head -c 32 /dev/urandom > {}` (the same file on both nodes) and make it readable by shardgate",
+                path.display(),
+                path.display()
+            )
+        })?;
+        let trimmed = bytes.trim_ascii_end();
+        Key::new(trimmed).map_err(|e| format!("{}: {e}", path.display()))
+    }
+}
+
+fn problem(key: &str, message: String) -> Problem {
+    Problem {
+        line: None,
+        key: key.to_owned(),
+        message,
+    }
+}
+
+/// Semantic checks of `[handoff]` (no file access).
+pub fn validate(config: &Config) -> Vec<Problem> {
+    let Some(h) = &config.handoff else {
+        return Vec::new();
+    };
+    let mut problems = Vec::new();
+    let mut p = |key: &str, msg: String| problems.push(problem(key, msg));
+    match h.alternate {
+        None => p(
+            "handoff.alternate",
+            "missing: name the paired node's hand-off address, e.g. alternate = \"10.0.0.2:8055\" \
+             (or remove [handoff] to turn hand-off off)"
+                .into(),
+        ),
+        Some(alt) => {
+            let same_ip = alt.ip() == h.listen.ip()
+                || (h.listen.ip().is_unspecified() && (alt.ip().is_loopback()));
+            if alt.port() == h.listen.port() && same_ip {
+                p(
+                    "handoff.alternate",
+                    format!(
+                        "{alt} is this node's own hand-off address (handoff.listen = {}): \
+                         a node cannot be paired with itself; name the other node",
+                        h.listen
+                    ),
+                );
+            }
+            if alt.port() == 0 || alt.ip().is_unspecified() {
+                p(
+                    "handoff.alternate",
+                    format!("{alt}: give the alternate's real address and port"),
+                );
+            }
+        }
+    }
+    if h.listen.port() == 0 {
+        p(
+            "handoff.listen",
+            format!(
+                "{}: port 0 would give every shard a different port; use a fixed one such as 8055",
+                h.listen
+            ),
+        );
+    }
+    let mut udp_surfaces: Vec<(String, SocketAddr)> = config
+        .dns
+        .listen
+        .iter()
+        .enumerate()
+        .map(|(i, a)| (format!("dns.listen[{i}]"), *a))
+        .collect();
+    if config.functions.enabled {
+        udp_surfaces.extend(
+            config
+                .functions
+                .listen
+                .iter()
+                .enumerate()
+                .map(|(i, a)| (format!("functions.listen[{i}]"), *a)),
+        );
+    }
+    for (key, a) in udp_surfaces {
+        let overlap = a.port() == h.listen.port()
+            && a.is_ipv4() == h.listen.is_ipv4()
+            && (a.ip() == h.listen.ip()
+                || a.ip().is_unspecified()
+                || h.listen.ip().is_unspecified());
+        if overlap {
+            p(
+                "handoff.listen",
+                format!(
+                    "{} overlaps {a} of {key}; the hand-off port needs its own port (default 8055)",
+                    h.listen
+                ),
+            );
+        }
+    }
+    let mut range = |key: &str, v: u64, min: u64, max: u64, unit: &str| {
+        if v < min || v > max {
+            p(key, format!("{v} is out of range: use {min}..={max}{unit}"));
+        }
+    };
+    range(
+        "handoff.max_wait_us",
+        h.max_wait_us,
+        1,
+        10_000_000,
+        " microseconds",
+    );
+    range(
+        "handoff.backlog_wait_us",
+        h.backlog_wait_us,
+        0,
+        10_000_000,
+        " microseconds",
+    );
+    range(
+        "handoff.window_ms",
+        h.window_ms,
+        10,
+        600_000,
+        " milliseconds",
+    );
+    range(
+        "handoff.heartbeat_interval_ms",
+        h.heartbeat_interval_ms,
+        10,
+        60_000,
+        " milliseconds",
+    );
+    range(
+        "handoff.heartbeat_misses",
+        u64::from(h.heartbeat_misses),
+        1,
+        1000,
+        "",
+    );
+    if let Some(url) = &h.alternate_http {
+        let ok = url
+            .strip_prefix("http://")
+            .is_some_and(|rest| !rest.is_empty() && !rest.contains(char::is_whitespace));
+        if !ok {
+            problems.push(problem(
+                "handoff.alternate_http",
+                format!(
+                    "{url:?} is not an http:// URL: give the alternate's function HTTP base, \
+                     e.g. \"http://10.0.0.2:8054\""
+                ),
+            ));
+        }
+    }
+    problems
+}
+
+/// The checks that read files: the key exists, is readable and has at
+/// least [`MIN_KEY_LEN`] bytes.
+pub fn check_files(config: &Config, base_dir: &Path) -> Vec<Problem> {
+    let Some(h) = &config.handoff else {
+        return Vec::new();
+    };
+    match h.read_key(base_dir) {
+        Ok(_) => Vec::new(),
+        Err(e) => vec![problem(
+            "handoff.key_file",
+            if e.contains("bytes;") {
+                format!("{e} (a key shorter than {MIN_KEY_LEN} bytes is too short)")
+            } else {
+                e
+            },
+        )],
+    }
+}

@@ -1,0 +1,554 @@
+//! The hand-off I/O layer of a shard: the gated UDP handlers that consult
+//! the policy in front of the DNS and function answer paths, the hand-off
+//! port's receive task (serve handed-off requests, forward relayed answers,
+//! answer pings), the heartbeat task, and the HTTP gate (307 / 503).
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use futures_lite::future;
+use glommio::net::UdpSocket;
+
+use super::frame::{self, FrameType, ServiceKind};
+use super::policy::{self, Decision, Load};
+use super::reject;
+use super::shard::HandoffShard;
+use crate::functions::frame::{self as fnframe, Decoded};
+use crate::functions::outcome::Status;
+use crate::functions::server::FunctionUdp;
+use crate::functions::shard::{Lookup, Warmth};
+use crate::functions::FunctionShard;
+use crate::shard::context::ShardCtx;
+use crate::shard::services::DnsUdp;
+use crate::shard::stats::DropKind;
+use crate::shard::stop::StopSignal;
+use crate::shard::udp::{self, DatagramHandler};
+
+/// The load signals of one UDP loop (see [`super::policy`]).
+struct Meter {
+    start: Option<Instant>,
+    handled: usize,
+    batch: usize,
+    backlogged: bool,
+}
+
+impl Meter {
+    fn new(batch: usize) -> Meter {
+        Meter {
+            start: None,
+            handled: 0,
+            batch,
+            backlogged: false,
+        }
+    }
+
+    fn begin(&mut self) {
+        self.start = Some(Instant::now());
+        self.handled = 0;
+    }
+
+    /// The load seen by the next datagram of the batch.
+    fn next(&mut self) -> Load {
+        self.handled += 1;
+        let waited_us = self.start.map_or(0, |s| s.elapsed().as_micros() as u64);
+        Load {
+            waited_us,
+            backlogged: self.backlogged,
+        }
+    }
+
+    fn end(&mut self) {
+        self.backlogged = self.handled >= self.batch;
+    }
+}
+
+/// The function UDP path with the hand-off policy in front.
+pub struct FnUdpGate {
+    inner: FunctionUdp,
+    h: Rc<HandoffShard>,
+    service: SocketAddr,
+    meter: Meter,
+}
+
+impl DatagramHandler for FnUdpGate {
+    fn begin_batch(&mut self) {
+        self.meter.begin();
+        self.inner.begin_batch();
+    }
+
+    fn handle(&mut self, d: &[u8], from: SocketAddr, out: &mut Vec<u8>) -> bool {
+        let load = self.meter.next();
+        if let Decoded::Request(r) = fnframe::decode_request(d) {
+            let fs = &self.inner.shard;
+            let (index, cold) = match fs.lookup(r.name) {
+                Lookup::Found(i, _) => (Some(i), fs.warmth(i) != Warmth::Warm),
+                _ => (None, false),
+            };
+            let req = policy::Request {
+                handed_off: false,
+                cold,
+                load,
+            };
+            match policy::decide(&req, self.h.is_up(), self.h.thresholds()) {
+                Decision::Handoff(reason) => {
+                    if self
+                        .h
+                        .hand_off(ServiceKind::Function, from, self.service, d)
+                    {
+                        self.h.count_handoff(reason);
+                        if let (Some(i), true) = (index, cold) {
+                            fs.start_warmup(i);
+                        }
+                        return false;
+                    }
+                }
+                Decision::RejectOverloaded => {
+                    self.h.count_reject();
+                    let stats = &fs.surface;
+                    stats.udp_status.record(Status::Unavailable.http_code());
+                    fnframe::encode_error(
+                        out,
+                        r.id,
+                        Status::Unavailable,
+                        reject::FUNCTION_OVERLOADED,
+                    );
+                    return true;
+                }
+                Decision::Local(_) => {}
+            }
+        }
+        self.inner.handle(d, from, out)
+    }
+
+    fn dropped(&mut self, why: DropKind) {
+        self.inner.dropped(why);
+    }
+
+    fn end_batch(&mut self) {
+        self.meter.end();
+        self.h.set_fn_backlogged(self.meter.backlogged);
+        self.inner.end_batch();
+    }
+}
+
+/// Serve function invocation datagrams on `sock` with the hand-off policy.
+pub async fn serve_fn_udp(
+    shard: Rc<FunctionShard>,
+    h: Rc<HandoffShard>,
+    sock: UdpSocket,
+    stop: StopSignal,
+) {
+    let service = match sock.local_addr() {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!("function UDP socket has no local address: {e}");
+            return;
+        }
+    };
+    let batch = crate::functions::server::UDP_BATCH;
+    let mut gate = FnUdpGate {
+        inner: FunctionUdp { shard },
+        h,
+        service,
+        meter: Meter::new(batch),
+    };
+    udp::serve_batched(&sock, &mut gate, &stop, batch).await;
+}
+
+/// The DNS UDP path with the hand-off policy in front (overload only).
+pub struct DnsGate {
+    inner: DnsUdp,
+    h: Rc<HandoffShard>,
+    service: SocketAddr,
+    meter: Meter,
+}
+
+impl DatagramHandler for DnsGate {
+    fn begin_batch(&mut self) {
+        self.meter.begin();
+        self.inner.begin_batch();
+    }
+
+    fn handle(&mut self, d: &[u8], from: SocketAddr, out: &mut Vec<u8>) -> bool {
+        let load = self.meter.next();
+        let is_query = d.len() >= 12 && d[2] & 0x80 == 0;
+        if is_query {
+            let req = policy::Request {
+                handed_off: false,
+                cold: false,
+                load,
+            };
+            match policy::decide(&req, self.h.is_up(), self.h.thresholds()) {
+                Decision::Handoff(reason) => {
+                    if self.h.hand_off(ServiceKind::Dns, from, self.service, d) {
+                        self.h.count_handoff(reason);
+                        return false;
+                    }
+                }
+                Decision::RejectOverloaded => {
+                    self.h.count_reject();
+                    return reject::dns_servfail(d, out);
+                }
+                Decision::Local(_) => {}
+            }
+        }
+        self.inner.handle(d, from, out)
+    }
+
+    fn dropped(&mut self, why: DropKind) {
+        self.inner.dropped(why);
+    }
+
+    fn end_batch(&mut self) {
+        self.meter.end();
+        self.inner.end_batch();
+    }
+}
+
+/// Serve DNS datagrams on `sock` with the hand-off policy.
+pub async fn serve_dns_udp(ctx: Rc<ShardCtx>, h: Rc<HandoffShard>, sock: UdpSocket) {
+    let service = match sock.local_addr() {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!("DNS UDP socket has no local address: {e}");
+            return;
+        }
+    };
+    let mut gate = DnsGate {
+        inner: DnsUdp { ctx: ctx.clone() },
+        h,
+        service,
+        meter: Meter::new(udp::DEFAULT_BATCH),
+    };
+    udp::serve_batched(&sock, &mut gate, &ctx.stop, udp::DEFAULT_BATCH).await;
+}
+
+/// Largest hand-off datagram received.
+const RX_BUF: usize = 65_536;
+
+/// Verified handed-off requests waiting to be served, at most (the rest
+/// wait in the kernel's socket buffer).
+const PENDING_CAP: usize = 1024;
+
+/// The hand-off port of this shard: verify every frame as soon as it is
+/// queued (so time spent waiting behind our own work does not make it
+/// stale, and pings are answered at once); serve handed-off requests here,
+/// one at a time (never handing them on), and answer them in the configured
+/// reply mode; forward relayed answers to their clients.
+pub async fn serve_port(ctx: Rc<ShardCtx>, h: Rc<HandoffShard>, sock: UdpSocket) {
+    let rx = match super::shard::dup_udp(&sock).and_then(|s| {
+        s.set_nonblocking(true)?;
+        Ok(s)
+    }) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(
+                shard = h.index(),
+                "hand-off port: cannot duplicate the socket: {e}"
+            );
+            return;
+        }
+    };
+    let mut buf = vec![0u8; RX_BUF];
+    let mut out = Vec::with_capacity(2048);
+    let mut pending: VecDeque<Vec<u8>> = VecDeque::new();
+    let mut fn_handler = ctx.functions.clone().map(|shard| FunctionUdp { shard });
+    let mut dns_handler = DnsUdp { ctx: ctx.clone() };
+    // Verify a datagram: answer a ping, forward a relayed answer, queue a
+    // request.
+    let admit = |d: &[u8], from: SocketAddr, pending: &mut VecDeque<Vec<u8>>| {
+        let Some(f) = h.open(d, from) else {
+            return;
+        };
+        match f.ty {
+            FrameType::Request => pending.push_back(d.to_vec()),
+            FrameType::Reply => {
+                h.forward(&f);
+            }
+            FrameType::Ping => h.pong(&f, from),
+            // Pongs go to the heartbeat socket; one here is stray.
+            FrameType::Pong => {}
+        }
+    };
+    while !ctx.stop.is_stopped() {
+        if pending.is_empty() {
+            let got = future::or(async { Some(sock.recv_from(&mut buf).await) }, async {
+                ctx.stop.stopped().await;
+                None
+            })
+            .await;
+            match got {
+                None => break,
+                Some(Ok((n, from))) => admit(&buf[..n], from, &mut pending),
+                Some(Err(e)) => {
+                    tracing::debug!(shard = h.index(), "hand-off recv: {e}");
+                    glommio::timer::sleep(Duration::from_millis(1)).await;
+                    continue;
+                }
+            }
+        }
+        // Whatever else is queued, without waiting.
+        while pending.len() < PENDING_CAP {
+            match rx.recv_from(&mut buf) {
+                Ok((n, from)) => admit(&buf[..n], from, &mut pending),
+                Err(_) => break,
+            }
+        }
+        if let Some(d) = pending.pop_front() {
+            if let Ok(f) = frame::parse(&d) {
+                out.clear();
+                // Served here whatever our load or warmth: it was handed off
+                // once already (policy: local, already handed off).
+                let answered = match f.service {
+                    ServiceKind::Function => match &mut fn_handler {
+                        Some(fh) => fh.handle(f.payload, f.client, &mut out),
+                        None => false,
+                    },
+                    ServiceKind::Dns => {
+                        dns_handler.begin_batch();
+                        let a = dns_handler.handle(f.payload, f.client, &mut out);
+                        dns_handler.end_batch();
+                        a
+                    }
+                    ServiceKind::None => false,
+                };
+                if answered {
+                    h.send_reply(&f, &out);
+                }
+            }
+        }
+        glommio::yield_if_needed().await;
+    }
+    h.detach();
+}
+
+/// Ping the alternate every `heartbeat_interval_ms` from this shard's own
+/// socket and feed the pongs to the liveness state machine, until `stop`.
+/// Runs in the shard's low-priority queue.
+///
+/// Pongs are read with nonblocking `recv_from` on a duplicate of the socket
+/// and the task waits with glommio's `peek_from`: a wait cut short by the
+/// timer then drops a peek, which consumes nothing (a dropped io_uring
+/// `recv` may still take the next datagram and lose it).
+pub async fn heartbeat(h: Rc<HandoffShard>, stop: StopSignal) {
+    let local = SocketAddr::new(h.config().listen.ip(), 0);
+    let opened = UdpSocket::bind(local).and_then(|sock| {
+        let rx = super::shard::dup_udp(&sock)?;
+        rx.set_nonblocking(true)?;
+        Ok((sock, rx))
+    });
+    let (sock, rx) = match opened {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(
+                shard = h.index(),
+                "cannot open the hand-off heartbeat socket on {local}: {e}; the alternate stays marked down"
+            );
+            return;
+        }
+    };
+    let interval = Duration::from_millis(h.config().heartbeat_interval_ms);
+    let started = Instant::now();
+    let mut buf = vec![0u8; 512];
+    let mut probe = [0u8; 1];
+    let mut out = Vec::with_capacity(128);
+    while !stop.is_stopped() {
+        let nonce = h.tick();
+        h.heartbeat_frame(FrameType::Ping, nonce, &mut out);
+        if let Err(e) = rx.send_to(&out, h.alternate()) {
+            tracing::debug!(shard = h.index(), "heartbeat send: {e}");
+        }
+        let deadline = Instant::now() + interval;
+        loop {
+            while let Ok((n, from)) = rx.recv_from(&mut buf) {
+                if let Some(f) = h.open(&buf[..n], from) {
+                    if f.ty == FrameType::Pong {
+                        h.on_pong(f.nonce, started.elapsed().as_millis() as u64);
+                    }
+                }
+            }
+            let now = Instant::now();
+            if now >= deadline || stop.is_stopped() {
+                break;
+            }
+            let wait = deadline - now;
+            future::or(
+                async {
+                    if sock.peek_from(&mut probe).await.is_err() {
+                        // E.g. a queued ICMP error: do not spin on it.
+                        glommio::timer::sleep(Duration::from_millis(5).min(wait)).await;
+                    }
+                },
+                future::or(glommio::timer::sleep(wait), stop.stopped()),
+            )
+            .await;
+        }
+    }
+}
+
+/// What the HTTP surface does with one `POST /fn/<name>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HttpVerdict {
+    Serve,
+    /// 307 to this URL.
+    Redirect(String),
+    /// 503 with Retry-After.
+    Overloaded,
+}
+
+/// Whether the request line in `head` carries the hop marker
+/// (`handoff=1` in the query string) that our redirects add.
+pub fn has_hop_marker(head: &[u8]) -> bool {
+    let line_end = head
+        .iter()
+        .position(|&b| b == b'\r' || b == b'\n')
+        .unwrap_or(head.len());
+    let line = &head[..line_end];
+    let Some(q) = line.iter().position(|&b| b == b'?') else {
+        return false;
+    };
+    let query_end = line[q..]
+        .iter()
+        .position(|&b| b == b' ')
+        .map_or(line.len(), |p| q + p);
+    line[q + 1..query_end]
+        .split(|&b| b == b'&')
+        .any(|kv| kv == b"handoff=1")
+}
+
+impl HandoffShard {
+    /// The policy for an HTTP request naming `name` (request head at the
+    /// front of `head`). HTTP requests are overloaded while the shard's
+    /// function UDP socket is backlogged; a cold function is redirected.
+    /// Redirects need `alternate_http`; without it requests are served here.
+    pub fn http_verdict(&self, fs: &FunctionShard, name: &str, head: &[u8]) -> HttpVerdict {
+        let (index, cold) = match fs.lookup(name.as_bytes()) {
+            Lookup::Found(i, _) => (Some(i), fs.warmth(i) != Warmth::Warm),
+            _ => (None, false),
+        };
+        let backlogged = self.fn_backlogged();
+        let req = policy::Request {
+            handed_off: has_hop_marker(head),
+            cold,
+            load: Load {
+                waited_us: if backlogged {
+                    self.thresholds().backlog_wait_us
+                } else {
+                    0
+                },
+                backlogged,
+            },
+        };
+        match policy::decide(&req, self.is_up(), self.thresholds()) {
+            Decision::Handoff(reason) => match &self.config().alternate_http {
+                Some(base) => {
+                    self.count_handoff(reason);
+                    if let (Some(i), true) = (index, cold) {
+                        fs.start_warmup(i);
+                    }
+                    HttpVerdict::Redirect(format!(
+                        "{}/fn/{name}?handoff=1",
+                        base.trim_end_matches('/')
+                    ))
+                }
+                None => HttpVerdict::Serve,
+            },
+            Decision::RejectOverloaded => {
+                self.count_reject();
+                HttpVerdict::Overloaded
+            }
+            Decision::Local(_) => HttpVerdict::Serve,
+        }
+    }
+}
+
+/// Write the HTTP answer for a non-`Serve` verdict into `out`.
+pub fn write_http_verdict(
+    out: &mut Vec<u8>,
+    verdict: &HttpVerdict,
+    keep_alive: bool,
+    shard: Option<usize>,
+) {
+    use std::io::Write;
+    let (head, body): (String, &str) = match verdict {
+        HttpVerdict::Serve => return,
+        HttpVerdict::Redirect(url) => (
+            format!("HTTP/1.1 307 Temporary Redirect\r\nLocation: {url}\r\n"),
+            "handed off to the alternate node\n",
+        ),
+        HttpVerdict::Overloaded => (
+            format!(
+                "HTTP/1.1 503 Service Unavailable\r\nRetry-After: {}\r\n",
+                reject::RETRY_AFTER_S
+            ),
+            "overloaded and the hand-off alternate is down: retry in a moment\n",
+        ),
+    };
+    out.extend_from_slice(head.as_bytes());
+    let status = match verdict {
+        HttpVerdict::Overloaded => Status::Unavailable.as_str(),
+        _ => "handoff",
+    };
+    let _ = write!(
+        out,
+        "Content-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n{}: {status}\r\n",
+        body.len(),
+        crate::functions::http::STATUS_HEADER
+    );
+    if let Some(shard) = shard {
+        let _ = write!(out, "{}: {shard}\r\n", crate::functions::http::SHARD_HEADER);
+    }
+    if !keep_alive {
+        out.extend_from_slice(b"Connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body.as_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_marker_is_read_from_the_query_string_only() {
+        assert!(has_hop_marker(
+            b"POST /fn/echo?handoff=1 HTTP/1.1\r\nHost: x\r\n"
+        ));
+        assert!(has_hop_marker(b"POST /fn/echo?a=b&handoff=1 HTTP/1.1\r\n"));
+        assert!(!has_hop_marker(
+            b"POST /fn/echo HTTP/1.1\r\nX: ?handoff=1\r\n"
+        ));
+        assert!(!has_hop_marker(b"POST /fn/echo?handoff=10 HTTP/1.1\r\n"));
+        assert!(!has_hop_marker(b""));
+    }
+
+    #[test]
+    fn redirect_and_overload_answers() {
+        let mut out = Vec::new();
+        write_http_verdict(
+            &mut out,
+            &HttpVerdict::Redirect("http://127.0.0.3:8054/fn/echo?handoff=1".into()),
+            true,
+            Some(0),
+        );
+        let text = String::from_utf8(out.clone()).unwrap();
+        assert!(text.starts_with("HTTP/1.1 307 "), "{text}");
+        assert!(text.contains("\r\nLocation: http://127.0.0.3:8054/fn/echo?handoff=1\r\n"));
+        let body_at = text.find("\r\n\r\n").unwrap() + 4;
+        let len: usize = text
+            .lines()
+            .find_map(|l| l.strip_prefix("Content-Length: "))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert_eq!(text.len() - body_at, len);
+        out.clear();
+        write_http_verdict(&mut out, &HttpVerdict::Overloaded, false, None);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("HTTP/1.1 503 "), "{text}");
+        assert!(text.contains("\r\nRetry-After: 1\r\n") && text.contains("Connection: close"));
+    }
+}

@@ -1,0 +1,429 @@
+//! One shard's hand-off state: its key and frame opener, its view of the
+//! alternate (heartbeat), its counters, and the synchronous sends the
+//! request path needs (hand a datagram off, answer a handed-off client,
+//! forward a relayed answer). Shard-local (`Cell`/`RefCell`), no locks.
+
+use std::cell::{Cell, RefCell};
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::config::{HandoffConfig, ReplyMode};
+use super::frame::{self, DropReason, Frame, FrameType, Key, Opener, ServiceKind};
+use super::liveness::{Liveness, Transition};
+use super::policy::{HandoffReason, Thresholds};
+use super::raw::RawSender;
+use crate::metrics::shard::HandoffCounts;
+
+/// Shard-local running totals.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub cold: Cell<u64>,
+    pub overloaded: Cell<u64>,
+    pub received: Cell<u64>,
+    pub bad_mac: Cell<u64>,
+    pub stale: Cell<u64>,
+    pub replayed: Cell<u64>,
+    pub wrong_source: Cell<u64>,
+    pub malformed: Cell<u64>,
+    /// Replies sent for handed-off requests, by mode (on the answering node).
+    pub direct: Cell<u64>,
+    pub relay: Cell<u64>,
+    /// Relayed answers forwarded to clients (on the first node).
+    pub forwarded: Cell<u64>,
+    pub rejects: Cell<u64>,
+    /// Hand-offs that could not be sent (served here instead).
+    pub send_failed: Cell<u64>,
+}
+
+fn bump(c: &Cell<u64>) {
+    c.set(c.get() + 1);
+}
+
+/// Current time, microseconds since the Unix epoch (frame timestamps).
+pub fn unix_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// One shard's hand-off state; shared as `Rc` by the shard's UDP handlers,
+/// the HTTP gate, the hand-off receive task and the heartbeat task.
+pub struct HandoffShard {
+    index: usize,
+    cfg: HandoffConfig,
+    alternate: SocketAddr,
+    key: Key,
+    thresholds: Thresholds,
+    opener: RefCell<Opener>,
+    liveness: RefCell<Liveness>,
+    up: Cell<bool>,
+    nonce: Cell<u64>,
+    pub counts: Counters,
+    /// A duplicate of the hand-off socket's fd, for synchronous sends.
+    tx: RefCell<Option<UdpSocket>>,
+    /// Duplicates of this shard's DNS and function UDP sockets, by local
+    /// address: relayed answers leave from the address the client used.
+    services: RefCell<Vec<(SocketAddr, UdpSocket)>>,
+    raw: RefCell<Option<RawSender>>,
+    reply: Cell<ReplyMode>,
+    buf: RefCell<Vec<u8>>,
+    /// The function UDP socket's last receive batch was full (HTTP uses it).
+    fn_backlogged: Cell<bool>,
+}
+
+/// A random 64-bit value from the kernel (nonce base).
+fn random_u64() -> u64 {
+    let mut b = [0u8; 8];
+    // SAFETY: getrandom writes at most 8 bytes into `b`.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), 8, 0) };
+    if n == 8 {
+        u64::from_ne_bytes(b)
+    } else {
+        unix_us().rotate_left(17) ^ u64::from(std::process::id())
+    }
+}
+
+/// Duplicate a socket's fd into a std socket (shares the socket, owns the
+/// duplicate).
+pub fn dup_udp(fd: &impl AsRawFd) -> std::io::Result<UdpSocket> {
+    // SAFETY: the fd is open for the duration of this call (borrowed from
+    // a live socket); try_clone_to_owned duplicates it.
+    let owned = unsafe { BorrowedFd::borrow_raw(fd.as_raw_fd()) }.try_clone_to_owned()?;
+    Ok(UdpSocket::from(owned))
+}
+
+impl HandoffShard {
+    /// State for shard `index`. `cfg.alternate` must be set (validated).
+    pub fn new(index: usize, cfg: HandoffConfig, key: Key) -> HandoffShard {
+        let alternate = cfg
+            .alternate
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8055)));
+        let window_us = cfg.window_ms.saturating_mul(1000);
+        let reply = cfg.reply;
+        let raw = if reply == ReplyMode::Direct {
+            match RawSender::open() {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    tracing::warn!(
+                        shard = index,
+                        "handoff.reply = \"direct\" needs a raw socket, which is not permitted here ({e}); \
+                         replying in relay mode instead (grant CAP_NET_RAW to reply directly)"
+                    );
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        HandoffShard {
+            index,
+            thresholds: cfg.thresholds(),
+            opener: RefCell::new(Opener::new(key.clone(), alternate, window_us)),
+            liveness: RefCell::new(Liveness::new(cfg.heartbeat_misses)),
+            up: Cell::new(false),
+            nonce: Cell::new(random_u64()),
+            counts: Counters::default(),
+            tx: RefCell::new(None),
+            services: RefCell::new(Vec::new()),
+            reply: Cell::new(if raw.is_some() {
+                ReplyMode::Direct
+            } else {
+                ReplyMode::Relay
+            }),
+            raw: RefCell::new(raw),
+            buf: RefCell::new(Vec::with_capacity(2048)),
+            fn_backlogged: Cell::new(false),
+            alternate,
+            key,
+            cfg,
+        }
+    }
+
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    pub fn config(&self) -> &HandoffConfig {
+        &self.cfg
+    }
+
+    pub fn alternate(&self) -> SocketAddr {
+        self.alternate
+    }
+
+    pub fn thresholds(&self) -> &Thresholds {
+        &self.thresholds
+    }
+
+    /// The heartbeat's view of the alternate.
+    #[inline]
+    pub fn is_up(&self) -> bool {
+        self.up.get()
+    }
+
+    /// The reply mode in effect (direct falls back to relay without raw
+    /// sockets).
+    pub fn reply_mode(&self) -> ReplyMode {
+        self.reply.get()
+    }
+
+    pub fn set_fn_backlogged(&self, b: bool) {
+        self.fn_backlogged.set(b);
+    }
+
+    pub fn fn_backlogged(&self) -> bool {
+        self.fn_backlogged.get()
+    }
+
+    pub fn next_nonce(&self) -> u64 {
+        let n = self.nonce.get().wrapping_add(1);
+        self.nonce.set(n);
+        n
+    }
+
+    /// Use (a duplicate of) `sock`, the shard's hand-off socket, for sends.
+    pub fn attach_tx(&self, sock: &impl AsRawFd) -> std::io::Result<()> {
+        *self.tx.borrow_mut() = Some(dup_udp(sock)?);
+        Ok(())
+    }
+
+    /// Register a service socket (bound to `addr`) relayed answers may
+    /// leave from.
+    pub fn attach_service(&self, addr: SocketAddr, sock: &impl AsRawFd) -> std::io::Result<()> {
+        self.services.borrow_mut().push((addr, dup_udp(sock)?));
+        Ok(())
+    }
+
+    /// Close the duplicated fds (at shutdown).
+    pub fn detach(&self) {
+        self.tx.borrow_mut().take();
+        self.services.borrow_mut().clear();
+    }
+
+    pub fn count_handoff(&self, reason: HandoffReason) {
+        match reason {
+            HandoffReason::Cold => bump(&self.counts.cold),
+            HandoffReason::Overloaded => bump(&self.counts.overloaded),
+        }
+    }
+
+    pub fn count_reject(&self) {
+        bump(&self.counts.rejects);
+    }
+
+    /// Seal a frame into the scratch buffer and send it to `to` from the
+    /// hand-off socket. False when it could not be sent.
+    fn send_frame(&self, f: &Frame<'_>, to: SocketAddr) -> bool {
+        let mut buf = self.buf.borrow_mut();
+        if frame::seal(&self.key, f, &mut buf).is_err() {
+            return false;
+        }
+        let tx = self.tx.borrow();
+        let Some(tx) = tx.as_ref() else {
+            return false;
+        };
+        match tx.send_to(&buf, to) {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::debug!(shard = self.index, "hand-off send to {to}: {e}");
+                false
+            }
+        }
+    }
+
+    /// Hand `datagram` (sent by `client` to our `service` address) to the
+    /// alternate. False when it could not be sent: serve it here then.
+    pub fn hand_off(
+        &self,
+        kind: ServiceKind,
+        client: SocketAddr,
+        service: SocketAddr,
+        datagram: &[u8],
+    ) -> bool {
+        let f = Frame {
+            ty: FrameType::Request,
+            hop: true,
+            service: kind,
+            timestamp_us: unix_us(),
+            nonce: self.next_nonce(),
+            client,
+            service_addr: service,
+            payload: datagram,
+        };
+        let ok = self.send_frame(&f, self.alternate);
+        if !ok {
+            bump(&self.counts.send_failed);
+        }
+        ok
+    }
+
+    /// Verify a received datagram; counts it and, when dropped, why.
+    pub fn open<'a>(&self, d: &'a [u8], from: SocketAddr) -> Option<Frame<'a>> {
+        bump(&self.counts.received);
+        match self.opener.borrow_mut().open(d, from, unix_us()) {
+            Ok(f) => Some(f),
+            Err(why) => {
+                let c = &self.counts;
+                bump(match why {
+                    DropReason::Malformed(_) => &c.malformed,
+                    DropReason::WrongSource => &c.wrong_source,
+                    DropReason::BadMac => &c.bad_mac,
+                    DropReason::Stale => &c.stale,
+                    DropReason::Replayed => &c.replayed,
+                });
+                tracing::debug!(shard = self.index, %from, reason = why.as_str(), detail = ?why, "hand-off frame dropped");
+                None
+            }
+        }
+    }
+
+    /// Answer a handed-off request (`req`): straight to the client from
+    /// the original service address (direct), or back to the first node in
+    /// a reply frame (relay). Direct falls back to relay for IPv6 and, for
+    /// good, when the kernel refuses the raw send.
+    pub fn send_reply(&self, req: &Frame<'_>, reply: &[u8]) {
+        if self.reply.get() == ReplyMode::Direct
+            && super::raw::is_v4(&req.client)
+            && super::raw::is_v4(&req.service_addr)
+        {
+            let sent = self
+                .raw
+                .borrow_mut()
+                .as_mut()
+                .map(|raw| raw.send(req.service_addr, req.client, reply));
+            match sent {
+                Some(Ok(())) => {
+                    bump(&self.counts.direct);
+                    return;
+                }
+                Some(Err(e)) if e.raw_os_error() == Some(libc::EPERM) => {
+                    tracing::warn!(
+                        shard = self.index,
+                        "direct reply refused ({e}); replying in relay mode from now on"
+                    );
+                    self.reply.set(ReplyMode::Relay);
+                    self.raw.borrow_mut().take();
+                }
+                Some(Err(e)) => {
+                    tracing::debug!(shard = self.index, "direct reply: {e}; relaying this one");
+                }
+                None => {}
+            }
+        }
+        let f = Frame {
+            ty: FrameType::Reply,
+            hop: true,
+            service: req.service,
+            timestamp_us: unix_us(),
+            nonce: self.next_nonce(),
+            client: req.client,
+            service_addr: req.service_addr,
+            payload: reply,
+        };
+        if self.send_frame(&f, self.alternate) {
+            bump(&self.counts.relay);
+        } else {
+            bump(&self.counts.send_failed);
+        }
+    }
+
+    /// Forward a relayed answer to its client from the service socket the
+    /// client used. False when that address is not one of ours.
+    pub fn forward(&self, reply: &Frame<'_>) -> bool {
+        let services = self.services.borrow();
+        let Some((_, sock)) = services.iter().find(|(a, _)| *a == reply.service_addr) else {
+            bump(&self.counts.malformed);
+            tracing::debug!(shard = self.index, service = %reply.service_addr, "relayed answer for an address this node does not serve");
+            return false;
+        };
+        match sock.send_to(reply.payload, reply.client) {
+            Ok(_) => {
+                bump(&self.counts.forwarded);
+                true
+            }
+            Err(e) => {
+                tracing::debug!(shard = self.index, "forwarding a relayed answer: {e}");
+                bump(&self.counts.send_failed);
+                false
+            }
+        }
+    }
+
+    /// Seal a heartbeat frame (ping, or a pong echoing `nonce`) into `out`.
+    pub fn heartbeat_frame(&self, ty: FrameType, nonce: u64, out: &mut Vec<u8>) {
+        let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
+        let f = Frame {
+            ty,
+            hop: false,
+            service: ServiceKind::None,
+            timestamp_us: unix_us(),
+            nonce,
+            client: unspecified,
+            service_addr: unspecified,
+            payload: &[],
+        };
+        let _ = frame::seal(&self.key, &f, out);
+    }
+
+    /// Answer a ping (from the pair's IP) with a pong to its source.
+    pub fn pong(&self, ping: &Frame<'_>, from: SocketAddr) {
+        let mut out = Vec::with_capacity(frame::OVERHEAD);
+        self.heartbeat_frame(FrameType::Pong, ping.nonce, &mut out);
+        if let Some(tx) = self.tx.borrow().as_ref() {
+            let _ = tx.send_to(&out, from);
+        }
+    }
+
+    /// A heartbeat period passed; returns the ping nonce to send.
+    pub fn tick(&self) -> u64 {
+        let nonce = self.next_nonce();
+        let t = self.liveness.borrow_mut().tick(nonce);
+        self.transition(t);
+        nonce
+    }
+
+    /// An authenticated pong arrived.
+    pub fn on_pong(&self, nonce: u64, now_ms: u64) {
+        let t = self.liveness.borrow_mut().pong(nonce, now_ms);
+        self.transition(t);
+    }
+
+    fn transition(&self, t: Option<Transition>) {
+        match t {
+            Some(Transition::WentUp) => {
+                self.up.set(true);
+                tracing::info!(shard = self.index, alternate = %self.alternate, "hand-off alternate up");
+            }
+            Some(Transition::WentDown) => {
+                self.up.set(false);
+                tracing::warn!(
+                    shard = self.index,
+                    alternate = %self.alternate,
+                    misses = self.cfg.heartbeat_misses,
+                    "hand-off alternate down (no heartbeat answer); serving locally"
+                );
+            }
+            None => {}
+        }
+    }
+
+    /// The totals in the metrics' shape.
+    pub fn snapshot(&self) -> HandoffCounts {
+        let c = &self.counts;
+        HandoffCounts {
+            cold: c.cold.get(),
+            overloaded: c.overloaded.get(),
+            frames_received: c.received.get(),
+            dropped_bad_mac: c.bad_mac.get(),
+            dropped_stale: c.stale.get(),
+            dropped_replayed: c.replayed.get(),
+            dropped_wrong_source: c.wrong_source.get(),
+            dropped_malformed: c.malformed.get(),
+            replies_direct: c.direct.get(),
+            replies_relay: c.relay.get(),
+            overload_rejects: c.rejects.get(),
+            alternate_up: self.is_up(),
+        }
+    }
+}

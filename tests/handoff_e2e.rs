@@ -1,0 +1,1011 @@
+//! End-to-end tests of the load-correcting hand-off: two real `shardgate`
+//! processes paired with each other on 127.0.0.2 (A) and 127.0.0.3 (B), one
+//! shard each, invoked over UDP frames and HTTP from the test; forged frames
+//! crafted with the crate's own frame codec. Every reply mode that matters
+//! (`relay`, `direct`) runs the same scenarios.
+//!
+//! Ports: every listener gets an explicit port from this process's own
+//! allocator (below the kernel's ephemeral range, checked free on every
+//! address used); nothing is configured as port 0. Readiness is awaited on
+//! log lines and on /metrics, never on a fixed sleep.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use shardgate::functions::frame as fnframe;
+use shardgate::functions::Status;
+use shardgate::handoff::frame::{self, Frame, FrameType, Key, ServiceKind};
+
+const BIN: &str = env!("CARGO_BIN_EXE_shardgate");
+const KEY: &[u8] = b"handoff-e2e-key-0123456789abcdef-0123";
+const A_IP: [u8; 4] = [127, 0, 0, 2];
+const B_IP: [u8; 4] = [127, 0, 0, 3];
+/// Generous bound for anything to happen on a loaded 2-core CI machine.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+// ---------------------------------------------------------------- ports
+
+const LOW: u32 = 12_000;
+const SPAN: u32 = 20_000;
+static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+
+/// A port free (TCP and UDP) on 127.0.0.1-.5, never handed out twice by
+/// this process, below the ephemeral range so no port-0 socket gets it.
+fn port() -> u16 {
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0)
+        ^ std::process::id().wrapping_mul(2_654_435_761);
+    let _ = NEXT.compare_exchange(u32::MAX, seed % SPAN, Ordering::SeqCst, Ordering::SeqCst);
+    for _ in 0..SPAN {
+        let p = (LOW + NEXT.fetch_add(1, Ordering::SeqCst) % SPAN) as u16;
+        let free = (1..=5u8).all(|last| {
+            let ip = std::net::Ipv4Addr::new(127, 0, 0, last);
+            TcpListener::bind((ip, p)).is_ok() && UdpSocket::bind((ip, p)).is_ok()
+        });
+        if free {
+            return p;
+        }
+    }
+    panic!("no free port in {LOW}..{}", LOW + SPAN);
+}
+
+// ---------------------------------------------------------------- nodes
+
+#[derive(Clone, Copy)]
+struct Ports {
+    dns: u16,
+    func: u16,
+    admin: u16,
+    handoff: u16,
+}
+
+impl Ports {
+    fn new() -> Ports {
+        Ports {
+            dns: port(),
+            func: port(),
+            admin: port(),
+            handoff: port(),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Spec {
+    ip: [u8; 4],
+    ports: Ports,
+    peer_ip: [u8; 4],
+    peer: Ports,
+    reply: &'static str,
+    warm_on_demand: bool,
+    max_wait_us: u64,
+    backlog_wait_us: u64,
+    /// Heartbeat misses before down (100 ms apart): generous except where
+    /// the test is about detection, so a busy CI machine does not flap.
+    misses: u32,
+}
+
+impl Spec {
+    fn pair(reply: &'static str) -> (Spec, Spec) {
+        let (pa, pb) = (Ports::new(), Ports::new());
+        let a = Spec {
+            ip: A_IP,
+            ports: pa,
+            peer_ip: B_IP,
+            peer: pb,
+            reply,
+            warm_on_demand: false,
+            max_wait_us: 2_000_000,
+            backlog_wait_us: 2_000_000,
+            misses: 20,
+        };
+        let b = Spec {
+            ip: B_IP,
+            ports: pb,
+            peer_ip: A_IP,
+            peer: pa,
+            ..a.clone()
+        };
+        (a, b)
+    }
+
+    fn fn_addr(&self) -> SocketAddr {
+        SocketAddr::from((self.ip, self.ports.func))
+    }
+
+    fn dns_addr(&self) -> SocketAddr {
+        SocketAddr::from((self.ip, self.ports.dns))
+    }
+
+    fn handoff_addr(&self) -> SocketAddr {
+        SocketAddr::from((self.ip, self.ports.handoff))
+    }
+
+    fn config(&self, dir: &Path) -> String {
+        let ip = |a: [u8; 4]| format!("{}.{}.{}.{}", a[0], a[1], a[2], a[3]);
+        let spin = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/handoff_fixtures/spin.wat");
+        format!(
+            r#"
+[server]
+shards = 1
+io_memory_kib = 128
+admin_listen = "{me}:{admin}"
+shutdown_grace_ms = 500
+state_dir = "{state}"
+
+[dns]
+listen = ["{me}:{dns}"]
+
+[[zone]]
+name = "svc.example."
+[zone.soa]
+mname = "ns1.svc.example."
+rname = "hostmaster.svc.example."
+
+[[view]]
+name = "default"
+[[view.record]]
+name = "upf.svc.example."
+type = "A"
+data = "10.0.0.5"
+
+[functions]
+listen = ["{me}:{func}"]
+cache_dir = ""
+
+[[function]]
+name = "spin"
+module = "{spin}"
+deadline_ms = 5000
+[[function]]
+name = "spin2"
+module = "{spin}"
+deadline_ms = 5000
+
+[handoff]
+alternate = "{peer}:{peer_handoff}"
+listen = "{me}:{handoff}"
+key_file = "handoff.key"
+reply = "{reply}"
+max_wait_us = {max_wait}
+backlog_wait_us = {backlog_wait}
+window_ms = 2000
+heartbeat_interval_ms = 100
+heartbeat_misses = {misses}
+alternate_http = "http://{peer}:{peer_func}"
+warm_on_demand = {wod}
+"#,
+            me = ip(self.ip),
+            peer = ip(self.peer_ip),
+            admin = self.ports.admin,
+            dns = self.ports.dns,
+            func = self.ports.func,
+            handoff = self.ports.handoff,
+            peer_handoff = self.peer.handoff,
+            peer_func = self.peer.func,
+            state = dir.join(format!("state-{}", self.ip[3])).display(),
+            spin = spin.display(),
+            reply = self.reply,
+            max_wait = self.max_wait_us,
+            backlog_wait = self.backlog_wait_us,
+            wod = self.warm_on_demand,
+            misses = self.misses,
+        )
+    }
+}
+
+struct Node {
+    spec: Spec,
+    child: Option<Child>,
+    log: Arc<Mutex<Vec<String>>>,
+    config: PathBuf,
+}
+
+impl Node {
+    fn start(spec: &Spec, dir: &Path) -> Node {
+        std::fs::write(dir.join("handoff.key"), KEY).unwrap();
+        let config = dir.join(format!("node-{}.toml", spec.ip[3]));
+        std::fs::write(&config, spec.config(dir)).unwrap();
+        let mut node = Node {
+            spec: spec.clone(),
+            child: None,
+            log: Arc::new(Mutex::new(Vec::new())),
+            config,
+        };
+        node.spawn();
+        node
+    }
+
+    fn spawn(&mut self) {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = Command::new(BIN);
+        // SAFETY: prctl only, between fork and exec: the node dies with the
+        // test thread that started it, even if the test process is killed.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let mut child = cmd
+            .args(["run", "--config"])
+            .arg(&self.config)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start shardgate");
+        let stderr = child.stderr.take().unwrap();
+        let sink = self.log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        self.child = Some(child);
+        let started = self.count_log("shardgate serving");
+        self.wait_log("shardgate serving", started + 1);
+    }
+
+    fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    fn count_log(&self, needle: &str) -> usize {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+
+    /// Wait until `needle` has been logged `times` times in all.
+    fn wait_log(&mut self, needle: &str, times: usize) {
+        let end = Instant::now() + PATIENCE;
+        while self.count_log(needle) < times {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                std::thread::sleep(Duration::from_millis(100));
+                panic!(
+                    "shardgate exited ({status}) before logging {needle:?}:\n{}",
+                    self.log_text()
+                );
+            }
+            assert!(
+                Instant::now() < end,
+                "timed out waiting for {needle:?} x{times}:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// SIGTERM and wait for the exit.
+    fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let end = Instant::now() + PATIENCE;
+        loop {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            if Instant::now() > end {
+                let _ = child.kill();
+                let _ = child.wait();
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn metrics(&self) -> String {
+        let addr = SocketAddr::from((self.spec.ip, self.spec.ports.admin));
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("admin");
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(
+            s,
+            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        text
+    }
+
+    /// Sum of every sample whose series starts with `prefix` (name and
+    /// the first labels, e.g. `shardgate_handoffs_total{shard="0",reason="cold"`).
+    fn metric(&self, prefix: &str) -> f64 {
+        self.metrics()
+            .lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// Poll `prefix` until `ok(value)` (metrics are published once a second).
+    fn wait_metric(&self, prefix: &str, ok: impl Fn(f64) -> bool) -> f64 {
+        let end = Instant::now() + PATIENCE;
+        loop {
+            let v = self.metric(prefix);
+            if ok(v) {
+                return v;
+            }
+            assert!(
+                Instant::now() < end,
+                "timed out waiting on {prefix} (now {v}); log:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn wait_alternate_up(&self) {
+        self.wait_metric("shardgate_handoff_alternate_up{", |v| v >= 1.0);
+    }
+
+    fn invocations_ok(&self, function: &str) -> f64 {
+        self.metric(&format!(
+            "shardgate_function_invocations_total{{shard=\"0\",function=\"{function}\",outcome=\"ok\"}}"
+        ))
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+const HANDOFFS: &str = "shardgate_handoffs_total{shard=\"0\",reason=";
+
+fn handoffs(n: &Node, reason: &str) -> f64 {
+    n.metric(&format!("{HANDOFFS}\"{reason}\"}}"))
+}
+
+fn dropped(n: &Node, reason: &str) -> f64 {
+    n.metric(&format!(
+        "shardgate_handoff_frames_dropped_total{{shard=\"0\",reason=\"{reason}\"}}"
+    ))
+}
+
+// ---------------------------------------------------------------- clients
+
+fn client() -> UdpSocket {
+    let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+    c.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    c
+}
+
+fn spin_input(rounds: u32, tag: &[u8]) -> Vec<u8> {
+    let mut v = b"spin".to_vec();
+    v.extend_from_slice(&rounds.to_le_bytes());
+    v.extend_from_slice(tag);
+    v
+}
+
+fn send_invoke(c: &UdpSocket, to: SocketAddr, id: u64, name: &str, input: &[u8]) {
+    let mut out = Vec::new();
+    fnframe::encode_request(&mut out, id, name, input).unwrap();
+    c.send_to(&out, to).unwrap();
+}
+
+/// Replies by id: (status, body, source address); a second reply to one id
+/// is a test failure. Waits until `want` ids are answered (or PATIENCE),
+/// then `linger` longer for duplicates.
+fn collect(
+    c: &UdpSocket,
+    want: usize,
+    linger: Duration,
+) -> HashMap<u64, (Result<Status, u8>, Vec<u8>, SocketAddr)> {
+    let mut got = HashMap::new();
+    let mut buf = vec![0u8; 65_536];
+    let end = Instant::now() + PATIENCE;
+    let mut linger_end: Option<Instant> = None;
+    loop {
+        let now = Instant::now();
+        if got.len() >= want && linger_end.is_none() {
+            linger_end = Some(now + linger);
+        }
+        if linger_end.is_some_and(|l| now >= l) || now >= end {
+            return got;
+        }
+        let Ok((n, from)) = c.recv_from(&mut buf) else {
+            continue;
+        };
+        let r = fnframe::decode_reply(&buf[..n]).expect("a function reply");
+        let prev = got.insert(r.id, (r.status, r.body.to_vec(), from));
+        assert!(prev.is_none(), "request {} answered twice", r.id);
+    }
+}
+
+fn invoke(
+    to: SocketAddr,
+    id: u64,
+    name: &str,
+    input: &[u8],
+) -> (Result<Status, u8>, Vec<u8>, SocketAddr) {
+    let c = client();
+    send_invoke(&c, to, id, name, input);
+    let mut got = collect(&c, 1, Duration::from_millis(100));
+    got.remove(&id)
+        .unwrap_or_else(|| panic!("no answer to request {id}"))
+}
+
+// ---------------------------------------------------------------- tests
+
+fn cold_function_is_handed_off_then_served_locally(reply: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut a, b) = Spec::pair(if reply == "direct" { "direct" } else { "relay" });
+    a.warm_on_demand = true;
+    let (na, nb) = (Node::start(&a, dir.path()), Node::start(&b, dir.path()));
+    na.wait_alternate_up();
+    nb.wait_alternate_up();
+
+    // Cold on A: B answers, from A's address.
+    let (status, body, from) = invoke(a.fn_addr(), 1, "spin", b"first");
+    assert_eq!(status, Ok(Status::Ok));
+    assert_eq!(body, b"first");
+    assert_eq!(
+        from,
+        a.fn_addr(),
+        "the reply comes from the address the client used"
+    );
+    na.wait_metric(&format!("{HANDOFFS}\"cold\"}}"), |v| v == 1.0);
+    nb.wait_metric(
+        "shardgate_function_invocations_total{shard=\"0\",function=\"spin\",outcome=\"ok\"}",
+        |v| v == 1.0,
+    );
+    let mode = if reply == "direct" { "direct" } else { "relay" };
+    nb.wait_metric(
+        &format!("shardgate_handoff_replies_total{{shard=\"0\",mode=\"{mode}\"}}"),
+        |v| v == 1.0,
+    );
+
+    // A warms in the background, then answers itself.
+    na.wait_metric(
+        "shardgate_function_ready_instances{shard=\"0\",function=\"spin\"}",
+        |v| v > 0.0,
+    );
+    for id in 2..=6 {
+        let (status, body, from) = invoke(a.fn_addr(), id, "spin", b"later");
+        assert_eq!(
+            (status, body.as_slice(), from),
+            (Ok(Status::Ok), &b"later"[..], a.fn_addr())
+        );
+    }
+    na.wait_metric(
+        "shardgate_function_invocations_total{shard=\"0\",function=\"spin\",outcome=\"ok\"}",
+        |v| v == 5.0,
+    );
+    assert_eq!(handoffs(&na, "cold"), 1.0, "no more hand-offs once warm");
+    assert_eq!(nb.invocations_ok("spin"), 1.0);
+
+    // HTTP to a cold function: 307 to the alternate, marked as handed off;
+    // the alternate serves it (and does not send it back).
+    let location = http_post(a.fn_addr(), "/fn/spin2", b"over-http").expect_redirect();
+    assert_eq!(
+        location,
+        format!("http://127.0.0.3:{}/fn/spin2?handoff=1", b.ports.func)
+    );
+    let path = location.trim_start_matches(&format!("http://127.0.0.3:{}", b.ports.func));
+    let resp = http_post(b.fn_addr(), path, b"over-http");
+    assert_eq!(resp.code, 200, "{resp:?}");
+    assert_eq!(resp.body, b"over-http");
+}
+
+#[test]
+fn cold_function_is_handed_off_then_served_locally_relay() {
+    cold_function_is_handed_off_then_served_locally("relay");
+}
+
+#[test]
+fn cold_function_is_handed_off_then_served_locally_direct() {
+    cold_function_is_handed_off_then_served_locally("direct");
+}
+
+/// Rounds of the slow function: several milliseconds each.
+const SLOW: u32 = 5_000_000;
+
+fn overload_hands_off_and_answers_every_request_once(reply: &'static str) {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut a, b) = Spec::pair(reply);
+    a.max_wait_us = 1_000;
+    a.backlog_wait_us = 500;
+    let (na, nb) = (Node::start(&a, dir.path()), Node::start(&b, dir.path()));
+    na.wait_alternate_up();
+
+    let c = client();
+    let n = 40u64;
+    for id in 0..n {
+        send_invoke(
+            &c,
+            a.fn_addr(),
+            id,
+            "spin",
+            &spin_input(SLOW, &id.to_be_bytes()),
+        );
+    }
+    let got = collect(&c, n as usize, Duration::from_millis(500));
+    assert_eq!(got.len() as u64, n, "every request answered");
+    for (id, (status, body, from)) in &got {
+        assert_eq!(*status, Ok(Status::Ok), "request {id}");
+        assert_eq!(
+            &body[8..],
+            &id.to_be_bytes(),
+            "request {id} got its own answer"
+        );
+        assert_eq!(*from, a.fn_addr());
+    }
+    let over = na.wait_metric(&format!("{HANDOFFS}\"overloaded\"}}"), |v| v >= 1.0);
+    let (local, remote) = (
+        na.wait_metric(
+            "shardgate_function_invocations_total{shard=\"0\",function=\"spin\",outcome=\"ok\"}",
+            |v| v >= 1.0,
+        ),
+        nb.wait_metric(
+            "shardgate_function_invocations_total{shard=\"0\",function=\"spin\",outcome=\"ok\"}",
+            |v| v == over,
+        ),
+    );
+    // Metrics lag: wait until both sides add up to every request, once.
+    let end = Instant::now() + PATIENCE;
+    while na.invocations_ok("spin") + nb.invocations_ok("spin") < n as f64 && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        na.invocations_ok("spin") + nb.invocations_ok("spin"),
+        n as f64,
+        "each request ran exactly once (A {local}, B {remote}, handed off {over})"
+    );
+}
+
+#[test]
+fn overload_hands_off_and_answers_every_request_once_relay() {
+    overload_hands_off_and_answers_every_request_once("relay");
+}
+
+#[test]
+fn overload_hands_off_and_answers_every_request_once_direct() {
+    overload_hands_off_and_answers_every_request_once("direct");
+}
+
+#[test]
+fn both_overloaded_a_handed_off_request_is_not_bounced() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut a, mut b) = Spec::pair("relay");
+    for s in [&mut a, &mut b] {
+        s.max_wait_us = 1;
+        s.backlog_wait_us = 0;
+    }
+    let (na, nb) = (Node::start(&a, dir.path()), Node::start(&b, dir.path()));
+    na.wait_alternate_up();
+    nb.wait_alternate_up();
+    let (ca, cb) = (client(), client());
+    let n = 24u64;
+    for id in 0..n {
+        send_invoke(&ca, a.fn_addr(), id, "spin", &spin_input(SLOW / 5, b"a"));
+        send_invoke(
+            &cb,
+            b.fn_addr(),
+            1000 + id,
+            "spin",
+            &spin_input(SLOW / 5, b"b"),
+        );
+    }
+    let (ga, gb) = (
+        collect(&ca, n as usize, Duration::from_millis(300)),
+        collect(&cb, n as usize, Duration::from_millis(300)),
+    );
+    assert_eq!((ga.len() as u64, gb.len() as u64), (n, n));
+    assert!(ga
+        .values()
+        .chain(gb.values())
+        .all(|(s, _, _)| *s == Ok(Status::Ok)));
+    let (ha, hb) = (
+        na.wait_metric(&format!("{HANDOFFS}\"overloaded\"}}"), |v| v >= 1.0),
+        nb.wait_metric(&format!("{HANDOFFS}\"overloaded\"}}"), |v| v >= 1.0),
+    );
+    // Every request ran exactly once in all (a bounce would run it never,
+    // or hand it back and forth).
+    let end = Instant::now() + PATIENCE;
+    let total = || na.invocations_ok("spin") + nb.invocations_ok("spin");
+    while total() < (2 * n) as f64 && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        total(),
+        (2 * n) as f64,
+        "A handed off {ha}, B handed off {hb}"
+    );
+    // Hand-offs only ever leave for requests that came from clients.
+    assert!(ha <= n as f64 && hb <= n as f64);
+}
+
+#[test]
+fn alternate_stopped_then_restarted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut a, b) = Spec::pair("relay");
+    a.warm_on_demand = true;
+    a.max_wait_us = 1_000;
+    a.backlog_wait_us = 500;
+    a.misses = 3;
+    let mut na = Node::start(&a, dir.path());
+    let mut nb = Node::start(&b, dir.path());
+    na.wait_alternate_up();
+
+    nb.stop();
+    // 3 misses x 100 ms; the log line is the first sign.
+    let t0 = Instant::now();
+    na.wait_log("hand-off alternate down", 1);
+    assert!(
+        t0.elapsed() < Duration::from_secs(10),
+        "down after {:?}",
+        t0.elapsed()
+    );
+    na.wait_metric("shardgate_handoff_alternate_up{", |v| v == 0.0);
+
+    // Cold, alternate down: served here.
+    let (status, body, from) = invoke(a.fn_addr(), 1, "spin", b"local");
+    assert_eq!(
+        (status, body.as_slice(), from),
+        (Ok(Status::Ok), &b"local"[..], a.fn_addr())
+    );
+    assert_eq!(handoffs(&na, "cold"), 0.0);
+
+    // Overloaded, alternate down: an overload status at once, never a
+    // queue without bound; every request answered exactly once.
+    let c = client();
+    let n = 16u64;
+    for id in 0..n {
+        send_invoke(&c, a.fn_addr(), 100 + id, "spin", &spin_input(SLOW, b""));
+    }
+    let got = collect(&c, n as usize, Duration::from_millis(300));
+    assert_eq!(got.len() as u64, n);
+    let rejected = got
+        .values()
+        .filter(|(s, _, _)| *s == Ok(Status::Unavailable))
+        .count();
+    assert!(rejected >= 1, "{got:?}");
+    assert!(got
+        .values()
+        .all(|(s, _, _)| matches!(s, Ok(Status::Ok) | Ok(Status::Unavailable))));
+    na.wait_metric("shardgate_overload_rejects_total{", |v| v >= 1.0);
+
+    // B back: hand-offs resume (spin2 is still cold on A).
+    nb.spawn();
+    na.wait_log("hand-off alternate up", 2);
+    let (status, body, from) = invoke(a.fn_addr(), 2, "spin2", b"again");
+    assert_eq!(
+        (status, body.as_slice(), from),
+        (Ok(Status::Ok), &b"again"[..], a.fn_addr())
+    );
+    na.wait_metric(&format!("{HANDOFFS}\"cold\"}}"), |v| v == 1.0);
+    nb.wait_metric(
+        "shardgate_function_invocations_total{shard=\"0\",function=\"spin2\",outcome=\"ok\"}",
+        |v| v == 1.0,
+    );
+}
+
+fn bad_frames_are_dropped_and_counted(reply: &'static str) {
+    let dir = tempfile::tempdir().unwrap();
+    // Only B runs; the test plays A on A's hand-off address.
+    let (a, b) = Spec::pair(reply);
+    let fake_a = UdpSocket::bind(a.handoff_addr()).unwrap();
+    fake_a
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let nb = Node::start(&b, dir.path());
+    // B's heartbeat pings reach us: a sign B is serving its hand-off port.
+    let mut buf = vec![0u8; 65_536];
+    let end = Instant::now() + PATIENCE;
+    loop {
+        assert!(Instant::now() < end, "no ping from B:\n{}", nb.log_text());
+        if let Ok((n, _)) = fake_a.recv_from(&mut buf) {
+            if frame::parse(&buf[..n]).is_ok_and(|f| f.ty == FrameType::Ping) {
+                break;
+            }
+        }
+    }
+    // The client that really asked, and a victim that never asked.
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let victim = UdpSocket::bind("127.0.0.5:0").unwrap();
+    victim.set_nonblocking(true).unwrap();
+
+    let key = Key::new(KEY).unwrap();
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_micros() as u64
+    };
+    let mut req = Vec::new();
+    fnframe::encode_request(&mut req, 77, "spin", b"genuine").unwrap();
+    let seal = |key: &Key, client: SocketAddr, ts: u64, nonce: u64| {
+        let f = Frame {
+            ty: FrameType::Request,
+            hop: true,
+            service: ServiceKind::Function,
+            timestamp_us: ts,
+            nonce,
+            client,
+            service_addr: a.fn_addr(),
+            payload: &req,
+        };
+        let mut out = Vec::new();
+        frame::seal(key, &f, &mut out).unwrap();
+        out
+    };
+    let b_port = b.handoff_addr();
+    let victim_addr = victim.local_addr().unwrap();
+    let client_addr = client.local_addr().unwrap();
+
+    // Genuine: answered once (relay: to us as A; direct: to the client).
+    let genuine = seal(&key, client_addr, now(), 1);
+    fake_a.send_to(&genuine, b_port).unwrap();
+    let mut answered = 0;
+    let end = Instant::now() + PATIENCE;
+    while answered == 0 && Instant::now() < end {
+        if reply == "relay" {
+            if let Ok((n, from)) = fake_a.recv_from(&mut buf) {
+                let Ok(f) = frame::parse(&buf[..n]) else {
+                    continue;
+                };
+                if f.ty != FrameType::Reply {
+                    continue;
+                }
+                assert_eq!(from, b_port);
+                assert_eq!(f.client, client_addr);
+                let r = fnframe::decode_reply(f.payload).unwrap();
+                assert_eq!((r.id, r.body), (77, &b"genuine"[..]));
+                answered += 1;
+            }
+        } else if let Ok((n, from)) = client.recv_from(&mut buf) {
+            assert_eq!(
+                from,
+                a.fn_addr(),
+                "a direct reply carries A's service address"
+            );
+            let r = fnframe::decode_reply(&buf[..n]).unwrap();
+            assert_eq!((r.id, r.body), (77, &b"genuine"[..]));
+            answered += 1;
+        }
+    }
+    assert_eq!(answered, 1, "the genuine frame is answered");
+
+    // Replayed, stale, forged (another key), wrong source, malformed: all
+    // aimed at the victim, none answered.
+    fake_a.send_to(&genuine, b_port).unwrap();
+    fake_a
+        .send_to(&seal(&key, victim_addr, now() - 10_000_000, 2), b_port)
+        .unwrap();
+    let forger = Key::new(&[7u8; 32]).unwrap();
+    fake_a
+        .send_to(&seal(&forger, victim_addr, now(), 3), b_port)
+        .unwrap();
+    let elsewhere = UdpSocket::bind("127.0.0.4:0").unwrap();
+    elsewhere
+        .send_to(&seal(&key, victim_addr, now(), 4), b_port)
+        .unwrap();
+    fake_a
+        .send_to(b"SGHO\x01 not a frame at all", b_port)
+        .unwrap();
+
+    nb.wait_metric(
+        "shardgate_handoff_frames_dropped_total{shard=\"0\",reason=\"replayed\"}",
+        |v| v == 1.0,
+    );
+    nb.wait_metric(
+        "shardgate_handoff_frames_dropped_total{shard=\"0\",reason=\"stale\"}",
+        |v| v == 1.0,
+    );
+    nb.wait_metric(
+        "shardgate_handoff_frames_dropped_total{shard=\"0\",reason=\"bad_mac\"}",
+        |v| v == 1.0,
+    );
+    nb.wait_metric(
+        "shardgate_handoff_frames_dropped_total{shard=\"0\",reason=\"wrong_source\"}",
+        |v| v == 1.0,
+    );
+    nb.wait_metric(
+        "shardgate_handoff_frames_dropped_total{shard=\"0\",reason=\"malformed\"}",
+        |v| v >= 1.0,
+    );
+    assert_eq!(dropped(&nb, "replayed"), 1.0);
+    assert_eq!(
+        nb.invocations_ok("spin"),
+        1.0,
+        "only the genuine request ran"
+    );
+    // Nothing ever reached the victim, nor a second answer anyone.
+    let mut one = [0u8; 2048];
+    assert!(
+        victim.recv_from(&mut one).is_err(),
+        "the victim got a datagram"
+    );
+    client
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    assert!(
+        client.recv_from(&mut one).is_err(),
+        "a second answer reached the client"
+    );
+    // B pings us every 100 ms: look at what is queued, nothing more.
+    fake_a.set_nonblocking(true).unwrap();
+    while let Ok((n, _)) = fake_a.recv_from(&mut buf) {
+        let f = frame::parse(&buf[..n]).unwrap();
+        assert_ne!(f.ty, FrameType::Reply, "a dropped frame was answered");
+    }
+}
+
+#[test]
+fn bad_frames_are_dropped_and_counted_relay() {
+    bad_frames_are_dropped_and_counted("relay");
+}
+
+#[test]
+fn bad_frames_are_dropped_and_counted_direct() {
+    bad_frames_are_dropped_and_counted("direct");
+}
+
+#[test]
+fn dns_is_handed_off_when_overloaded_and_answered_from_a() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut a, b) = Spec::pair("relay");
+    a.max_wait_us = 1;
+    a.backlog_wait_us = 0;
+    let (na, nb) = (Node::start(&a, dir.path()), Node::start(&b, dir.path()));
+    na.wait_alternate_up();
+    let c = client();
+    let n = 64u16;
+    for id in 0..n {
+        let mut q = vec![0u8; 12];
+        q[..2].copy_from_slice(&id.to_be_bytes());
+        q[2] = 0x01;
+        q[5] = 1;
+        q.extend_from_slice(b"\x03upf\x03svc\x07example\x00\x00\x01\x00\x01");
+        c.send_to(&q, a.dns_addr()).unwrap();
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut buf = [0u8; 1500];
+    let end = Instant::now() + PATIENCE;
+    while seen.len() < n as usize && Instant::now() < end {
+        if let Ok((len, from)) = c.recv_from(&mut buf) {
+            assert_eq!(from, a.dns_addr());
+            assert!(
+                len > 12 && buf[2] & 0x80 != 0 && buf[3] & 0x0f == 0,
+                "NOERROR answer"
+            );
+            assert!(
+                seen.insert(u16::from_be_bytes([buf[0], buf[1]])),
+                "answered twice"
+            );
+        }
+    }
+    assert_eq!(seen.len(), n as usize);
+    na.wait_metric(&format!("{HANDOFFS}\"overloaded\"}}"), |v| v >= 1.0);
+    nb.wait_metric(
+        "shardgate_handoff_replies_total{shard=\"0\",mode=\"relay\"}",
+        |v| v >= 1.0,
+    );
+}
+
+#[test]
+fn check_config_rejects_self_pairing_and_short_or_missing_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, _) = Spec::pair("relay");
+    let good = a.config(dir.path());
+    let check = |text: &str, key: Option<&[u8]>| {
+        let path = dir.path().join("check.toml");
+        std::fs::write(&path, text).unwrap();
+        let _ = std::fs::remove_file(dir.path().join("handoff.key"));
+        if let Some(k) = key {
+            std::fs::write(dir.path().join("handoff.key"), k).unwrap();
+        }
+        let out = Command::new(BIN)
+            .arg("check-config")
+            .arg(&path)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    assert_eq!(check(&good, Some(KEY)).0, Some(0));
+    let (code, text) = check(&good, Some(b"too-short-key"));
+    assert_eq!(code, Some(2));
+    assert!(
+        text.contains("handoff.key_file") && text.contains("13 bytes"),
+        "{text}"
+    );
+    let (code, text) = check(&good, None);
+    assert_eq!(code, Some(2));
+    assert!(
+        text.contains("handoff.key_file") && text.contains("cannot read"),
+        "{text}"
+    );
+    let selfish = good.replace(
+        &format!("alternate = \"127.0.0.3:{}\"", a.peer.handoff),
+        &format!("alternate = \"127.0.0.2:{}\"", a.ports.handoff),
+    );
+    assert_ne!(selfish, good);
+    let (code, text) = check(&selfish, Some(KEY));
+    assert_eq!(code, Some(2));
+    assert!(
+        text.contains("handoff.alternate") && text.contains("paired with itself"),
+        "{text}"
+    );
+}
+
+// ---------------------------------------------------------------- HTTP
+
+#[derive(Debug)]
+struct HttpResponse {
+    code: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl HttpResponse {
+    fn expect_redirect(self) -> String {
+        assert_eq!(self.code, 307, "{self:?}");
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("location"))
+            .map(|(_, v)| v.clone())
+            .expect("Location")
+    }
+}
+
+fn http_post(addr: SocketAddr, path: &str, body: &[u8]) -> HttpResponse {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    s.write_all(body).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a response head");
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.split("\r\n");
+    let code = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|c| c.parse().ok())
+        .expect("status line");
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    HttpResponse {
+        code,
+        headers,
+        body: raw[split + 4..].to_vec(),
+    }
+}
