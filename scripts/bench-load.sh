@@ -14,7 +14,9 @@
 #   scripts/bench-load.sh [--target auto|shardgate|knot] [--rates "20000 50000 100000"]
 #                         [--duration SECONDS] [--rounds N] [--tick auto|DURATION]
 #                         [--batch N] [--no-build]
-# (--tick/--batch: shardgate-load's open-loop batching; defaults are its own.)
+# (--tick/--batch: shardgate-load's open-loop batching. --batch defaults to 32 here,
+# 8 in shardgate-load itself: 32 requests per wake-up cut its CPU by about a
+# third at 50k/s and up, at the cost of burstier load: 640 us between bursts at 50k/s.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,7 +25,7 @@ rates="20000 50000 100000"
 duration=5
 rounds=3
 tick=auto
-batch=8
+batch=32
 build=1
 while [ $# -gt 0 ]; do
   case "$1" in
