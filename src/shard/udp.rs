@@ -2,6 +2,13 @@
 //! woken by glommio) and a plain one-datagram-at-a-time glommio loop kept as
 //! the baseline for `benches/udp_batch.rs`.
 //!
+//! Replies of one batch that go to the same address with the same length
+//! leave as one UDP GSO message (`UDP_SEGMENT`: one pass through the IP
+//! stack for the group, split into datagrams below it), the rest one by one
+//! in the same `sendmmsg`; if the kernel refuses GSO on the socket (EIO, no
+//! checksum offload, EINVAL, a segment above the path MTU) the batch goes
+//! out datagram by datagram and GSO stays off for that socket.
+//!
 //! Both loops are generic over a [`DatagramHandler`], the per-service part
 //! (the DNS answer path today; function invocation datagrams later), so the
 //! I/O machinery exists once.
@@ -24,6 +31,15 @@ pub const DEFAULT_BATCH: usize = 32;
 pub const RX_SLOT: usize = 4096;
 /// How long one reply may wait for room in a full send buffer before it is dropped.
 const SEND_WAIT: Duration = Duration::from_millis(200);
+/// Replies longer than this are never grouped (a larger segment could
+/// exceed a path MTU, which GSO refuses instead of fragmenting).
+const GSO_MAX_SEGMENT: usize = 1400;
+/// Payload bytes of one GSO message at most (an IP datagram's limit).
+const GSO_MAX_BYTES: usize = 60_000;
+/// Segments of one GSO message at most (the kernel's `UDP_MAX_SEGMENTS`).
+const GSO_MAX_SEGMENTS: usize = 64;
+/// Room for one `cmsghdr` carrying a `u16` (CMSG_SPACE(2) = 24 on 64-bit).
+type CmsgBuf = [u64; 4];
 
 /// The service-specific part of a UDP loop.
 pub trait DatagramHandler {
@@ -51,6 +67,24 @@ struct Batch {
     tx_hdr: Vec<libc::mmsghdr>,
     /// `tx_from[k]`: index of the received datagram (name) reply `k` goes to.
     tx_from: Vec<usize>,
+    /// Outgoing messages of the batch: a group of replies to one address
+    /// with one length (GSO), or a single reply.
+    msg_hdr: Vec<libc::mmsghdr>,
+    /// The replies' iovecs in message order (each message's contiguous).
+    msg_iov: Vec<libc::iovec>,
+    msg_ctrl: Vec<CmsgBuf>,
+    /// `msg_order[msg_start[m]..msg_start[m + 1]]`: the replies of message `m`.
+    msg_order: Vec<usize>,
+    msg_start: Vec<usize>,
+    /// Scratch of [`Batch::plan_messages`]: each reply's message, each
+    /// message's first reply and size.
+    msg_of: Vec<usize>,
+    msg_first: Vec<usize>,
+    msg_count: Vec<usize>,
+    /// Group replies with UDP GSO (cleared when the kernel refuses it).
+    gso: bool,
+    /// Messages sent with more than one segment (for tests and debugging).
+    gso_messages: u64,
 }
 
 impl Batch {
@@ -73,6 +107,16 @@ impl Batch {
             tx_iov: vec![zero_iov; n],
             tx_hdr: vec![zero_hdr; n],
             tx_from: vec![0; n],
+            msg_hdr: vec![zero_hdr; n],
+            msg_iov: vec![zero_iov; n],
+            msg_ctrl: vec![[0u64; 4]; n],
+            msg_order: vec![0; n],
+            msg_start: vec![0; n + 1],
+            msg_of: vec![0; n],
+            msg_first: vec![0; n],
+            msg_count: vec![0; n],
+            gso: true,
+            gso_messages: 0,
         });
         // The vectors above are never resized, so these pointers stay valid
         // for the life of the batch.
@@ -137,6 +181,107 @@ impl Batch {
         h.msg_control = std::ptr::null_mut();
         h.msg_controllen = 0;
         h.msg_flags = 0;
+    }
+
+    /// Whether replies `a` and `b` go to the same address.
+    fn same_destination(&self, a: usize, b: usize) -> bool {
+        let (ia, ib) = (self.tx_from[a], self.tx_from[b]);
+        let (la, lb) = (
+            self.rx_hdr[ia].msg_hdr.msg_namelen,
+            self.rx_hdr[ib].msg_hdr.msg_namelen,
+        );
+        if la != lb {
+            return false;
+        }
+        let len = (la as usize).min(size_of::<libc::sockaddr_storage>());
+        // SAFETY: both names are sockaddr_storage values owned by self and
+        // `len` is within their size.
+        unsafe {
+            let pa = (&self.names[ia] as *const libc::sockaddr_storage).cast::<u8>();
+            let pb = (&self.names[ib] as *const libc::sockaddr_storage).cast::<u8>();
+            std::slice::from_raw_parts(pa, len) == std::slice::from_raw_parts(pb, len)
+        }
+    }
+
+    /// Lay replies `0..k` out as messages: replies to one address with one
+    /// length (at most [`GSO_MAX_SEGMENT`] bytes) share a GSO message, in
+    /// the order their first member arrived. Returns the message count.
+    fn plan_messages(&mut self, k: usize) -> usize {
+        let mut msgs = 0;
+        for j in 0..k {
+            let len = self.out[j].len();
+            let mut home = None;
+            if self.gso && len > 0 && len <= GSO_MAX_SEGMENT {
+                for m in 0..msgs {
+                    let f = self.msg_first[m];
+                    let c = self.msg_count[m];
+                    if self.out[f].len() == len
+                        && c < GSO_MAX_SEGMENTS
+                        && (c + 1) * len <= GSO_MAX_BYTES
+                        && self.same_destination(f, j)
+                    {
+                        home = Some(m);
+                        break;
+                    }
+                }
+            }
+            let m = home.unwrap_or_else(|| {
+                // At most one new message per reply, so msgs < k <= n.
+                self.msg_first[msgs] = j;
+                self.msg_count[msgs] = 0;
+                msgs += 1;
+                msgs - 1
+            });
+            self.msg_count[m] += 1;
+            self.msg_of[j] = m;
+        }
+        // Each message's range in msg_order / msg_iov, then fill them.
+        self.msg_start[0] = 0;
+        for m in 0..msgs {
+            self.msg_start[m + 1] = self.msg_start[m] + self.msg_count[m];
+            self.msg_count[m] = 0;
+        }
+        for j in 0..k {
+            let m = self.msg_of[j];
+            let pos = self.msg_start[m] + self.msg_count[m];
+            self.msg_count[m] += 1;
+            self.msg_order[pos] = j;
+            self.msg_iov[pos] = self.tx_iov[j];
+        }
+        for m in 0..msgs {
+            let start = self.msg_start[m];
+            let n = self.msg_start[m + 1] - start;
+            let lead = self.msg_order[start];
+            let i = self.tx_from[lead];
+            let namelen = self.rx_hdr[i].msg_hdr.msg_namelen;
+            let h = &mut self.msg_hdr[m].msg_hdr;
+            h.msg_name = (&mut self.names[i] as *mut libc::sockaddr_storage).cast();
+            h.msg_namelen = namelen;
+            h.msg_iov = &mut self.msg_iov[start];
+            h.msg_iovlen = n as _;
+            h.msg_flags = 0;
+            if n > 1 {
+                let seg = self.out[lead].len() as u16;
+                let ctrl = &mut self.msg_ctrl[m];
+                *ctrl = [0; 4];
+                h.msg_control = ctrl.as_mut_ptr().cast();
+                // SAFETY: msg_control points at a zeroed 32-byte, 8-aligned
+                // buffer, enough for CMSG_SPACE(2); CMSG_FIRSTHDR is non-null
+                // because msg_controllen covers one header.
+                unsafe {
+                    h.msg_controllen = libc::CMSG_SPACE(size_of::<u16>() as u32) as _;
+                    let cm = libc::CMSG_FIRSTHDR(h);
+                    (*cm).cmsg_level = libc::SOL_UDP;
+                    (*cm).cmsg_type = libc::UDP_SEGMENT;
+                    (*cm).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as u32) as _;
+                    std::ptr::write_unaligned(libc::CMSG_DATA(cm).cast::<u16>(), seg);
+                }
+            } else {
+                h.msg_control = std::ptr::null_mut();
+                h.msg_controllen = 0;
+            }
+        }
+        msgs
     }
 }
 
@@ -258,19 +403,83 @@ pub async fn serve_batched<H: DatagramHandler>(
 }
 
 /// Send replies `0..k` of the batch; never loses one silently, never blocks
-/// the executor.
+/// the executor. First as planned messages (GSO groups and singles) in
+/// `sendmmsg` calls; whatever that does not send (a full send buffer, a
+/// refused reply, GSO refused) goes through [`send_singles`].
 async fn send_all<H: DatagramHandler>(sock: &UdpSocket, b: &mut Batch, k: usize, handler: &mut H) {
+    if k == 0 {
+        return;
+    }
     let fd = sock.as_raw_fd();
+    let msgs = b.plan_messages(k);
     let mut sent = 0;
-    let mut waited = false;
-    while sent < k {
-        // SAFETY: tx_hdr[sent..k] were filled by queue_reply and point into
-        // buffers owned by `b`, which outlives the call.
+    while sent < msgs {
+        // SAFETY: msg_hdr[sent..msgs] were filled by plan_messages and point
+        // into buffers owned by `b`, which outlives the call.
         let r = unsafe {
             libc::sendmmsg(
                 fd,
-                b.tx_hdr.as_mut_ptr().add(sent),
-                (k - sent) as libc::c_uint,
+                b.msg_hdr.as_mut_ptr().add(sent),
+                (msgs - sent) as libc::c_uint,
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if r > 0 {
+            for m in sent..sent + r as usize {
+                if b.msg_start[m + 1] - b.msg_start[m] > 1 {
+                    b.gso_messages += 1;
+                }
+            }
+            sent += r as usize;
+            continue;
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EINTR) {
+            continue;
+        }
+        let grouped = b.msg_start[sent + 1] - b.msg_start[sent] > 1;
+        let gso_refused = matches!(
+            e.raw_os_error(),
+            Some(libc::EIO | libc::EINVAL | libc::EMSGSIZE | libc::ENOPROTOOPT | libc::EOPNOTSUPP)
+        );
+        if grouped && gso_refused {
+            tracing::info!(
+                "UDP GSO refused on this socket ({e}); replies go out one datagram each from now on"
+            );
+            b.gso = false;
+        }
+        break;
+    }
+    if sent < msgs {
+        let start = b.msg_start[sent];
+        send_singles(sock, b, start, k, handler).await;
+    }
+}
+
+/// Send the replies `msg_order[start..k]` one datagram each.
+async fn send_singles<H: DatagramHandler>(
+    sock: &UdpSocket,
+    b: &mut Batch,
+    start: usize,
+    k: usize,
+    handler: &mut H,
+) {
+    let fd = sock.as_raw_fd();
+    // Contiguous headers for sendmmsg: msg_hdr[p] sends reply msg_order[start + p].
+    let total = k - start;
+    for p in 0..total {
+        b.msg_hdr[p] = b.tx_hdr[b.msg_order[start + p]];
+    }
+    let mut sent = 0;
+    let mut waited = false;
+    while sent < total {
+        // SAFETY: msg_hdr[sent..total] are copies of headers filled by
+        // queue_reply, pointing into buffers owned by `b`.
+        let r = unsafe {
+            libc::sendmmsg(
+                fd,
+                b.msg_hdr.as_mut_ptr().add(sent),
+                (total - sent) as libc::c_uint,
                 libc::MSG_DONTWAIT,
             )
         };
@@ -284,7 +493,7 @@ async fn send_all<H: DatagramHandler>(sock: &UdpSocket, b: &mut Batch, k: usize,
             Some(libc::EAGAIN) | Some(libc::ENOBUFS) if waited => {
                 // Still full after one wait: shed the rest of this batch
                 // rather than stall the shard reply by reply.
-                for _ in sent..k {
+                for _ in sent..total {
                     handler.dropped(DropKind::SendFailed);
                 }
                 return;
@@ -293,11 +502,12 @@ async fn send_all<H: DatagramHandler>(sock: &UdpSocket, b: &mut Batch, k: usize,
                 // Send buffer full: let glommio's ring wait for room for this
                 // one reply, bounded, then go back to sendmmsg for the rest.
                 waited = true;
-                let i = b.tx_from[sent];
+                let j = b.msg_order[start + sent];
+                let i = b.tx_from[j];
                 let to = sockaddr_to_std(&b.names[i], b.rx_hdr[i].msg_hdr.msg_namelen);
                 let ok = match to {
                     Some(to) => {
-                        let send = async { sock.send_to(&b.out[sent], to).await.is_ok() };
+                        let send = async { sock.send_to(&b.out[j], to).await.is_ok() };
                         future::or(send, async {
                             glommio::timer::sleep(SEND_WAIT).await;
                             false
@@ -511,6 +721,9 @@ mod tests {
             };
             send_all(&sock, &mut b, 4, &mut h).await;
             assert_eq!(drops.get(), 1);
+            // Replies 0, 2 and 3 (same client, same length) left as one GSO
+            // message; the refused one alone.
+            assert_eq!(b.gso_messages, 1);
             let mut got = Vec::new();
             let mut buf = [0u8; 8];
             for _ in 0..3 {
@@ -519,6 +732,70 @@ mod tests {
                 got.push(buf[0]);
             }
             assert_eq!(got, vec![0, 2, 3]);
+        });
+    }
+
+    #[test]
+    fn replies_to_several_clients_with_mixed_lengths_each_reach_their_own_client() {
+        let ex = glommio::LocalExecutorBuilder::default().make().unwrap();
+        ex.run(async {
+            let sock =
+                super::super::sockets::bind_udp("127.0.0.1:0".parse().unwrap(), None).unwrap();
+            let clients: Vec<StdUdp> = (0..3)
+                .map(|_| {
+                    let c = StdUdp::bind("127.0.0.1:0").unwrap();
+                    c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+                    c
+                })
+                .collect();
+            let n = 30;
+            let mut b = Batch::new(n);
+            let mut want: Vec<Vec<Vec<u8>>> = vec![Vec::new(); clients.len()];
+            for i in 0..n {
+                // Client i % 3; lengths 3, 3, 7 in turn, plus one 2000-byte
+                // reply that must not be grouped.
+                let c = i % 3;
+                let len = if i == 17 {
+                    2000
+                } else if (i / 3) % 3 == 2 {
+                    7
+                } else {
+                    3
+                };
+                let addr = clients[c].local_addr().unwrap();
+                let name_len = put_v4(&mut b.names[i], addr);
+                b.rx_hdr[i].msg_hdr.msg_namelen = name_len;
+                let mut reply = vec![i as u8; len];
+                reply[0] = c as u8;
+                b.out[i] = reply.clone();
+                b.queue_reply(i, i);
+                want[c].push(reply);
+            }
+            let drops = Rc::new(std::cell::Cell::new(0));
+            let mut h = Echo {
+                batches: Rc::default(),
+                drops: drops.clone(),
+            };
+            send_all(&sock, &mut b, n, &mut h).await;
+            assert_eq!(drops.get(), 0);
+            assert!(b.gso_messages >= 3, "{} GSO messages", b.gso_messages);
+            for (c, client) in clients.iter().enumerate() {
+                let mut got = Vec::new();
+                let mut buf = [0u8; 4096];
+                for _ in 0..want[c].len() {
+                    let (len, from) = client.recv_from(&mut buf).unwrap();
+                    assert_eq!(from, sock.local_addr().unwrap());
+                    got.push(buf[..len].to_vec());
+                }
+                got.sort();
+                want[c].sort();
+                assert_eq!(got, want[c], "client {c}");
+                client.set_nonblocking(true).unwrap();
+                assert!(
+                    client.recv_from(&mut buf).is_err(),
+                    "client {c} got extra datagrams"
+                );
+            }
         });
     }
 
