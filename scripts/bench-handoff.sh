@@ -12,21 +12,31 @@
 # requests B served (B runs a copy of the function that marks its output,
 # so the probe can tell them apart). Not a test: prints figures.
 #
-#   scripts/bench-handoff.sh [--duration SECONDS] [--factor 2.0] [--target-us 50] [--no-build]
+#   scripts/bench-handoff.sh [--duration SECONDS] [--factors "2.0 1.5"] [--target-us 50]
+#                            [--backlog-wait-us 100] [--max-wait-us 2000] [--no-build]
 #
-# Bounded: about 4 x (duration + 3) seconds plus calibration. Loopback only.
+# On a 2-CPU machine B shares CPU 1 with the load generator and the probe,
+# so B's capacity for handed-off work is well below A's: read the 1.5x run
+# as what the pair absorbs when B has the room.
+#
+# Bounded: about 2 x factors x (duration + 4) seconds plus calibration.
+# Loopback only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 duration=8
-factor=2.0
+factors="2.0 1.5"
 target_us=50
+backlog_wait_us=100
+max_wait_us=2000
 build=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --duration) duration=$2; shift 2 ;;
-    --factor) factor=$2; shift 2 ;;
+    --factors) factors=$2; shift 2 ;;
     --target-us) target_us=$2; shift 2 ;;
+    --backlog-wait-us) backlog_wait_us=$2; shift 2 ;;
+    --max-wait-us) max_wait_us=$2; shift 2 ;;
     --no-build) build=0; shift ;;
     *) echo "unknown argument $1 (see the header of $0)" >&2; exit 2 ;;
   esac
@@ -92,6 +102,8 @@ alternate = "$7:$8"
 listen = "$2:$6"
 key_file = "$work/handoff.key"
 reply = "relay"
+max_wait_us = $max_wait_us
+backlog_wait_us = $backlog_wait_us
 heartbeat_interval_ms = 100
 heartbeat_misses = 5
 dns = false
@@ -140,11 +152,8 @@ rounds=20000
 c0=$(capacity $rounds)
 rounds=$(python3 -c "print(max(1, int($rounds * $target_us * 1e-6 * $c0)))")
 cap=$(capacity $rounds)
-rate=$(python3 -c "print(int($cap * $factor))")
 stop_all
 echo "calibration: spin rounds $rounds -> capacity of A alone ~$(printf %.0f "$cap") calls/s (~$(python3 -c "print(round(1e6/$cap,1))") us per call)"
-echo "offered to A: $rate calls/s (x$factor), open loop, ${duration}s measured, 1s timeout"
-echo
 
 probe() { # seconds -> prints "local_n local_p50 local_p99 b_n b_p50 b_p99 lost"
   python3 - "$1" 127.0.0.2 $A_FN "$rounds" <<'PY'
@@ -177,11 +186,11 @@ stop = time.perf_counter() + 1.2
 while time.perf_counter() < stop:
     drain(); time.sleep(0.001)
 def pct(v, q):
-    if not v: return float("nan")
-    v = sorted(v); return v[min(len(v) - 1, int(q * len(v)))] * 1e6
+    if not v: return "-"
+    v = sorted(v); return round(v[min(len(v) - 1, int(q * len(v)))] * 1e6)
 ok = [x for x in got.values() if x[2] == 0]
 loc = [t for t, b, _ in ok if not b]; rem = [t for t, b, _ in ok if b]
-print(len(loc), round(pct(loc, .5)), round(pct(loc, .99)), len(rem), round(pct(rem, .5)), round(pct(rem, .99)), len(sent) - len(got))
+print(len(loc), pct(loc, .5), pct(loc, .99), len(rem), pct(rem, .5), pct(rem, .99), len(sent) - len(got))
 PY
 }
 
@@ -218,5 +227,10 @@ PY
   stop_all
 }
 
-run "with hand-off" 1
-run "hand-off disabled" 0
+for factor in $factors; do
+  rate=$(python3 -c "print(int($cap * $factor))")
+  echo
+  echo "offered to A: $rate calls/s (x$factor), open loop, ${duration}s measured, 1s timeout"
+  run "with hand-off" 1
+  run "hand-off disabled" 0
+done

@@ -405,14 +405,13 @@ fn send_invoke(c: &UdpSocket, to: SocketAddr, id: u64, name: &str, input: &[u8])
     c.send_to(&out, to).unwrap();
 }
 
+/// One answer: status, body, the address it came from.
+type Answer = (Result<Status, u8>, Vec<u8>, SocketAddr);
+
 /// Replies by id: (status, body, source address); a second reply to one id
 /// is a test failure. Waits until `want` ids are answered (or PATIENCE),
 /// then `linger` longer for duplicates.
-fn collect(
-    c: &UdpSocket,
-    want: usize,
-    linger: Duration,
-) -> HashMap<u64, (Result<Status, u8>, Vec<u8>, SocketAddr)> {
+fn collect(c: &UdpSocket, want: usize, linger: Duration) -> HashMap<u64, Answer> {
     let mut got = HashMap::new();
     let mut buf = vec![0u8; 65_536];
     let end = Instant::now() + PATIENCE;
@@ -434,12 +433,7 @@ fn collect(
     }
 }
 
-fn invoke(
-    to: SocketAddr,
-    id: u64,
-    name: &str,
-    input: &[u8],
-) -> (Result<Status, u8>, Vec<u8>, SocketAddr) {
+fn invoke(to: SocketAddr, id: u64, name: &str, input: &[u8]) -> Answer {
     let c = client();
     send_invoke(&c, to, id, name, input);
     let mut got = collect(&c, 1, Duration::from_millis(100));

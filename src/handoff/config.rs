@@ -49,7 +49,8 @@ pub struct HandoffConfig {
     pub reply: ReplyMode,
     /// Queueing delay inside the shard at which a request is overloaded, µs.
     pub max_wait_us: u64,
-    /// The same while the socket is backlogged (last receive batch full), µs.
+    /// Floor of the adaptive budget that applies while the socket is
+    /// backlogged (last receive batch full), µs; see `policy::Budget`.
     pub backlog_wait_us: u64,
     /// Frames whose timestamp is further than this from our clock are
     /// dropped as stale, ms.

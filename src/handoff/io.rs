@@ -32,15 +32,17 @@ struct Meter {
     handled: usize,
     batch: usize,
     backlogged: bool,
+    budget: policy::Budget,
 }
 
 impl Meter {
-    fn new(batch: usize) -> Meter {
+    fn new(batch: usize, t: &policy::Thresholds) -> Meter {
         Meter {
             start: None,
             handled: 0,
             batch,
             backlogged: false,
+            budget: policy::Budget::new(t),
         }
     }
 
@@ -56,11 +58,13 @@ impl Meter {
         Load {
             waited_us,
             backlogged: self.backlogged,
+            budget_us: self.budget.current(),
         }
     }
 
     fn end(&mut self) {
         self.backlogged = self.handled >= self.batch;
+        self.budget.batch_done(self.backlogged);
     }
 }
 
@@ -148,11 +152,12 @@ pub async fn serve_fn_udp(
         }
     };
     let batch = crate::functions::server::UDP_BATCH;
+    let meter = Meter::new(batch, h.thresholds());
     let mut gate = FnUdpGate {
         inner: FunctionUdp { shard },
         h,
         service,
-        meter: Meter::new(batch),
+        meter,
     };
     udp::serve_batched(&sock, &mut gate, &stop, batch).await;
 }
@@ -216,11 +221,12 @@ pub async fn serve_dns_udp(ctx: Rc<ShardCtx>, h: Rc<HandoffShard>, sock: UdpSock
             return;
         }
     };
+    let meter = Meter::new(udp::DEFAULT_BATCH, h.thresholds());
     let mut gate = DnsGate {
         inner: DnsUdp { ctx: ctx.clone() },
         h,
         service,
-        meter: Meter::new(udp::DEFAULT_BATCH),
+        meter,
     };
     udp::serve_batched(&sock, &mut gate, &ctx.stop, udp::DEFAULT_BATCH).await;
 }
@@ -433,12 +439,9 @@ impl HandoffShard {
             handed_off: has_hop_marker(head),
             cold,
             load: Load {
-                waited_us: if backlogged {
-                    self.thresholds().backlog_wait_us
-                } else {
-                    0
-                },
+                waited_us: 0,
                 backlogged,
+                budget_us: 0,
             },
         };
         match policy::decide(&req, self.is_up(), self.thresholds()) {

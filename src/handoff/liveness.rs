@@ -75,9 +75,7 @@ impl Liveness {
     /// An authenticated pong echoing `nonce` arrived at `now_ms`. Pongs to
     /// pings this machine did not send (or already answered) are ignored.
     pub fn pong(&mut self, nonce: u64, now_ms: u64) -> Option<Transition> {
-        let Some(i) = self.outstanding.iter().position(|&n| n == nonce) else {
-            return None;
-        };
+        let i = self.outstanding.iter().position(|&n| n == nonce)?;
         // Older pings are answered by implication.
         self.outstanding.drain(..=i);
         self.misses = 0;

@@ -15,16 +15,22 @@
 //!   whose waiting time the shard cannot see).
 //!
 //! A request is overloaded when `waited_us >= max_wait_us`, or when the
-//! socket is backlogged and `waited_us >= backlog_wait_us` (a tighter budget,
-//! so that under sustained overload a batch serves a few requests locally
-//! and hands the rest off quickly enough for the kernel queue to drain).
+//! socket is backlogged and `waited_us` has reached the loop's backlog
+//! budget. The time datagrams spend in the kernel queue is invisible to
+//! the shard, so that budget adapts ([`Budget`]): every full receive batch
+//! cuts it by a quarter (the queue is not draining: serve fewer locally, hand
+//! more off), every partial batch raises it by 1/32 of `max_wait_us` (the
+//! queue drained: keep more work here), between `backlog_wait_us` and
+//! `max_wait_us`. Under sustained overload it settles where the shard serves
+//! as much as it can while still draining its socket.
 
 /// Thresholds of the overload test (from `[handoff]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Thresholds {
     /// Queueing delay inside the shard at which a request is overloaded.
     pub max_wait_us: u64,
-    /// The same budget while the socket is backlogged (previous batch full).
+    /// Floor of the adaptive budget that applies while the socket is
+    /// backlogged (previous batch full); see [`Budget`].
     pub backlog_wait_us: u64,
 }
 
@@ -42,12 +48,47 @@ impl Default for Thresholds {
 pub struct Load {
     pub waited_us: u64,
     pub backlogged: bool,
+    /// The backlog budget in force ([`Budget::current`]).
+    pub budget_us: u64,
 }
 
 impl Load {
     /// Whether this load is past `t`.
     pub fn overloaded(&self, t: &Thresholds) -> bool {
-        self.waited_us >= t.max_wait_us || (self.backlogged && self.waited_us >= t.backlog_wait_us)
+        self.waited_us >= t.max_wait_us || (self.backlogged && self.waited_us >= self.budget_us)
+    }
+}
+
+/// The adaptive backlog budget of one receive loop (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    us: u64,
+    floor: u64,
+    ceil: u64,
+}
+
+impl Budget {
+    /// Starts at `max_wait_us` (no backlog seen yet).
+    pub fn new(t: &Thresholds) -> Budget {
+        let ceil = t.max_wait_us.max(t.backlog_wait_us);
+        Budget {
+            us: ceil,
+            floor: t.backlog_wait_us,
+            ceil,
+        }
+    }
+
+    pub fn current(&self) -> u64 {
+        self.us
+    }
+
+    /// A receive batch was handled; `full`: it filled the batch (backlog).
+    pub fn batch_done(&mut self, full: bool) {
+        self.us = if full {
+            (self.us - self.us / 4).max(self.floor)
+        } else {
+            (self.us + (self.ceil / 32).max(1)).min(self.ceil)
+        };
     }
 }
 
@@ -75,8 +116,9 @@ pub enum LocalReason {
     Normal,
     /// It was handed to us; it is served here whatever our state.
     AlreadyHandedOff,
-    /// It should have gone to the alternate, which is down (cold, or
-    /// overloaded within bounds is impossible here: see [`Decision::Reject`]).
+    /// It is cold here and would have gone to the alternate, which is
+    /// down: served here (an instance is built inline). An overloaded
+    /// request with the alternate down is [`Decision::RejectOverloaded`].
     AlternateDown,
 }
 
@@ -125,8 +167,27 @@ mod tests {
             load: Load {
                 waited_us,
                 backlogged,
+                budget_us: T.backlog_wait_us,
             },
         }
+    }
+
+    #[test]
+    fn budget_shrinks_on_backlog_and_recovers() {
+        let mut b = Budget::new(&T);
+        assert_eq!(b.current(), 1000);
+        b.batch_done(true);
+        assert_eq!(b.current(), 750);
+        for _ in 0..50 {
+            b.batch_done(true);
+        }
+        assert_eq!(b.current(), 100, "never below backlog_wait_us");
+        b.batch_done(false);
+        assert_eq!(b.current(), 131);
+        for _ in 0..100 {
+            b.batch_done(false);
+        }
+        assert_eq!(b.current(), 1000, "never above max_wait_us");
     }
 
     #[test]
