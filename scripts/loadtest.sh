@@ -4,7 +4,7 @@
 #   scripts/loadtest.sh [--out DIR] [--duration 10s] [--warmup 2s]
 #                       [--rate 50000] [--fn-rate 5000] [--threads 1]
 #                       [--connections 16] [--function checksum] [--data STR]
-#                       [--dns ADDR:PORT --fn ADDR:PORT]
+#                       [--dns ADDR:PORT --fn ADDR:PORT] [--handoff]
 #
 # Without --dns/--fn it builds shardgate and starts it on a generated config
 # (two views on 127.0.0.0/25 and 127.0.0.128/25, the example functions from
@@ -20,6 +20,9 @@
 #   fn-http    function POSTs, open loop at --fn-rate over --connections
 # then DIR/latency.png (open-loop runs overlaid), DIR/latency-max.png and
 # DIR/summary.txt (every run's summary table).
+# --handoff also runs the hand-off pair (scripts/bench-handoff.sh: nodes A
+# and B on 127.0.0.2/.3, A offered 2x and 1.5x its capacity, with and
+# without hand-off) into DIR/handoff.txt and appends its table to the summary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
@@ -35,6 +38,7 @@ function=checksum
 data="shardgate load test payload: 64 bytes of data to checksum......"
 dns=""
 fn=""
+handoff=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --out) out=$2; shift 2 ;;
@@ -48,7 +52,8 @@ while [ $# -gt 0 ]; do
     --data) data=$2; shift 2 ;;
     --dns) dns=$2; shift 2 ;;
     --fn) fn=$2; shift 2 ;;
-    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    --handoff) handoff=1; shift ;;
+    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
     *) echo "unknown argument $1 (see $0 --help)" >&2; exit 2 ;;
   esac
 done
@@ -164,5 +169,10 @@ if [ ${#open[@]} -gt 0 ]; then
 fi
 if [ -n "$dns" ]; then
   "$LOAD" plot "$out/dns-max.json" -o "$out/latency-max.png" --title "DNS, closed loop (256 outstanding)"
+fi
+if [ "$handoff" = 1 ]; then
+  echo "== handoff (scripts/bench-handoff.sh)"
+  "$repo/scripts/bench-handoff.sh" --no-build >"$out/handoff.txt" 2>&1
+  { echo "hand-off pair (scripts/bench-handoff.sh):"; tail -n 20 "$out/handoff.txt"; } | tee -a "$out/summary.txt"
 fi
 echo "results in $out (summary.txt, latency.png)"
