@@ -50,7 +50,8 @@ pub fn bind_services(ctx: &ShardCtx) -> anyhow::Result<ShardSockets> {
     if let Some(cfg) = &ctx.shared.startup.handoff {
         if ctx.handoff.is_none() {
             anyhow::bail!(
-                "[handoff] is configured but its key cannot be used (see the error above);                  fix handoff.key_file or remove [handoff]"
+                "[handoff] is configured but its key cannot be used (see the error above); \
+                 fix handoff.key_file or remove [handoff]"
             );
         }
         s.handoff = Some(sockets::bind_udp(cfg.listen, ctx.cpu)?);
