@@ -235,7 +235,15 @@ fn run_once(mode: Mode, kind: Kind, secs: f64, window: usize, server_cpu: usize)
             let cpu0 = thread_cpu();
             let t0 = Instant::now();
             match mode {
-                Mode::Batched => udp::serve_batched(&sock, &mut h, &stop, udp::DEFAULT_BATCH).await,
+                Mode::Batched => {
+                    udp::serve_batched(
+                        &sock,
+                        &mut h,
+                        &stop,
+                        udp::LoopSettings::batch_only(udp::DEFAULT_BATCH),
+                    )
+                    .await
+                }
                 Mode::Plain => udp::serve_plain(&sock, &mut h, &stop).await,
             }
             (thread_cpu() - cpu0, t0.elapsed(), h.answered)

@@ -105,6 +105,14 @@ pub struct DnsConfig {
     pub tcp_max_connections_per_shard: usize,
     /// TCP: largest accepted query length prefix (bytes); larger closes the connection.
     pub tcp_max_query_bytes: u16,
+    /// UDP: datagrams per `recvmmsg`/`sendmmsg` call.
+    pub udp_batch: usize,
+    /// UDP: after a receive batch of at least `udp_coalesce_min_batch`
+    /// datagrams that did not fill the batch, wait this long (microseconds)
+    /// before the next receive so it carries more; 0 = never wait.
+    pub udp_coalesce_us: u64,
+    /// UDP: the batch size from which the shard counts as busy and coalesces.
+    pub udp_coalesce_min_batch: usize,
 }
 
 impl Default for DnsConfig {
@@ -116,6 +124,9 @@ impl Default for DnsConfig {
             tcp_idle_timeout_ms: 10_000,
             tcp_max_connections_per_shard: 1024,
             tcp_max_query_bytes: 4096,
+            udp_batch: 64,
+            udp_coalesce_us: 200,
+            udp_coalesce_min_batch: 8,
         }
     }
 }
@@ -750,6 +761,27 @@ pub fn validate(config: &Config) -> Vec<Problem> {
         65535,
         " bytes",
     );
+    range(
+        "dns.udp_batch",
+        dns.udp_batch as u64,
+        1,
+        MAX_UDP_BATCH as u64,
+        " datagrams per receive/send call",
+    );
+    range(
+        "dns.udp_coalesce_us",
+        dns.udp_coalesce_us,
+        0,
+        MAX_UDP_COALESCE_US,
+        " microseconds (0 = never wait)",
+    );
+    range(
+        "dns.udp_coalesce_min_batch",
+        dns.udp_coalesce_min_batch as u64,
+        1,
+        MAX_UDP_BATCH as u64,
+        " datagrams",
+    );
 
     if dns.listen.is_empty() {
         problems.push(Problem::at(
@@ -902,6 +934,10 @@ pub const MAX_IO_MEMORY_KIB: usize = 64 * 1024;
 pub const MAX_SHUTDOWN_GRACE_MS: u64 = 300_000;
 /// Upper bound for `dns.tcp_idle_timeout_ms` (1 hour).
 pub const MAX_TCP_IDLE_TIMEOUT_MS: u64 = 3_600_000;
+/// Upper bound for `dns.udp_batch` and `dns.udp_coalesce_min_batch`.
+pub const MAX_UDP_BATCH: usize = 1024;
+/// Upper bound for `dns.udp_coalesce_us` (10 ms).
+pub const MAX_UDP_COALESCE_US: u64 = 10_000;
 /// Upper bound for `dns.tcp_max_connections_per_shard`.
 pub const MAX_TCP_CONNECTIONS_PER_SHARD: usize = 1_000_000;
 
@@ -1042,6 +1078,9 @@ max_udp_payload = 100
 tcp_idle_timeout_ms = 0
 tcp_max_connections_per_shard = 0
 tcp_max_query_bytes = 12
+udp_batch = 0
+udp_coalesce_us = 20000
+udp_coalesce_min_batch = 5000
 
 {ZONE}ttl = 4294967295
 "
@@ -1055,13 +1094,16 @@ tcp_max_query_bytes = 12
             ("dns.tcp_idle_timeout_ms", 9),
             ("dns.tcp_max_connections_per_shard", 10),
             ("dns.tcp_max_query_bytes", 11),
-            ("zone[0].ttl", 16),
+            ("dns.udp_batch", 12),
+            ("dns.udp_coalesce_us", 13),
+            ("dns.udp_coalesce_min_batch", 14),
+            ("zone[0].ttl", 19),
         ] {
             let p = at(&ps, key);
             assert_eq!(p.line, Some(line), "{p}");
             assert!(p.message.contains("out of range"), "{p}");
         }
-        assert_eq!(ps.len(), 8, "{ps:#?}");
+        assert_eq!(ps.len(), 11, "{ps:#?}");
         assert!(at(&ps, "dns.max_udp_payload")
             .message
             .contains("512..=65535"));

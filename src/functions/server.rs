@@ -78,7 +78,13 @@ impl DatagramHandler for FunctionUdp {
 /// [`udp::RX_SLOT`] bytes are received; larger ones are dropped.
 pub async fn serve_udp(shard: Rc<FunctionShard>, sock: UdpSocket, stop: StopSignal) {
     let mut handler = FunctionUdp { shard };
-    udp::serve_batched(&sock, &mut handler, &stop, UDP_BATCH).await;
+    udp::serve_batched(
+        &sock,
+        &mut handler,
+        &stop,
+        udp::LoopSettings::batch_only(UDP_BATCH),
+    )
+    .await;
 }
 
 /// Accept HTTP connections on `listener` until `stop`; each connection runs

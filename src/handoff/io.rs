@@ -159,7 +159,13 @@ pub async fn serve_fn_udp(
         service,
         meter,
     };
-    udp::serve_batched(&sock, &mut gate, &stop, batch).await;
+    udp::serve_batched(
+        &sock,
+        &mut gate,
+        &stop,
+        udp::LoopSettings::batch_only(batch),
+    )
+    .await;
 }
 
 /// The DNS UDP path with the hand-off policy in front (overload only).
@@ -228,7 +234,11 @@ pub async fn serve_dns_udp(ctx: Rc<ShardCtx>, h: Rc<HandoffShard>, sock: UdpSock
         service,
         meter,
     };
-    udp::serve_batched(&sock, &mut gate, &ctx.stop, udp::DEFAULT_BATCH).await;
+    // No receive coalescing here: the policy's overload signals (queue wait
+    // since the receive batch, a full batch) assume the loop receives as
+    // soon as it can.
+    let settings = udp::LoopSettings::batch_only(udp::DEFAULT_BATCH);
+    udp::serve_batched(&sock, &mut gate, &ctx.stop, settings).await;
 }
 
 /// Largest hand-off datagram received.

@@ -110,7 +110,8 @@ pub fn spawn_services(ctx: &Rc<ShardCtx>, sockets: ShardSockets) -> Vec<Task<()>
         let ctx = ctx.clone();
         tasks.push(glommio::spawn_local(async move {
             let mut handler = DnsUdp { ctx: ctx.clone() };
-            udp::serve_batched(&sock, &mut handler, &ctx.stop, udp::DEFAULT_BATCH).await;
+            let settings = udp::LoopSettings::for_dns(&ctx.shared.startup.dns);
+            udp::serve_batched(&sock, &mut handler, &ctx.stop, settings).await;
         }));
     }
     for listener in sockets.dns_tcp {

@@ -173,6 +173,15 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.dns.listen != new.dns.listen {
         v.push("dns.listen");
     }
+    if old.dns.udp_batch != new.dns.udp_batch {
+        v.push("dns.udp_batch");
+    }
+    if old.dns.udp_coalesce_us != new.dns.udp_coalesce_us {
+        v.push("dns.udp_coalesce_us");
+    }
+    if old.dns.udp_coalesce_min_batch != new.dns.udp_coalesce_min_batch {
+        v.push("dns.udp_coalesce_min_batch");
+    }
     if old.server.shards != new.server.shards {
         v.push("server.shards");
     }

@@ -25,8 +25,58 @@ use glommio::net::UdpSocket;
 use super::stats::DropKind;
 use super::stop::StopSignal;
 
-/// Datagrams per `recvmmsg`/`sendmmsg` call.
+/// Datagrams per `recvmmsg`/`sendmmsg` call of the loops that are not
+/// configured (function and hand-off surfaces).
 pub const DEFAULT_BATCH: usize = 32;
+
+/// How a batched loop receives: datagrams per call, and receive coalescing.
+///
+/// Coalescing: after a receive batch of at least `coalesce_min_batch`
+/// datagrams that did not fill the batch (the shard is busy but keeping
+/// up), the loop waits `coalesce` before the next `recvmmsg` instead of
+/// waking for each new datagram. The next batch then carries more
+/// datagrams for the same system calls and wakeups, and its replies group
+/// into fewer GSO messages. The batch after a wait is followed by an
+/// immediate receive, and only what arrived while it was served (not the
+/// wait's own harvest) decides whether to wait again: so a shard keeps
+/// coalescing only while arrivals outpace its own service time, not at
+/// moderate rates where every wait would otherwise fill the next batch
+/// and call for another. It adds at most `coalesce` to a busy shard's
+/// latency and nothing to an idle one (small batches never wait), and a
+/// full batch is followed by the next receive at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoopSettings {
+    pub batch: usize,
+    pub coalesce: Duration,
+    pub coalesce_min_batch: usize,
+}
+
+impl LoopSettings {
+    /// `batch` datagrams per call, never waiting to coalesce.
+    pub const fn batch_only(batch: usize) -> LoopSettings {
+        LoopSettings {
+            batch,
+            coalesce: Duration::ZERO,
+            coalesce_min_batch: usize::MAX,
+        }
+    }
+
+    /// The DNS service's loop, from `[dns] udp_batch`, `udp_coalesce_us`
+    /// and `udp_coalesce_min_batch`.
+    pub fn for_dns(dns: &crate::config::DnsConfig) -> LoopSettings {
+        LoopSettings {
+            batch: dns.udp_batch.max(1),
+            coalesce: Duration::from_micros(dns.udp_coalesce_us),
+            coalesce_min_batch: dns.udp_coalesce_min_batch.max(1),
+        }
+    }
+
+    /// Whether a receive batch of `got` datagrams should be followed by a
+    /// coalescing wait (rather than a wait for the next datagram).
+    fn coalesce_after(&self, got: usize) -> bool {
+        !self.coalesce.is_zero() && got >= self.coalesce_min_batch && got < self.batch
+    }
+}
 /// Receive slot per datagram; larger datagrams are cut by the kernel and dropped.
 pub const RX_SLOT: usize = 4096;
 /// How long one reply may wait for room in a full send buffer before it is dropped.
@@ -76,11 +126,11 @@ struct Batch {
     /// `msg_order[msg_start[m]..msg_start[m + 1]]`: the replies of message `m`.
     msg_order: Vec<usize>,
     msg_start: Vec<usize>,
-    /// Scratch of [`Batch::plan_messages`]: each reply's message, each
-    /// message's first reply and size.
-    msg_of: Vec<usize>,
-    msg_first: Vec<usize>,
-    msg_count: Vec<usize>,
+    /// Scratch of [`Batch::plan_messages`]: each reply's destination (an
+    /// index into the batch's distinct addresses) and each destination's
+    /// first reply.
+    dest_of: Vec<usize>,
+    dest_lead: Vec<usize>,
     /// Group replies with UDP GSO (cleared when the kernel refuses it).
     gso: bool,
     /// Messages sent with more than one segment (for tests and debugging).
@@ -112,9 +162,8 @@ impl Batch {
             msg_ctrl: vec![[0u64; 4]; n],
             msg_order: vec![0; n],
             msg_start: vec![0; n + 1],
-            msg_of: vec![0; n],
-            msg_first: vec![0; n],
-            msg_count: vec![0; n],
+            dest_of: vec![0; n],
+            dest_lead: vec![0; n],
             gso: true,
             gso_messages: 0,
         });
@@ -203,50 +252,65 @@ impl Batch {
         }
     }
 
-    /// Lay replies `0..k` out as messages: replies to one address with one
-    /// length (at most [`GSO_MAX_SEGMENT`] bytes) share a GSO message, in
-    /// the order their first member arrived. Returns the message count.
+    /// Lay replies `0..k` out as messages. Replies are ordered by
+    /// destination, longest first (arrival order among equals), then cut
+    /// into GSO messages: a run of replies to one address with one length
+    /// (at most [`GSO_MAX_SEGMENT`] bytes), closed by at most one shorter
+    /// reply, since GSO lets only the last segment be short. Anything else
+    /// is a message of its own. Returns the message count.
     fn plan_messages(&mut self, k: usize) -> usize {
-        let mut msgs = 0;
+        // Each reply's destination: an index into the distinct addresses of
+        // the batch (few: a linear scan beats hashing here).
+        let mut dests = 0;
         for j in 0..k {
-            let len = self.out[j].len();
-            let mut home = None;
-            if self.gso && len > 0 && len <= GSO_MAX_SEGMENT {
-                for m in 0..msgs {
-                    let f = self.msg_first[m];
-                    let c = self.msg_count[m];
-                    if self.out[f].len() == len
-                        && c < GSO_MAX_SEGMENTS
-                        && (c + 1) * len <= GSO_MAX_BYTES
-                        && self.same_destination(f, j)
-                    {
-                        home = Some(m);
+            let known = (0..dests).find(|&d| self.same_destination(self.dest_lead[d], j));
+            self.dest_of[j] = known.unwrap_or_else(|| {
+                self.dest_lead[dests] = j;
+                dests += 1;
+                dests - 1
+            });
+        }
+        let Batch {
+            msg_order,
+            out,
+            dest_of,
+            msg_start,
+            ..
+        } = self;
+        let order = &mut msg_order[..k];
+        for (p, j) in order.iter_mut().enumerate() {
+            *j = p;
+        }
+        order.sort_unstable_by_key(|&j| (dest_of[j], std::cmp::Reverse(out[j].len()), j));
+        let mut msgs = 0;
+        let mut p = 0;
+        while p < k {
+            let lead = order[p];
+            let seg = out[lead].len();
+            let mut end = p + 1;
+            if self.gso && seg > 0 && seg <= GSO_MAX_SEGMENT {
+                let mut bytes = seg;
+                while end < k && end - p < GSO_MAX_SEGMENTS {
+                    let j = order[end];
+                    let len = out[j].len();
+                    // Same destination means len <= seg (sorted longest first).
+                    if dest_of[j] != dest_of[lead] || len == 0 || bytes + len > GSO_MAX_BYTES {
+                        break;
+                    }
+                    bytes += len;
+                    end += 1;
+                    if len < seg {
                         break;
                     }
                 }
             }
-            let m = home.unwrap_or_else(|| {
-                // At most one new message per reply, so msgs < k <= n.
-                self.msg_first[msgs] = j;
-                self.msg_count[msgs] = 0;
-                msgs += 1;
-                msgs - 1
-            });
-            self.msg_count[m] += 1;
-            self.msg_of[j] = m;
+            msg_start[msgs] = p;
+            msgs += 1;
+            p = end;
         }
-        // Each message's range in msg_order / msg_iov, then fill them.
-        self.msg_start[0] = 0;
-        for m in 0..msgs {
-            self.msg_start[m + 1] = self.msg_start[m] + self.msg_count[m];
-            self.msg_count[m] = 0;
-        }
-        for j in 0..k {
-            let m = self.msg_of[j];
-            let pos = self.msg_start[m] + self.msg_count[m];
-            self.msg_count[m] += 1;
-            self.msg_order[pos] = j;
-            self.msg_iov[pos] = self.tx_iov[j];
+        msg_start[msgs] = k;
+        for p in 0..k {
+            self.msg_iov[p] = self.tx_iov[self.msg_order[p]];
         }
         for m in 0..msgs {
             let start = self.msg_start[m];
@@ -331,52 +395,66 @@ async fn wait_readable(sock: &UdpSocket, stop: &StopSignal) -> bool {
 
 /// Serve `sock` with batched system calls until `stop`.
 ///
-/// Each round: `recvmmsg` up to `batch` datagrams without blocking, call the
-/// handler on each, send the replies with `sendmmsg` (a partial send
+/// Each round: `recvmmsg` up to `settings.batch` datagrams without
+/// blocking, call the handler on each, send the replies with `sendmmsg` (a partial send
 /// continues where it stopped; a full send buffer is waited for once per
 /// batch through glommio, at most 200 ms, and if it is still full the rest
 /// of the batch is dropped and counted; a reply the kernel refuses is
-/// counted and skipped). When the socket is empty the task awaits glommio's `peek_from`.
+/// counted and skipped). When the socket is empty the task awaits glommio's
+/// `peek_from`, or, after a busy batch, sleeps for the coalescing wait
+/// (see [`LoopSettings`]).
 pub async fn serve_batched<H: DatagramHandler>(
     sock: &UdpSocket,
     handler: &mut H,
     stop: &StopSignal,
-    batch: usize,
+    settings: LoopSettings,
 ) {
     let fd = sock.as_raw_fd();
-    let mut b = Batch::new(batch);
+    let mut b = Batch::new(settings.batch);
     // After a partial batch the socket is almost surely empty: go straight
     // to the wakeup (whose first, nonblocking peek still sees a datagram
     // that arrived meanwhile) instead of a recvmmsg bound to fail.
-    let mut drained = false;
+    // What to do before the next recvmmsg. After a partial batch the socket
+    // is almost surely empty: go straight to the wakeup (whose first,
+    // nonblocking peek still sees a datagram that arrived meanwhile) instead
+    // of a recvmmsg bound to fail.
+    let mut next = Next::Receive;
     while !stop.is_stopped() {
-        if drained {
-            drained = false;
-            if !wait_readable(sock, stop).await {
-                break;
+        let after_coalescing = next == Next::Coalesce;
+        match next {
+            Next::Receive => {}
+            Next::WaitReadable => {
+                if !wait_readable(sock, stop).await {
+                    break;
+                }
             }
+            Next::Coalesce => glommio::timer::sleep(settings.coalesce).await,
         }
         let got = match b.recv(fd) {
-            Ok(0) => 0,
             Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                if !wait_readable(sock, stop).await {
-                    break;
-                }
-                continue;
-            }
             Err(e) => {
-                tracing::debug!("recvmmsg: {e}");
-                if !wait_readable(sock, stop).await {
-                    break;
+                if e.kind() != io::ErrorKind::WouldBlock {
+                    tracing::debug!("recvmmsg: {e}");
                 }
+                next = Next::WaitReadable;
                 continue;
             }
         };
         if got == 0 {
+            next = Next::WaitReadable;
             continue;
         }
-        drained = got < b.n;
+        next = if got == b.n || after_coalescing {
+            // A full batch: more is waiting. After a coalescing wait the
+            // batch size says nothing about the load (the wait made it);
+            // what arrives while it is served does, so receive again at
+            // once and let that batch decide.
+            Next::Receive
+        } else if settings.coalesce_after(got) {
+            Next::Coalesce
+        } else {
+            Next::WaitReadable
+        };
         handler.begin_batch();
         let mut k = 0;
         for i in 0..got {
@@ -400,6 +478,18 @@ pub async fn serve_batched<H: DatagramHandler>(
         handler.end_batch();
         glommio::yield_if_needed().await;
     }
+}
+
+/// What [`serve_batched`] does before its next `recvmmsg`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    /// Receive at once (the last batch was full, or it followed a
+    /// coalescing wait).
+    Receive,
+    /// Wait until the socket is readable (glommio `peek_from`).
+    WaitReadable,
+    /// Busy: sleep for the coalescing wait, then receive.
+    Coalesce,
 }
 
 /// Send replies `0..k` of the batch; never loses one silently, never blocks
@@ -592,7 +682,7 @@ mod tests {
         }
     }
 
-    fn run_loop(batched: bool, v6: bool) {
+    fn run_loop(batched: Option<LoopSettings>, v6: bool) {
         let ex = glommio::LocalExecutorBuilder::default().make().unwrap();
         ex.run(async move {
             let addr: SocketAddr = if v6 { "[::1]:0" } else { "127.0.0.1:0" }.parse().unwrap();
@@ -636,8 +726,8 @@ mod tests {
             }
             let stop2 = stop.clone();
             let server_task = glommio::spawn_local(async move {
-                if batched {
-                    serve_batched(&sock, &mut h, &stop2, 8).await;
+                if let Some(settings) = batched {
+                    serve_batched(&sock, &mut h, &stop2, settings).await;
                 } else {
                     serve_plain(&sock, &mut h, &stop2).await;
                 }
@@ -649,7 +739,7 @@ mod tests {
             stop.stop();
             server_task.await;
             assert!(batches.get() >= 1);
-            if batched {
+            if batched.is_some() {
                 // 101 queued datagrams in batches of 8: 13 calls.
                 assert_eq!(
                     batches.get(),
@@ -664,17 +754,32 @@ mod tests {
 
     #[test]
     fn batched_loop_answers_every_datagram_v4() {
-        run_loop(true, false);
+        run_loop(Some(LoopSettings::batch_only(8)), false);
+    }
+
+    #[test]
+    fn a_coalescing_loop_answers_every_datagram_and_stops() {
+        // Every partial batch of 2 or more is followed by a 2 ms wait.
+        let settings = LoopSettings {
+            batch: 8,
+            coalesce: Duration::from_millis(2),
+            coalesce_min_batch: 2,
+        };
+        run_loop(Some(settings), false);
+        assert!(settings.coalesce_after(5));
+        assert!(!settings.coalesce_after(8), "a full batch never waits");
+        assert!(!settings.coalesce_after(1), "a small batch never waits");
+        assert!(!LoopSettings::batch_only(8).coalesce_after(5));
     }
 
     #[test]
     fn batched_loop_answers_every_datagram_v6() {
-        run_loop(true, true);
+        run_loop(Some(LoopSettings::batch_only(8)), true);
     }
 
     #[test]
     fn plain_loop_answers_every_datagram() {
-        run_loop(false, false);
+        run_loop(None, false);
     }
 
     fn put_v4(ss: &mut libc::sockaddr_storage, addr: SocketAddr) -> libc::socklen_t {
@@ -797,6 +902,74 @@ mod tests {
                 );
             }
         });
+    }
+
+    /// Fill reply `i` of `b`: `len` bytes to `to`.
+    fn put_reply(b: &mut Batch, i: usize, to: SocketAddr, len: usize) {
+        let name_len = put_v4(&mut b.names[i], to);
+        b.rx_hdr[i].msg_hdr.msg_namelen = name_len;
+        b.out[i] = vec![i as u8; len];
+        b.queue_reply(i, i);
+    }
+
+    /// The messages planned for the batch, as lists of reply indices.
+    fn planned(b: &mut Batch, k: usize) -> Vec<Vec<usize>> {
+        let msgs = b.plan_messages(k);
+        (0..msgs)
+            .map(|m| b.msg_order[b.msg_start[m]..b.msg_start[m + 1]].to_vec())
+            .collect()
+    }
+
+    #[test]
+    fn replies_group_by_destination_longest_first_with_one_shorter_tail() {
+        let a: SocketAddr = "127.0.0.1:5001".parse().unwrap();
+        let c: SocketAddr = "127.0.0.2:5001".parse().unwrap();
+        let lens = [
+            (a, 50),
+            (a, 30),
+            (c, 50),
+            (a, 50),
+            (a, 40),
+            (a, 2000),
+            (a, 50),
+            (c, 50),
+            (a, 30),
+        ];
+        let mut b = Batch::new(lens.len());
+        for (i, &(to, len)) in lens.iter().enumerate() {
+            put_reply(&mut b, i, to, len);
+        }
+        // a: 50 50 50 closed by 40; then 30 30; the 2000-byte reply alone
+        // (too large to group); c: 50 50.
+        assert_eq!(
+            planned(&mut b, lens.len()),
+            vec![vec![5], vec![0, 3, 6, 4], vec![1, 8], vec![2, 7]]
+        );
+        // The iovecs follow the plan and GSO messages carry the segment size.
+        let m = &b.msg_hdr[1].msg_hdr;
+        assert_eq!(m.msg_iovlen, 4);
+        assert!(m.msg_controllen > 0);
+        assert_eq!(b.msg_iov[4].iov_len, 40);
+        assert_eq!(b.msg_hdr[0].msg_hdr.msg_controllen, 0);
+
+        // Without GSO every reply is a message of its own.
+        b.gso = false;
+        let plan = planned(&mut b, lens.len());
+        assert_eq!(plan.len(), lens.len());
+        let mut all: Vec<usize> = plan.concat();
+        all.sort();
+        assert_eq!(all, (0..lens.len()).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_gso_message_holds_at_most_64_segments() {
+        let a: SocketAddr = "127.0.0.1:5001".parse().unwrap();
+        let mut b = Batch::new(150);
+        for i in 0..150 {
+            put_reply(&mut b, i, a, 100);
+        }
+        let sizes: Vec<usize> = planned(&mut b, 150).iter().map(Vec::len).collect();
+        assert_eq!(sizes, vec![64, 64, 22]);
     }
 
     #[test]
