@@ -2,7 +2,7 @@
 # DNS benchmark (not a test): shardgate vs Knot DNS, same views, same load.
 #
 #   scripts/bench-dns.sh [--duration S] [--rounds N] [--rate QPS] [--only shardgate|knot]
-#                        [--rt] [--no-build]
+#                        [--rt] [--reflector] [--no-build]
 #
 # Both servers are configured from one description, scripts/bench/views.toml
 # (scripts/bench/gen.py writes shardgate's config and Knot's zone file plus a
@@ -29,6 +29,13 @@
 # work on a shared machine cannot delay them; the figure to trust then is
 # "per (server threads + irq) second", which does not count other processes.
 #
+# --reflector adds a third "server" to every round: examples/udp_reflector.rs,
+# which sends each query back with QR set and does no other work, with the
+# same kernel techniques as a shard (recvmmsg of 64, GSO replies, 200 us
+# receive coalescing). Its queries per core-second is the ceiling the
+# loopback UDP path puts on any server on this machine; the summary then
+# says how far from it each server is.
+#
 # Raw outputs and the summary go to results/bench-dns-<timestamp>/.
 # Needs: dnsperf, knotd + knot-module-geoip, dig, python3 >= 3.11, taskset,
 # 2+ CPUs. Run as root (or a user allowed to run knotd and bind the ports).
@@ -40,15 +47,17 @@ export PYTHONDONTWRITEBYTECODE=1
 DURATION=${BENCH_DURATION:-10}
 ROUNDS=${BENCH_ROUNDS:-3}
 RATE=${BENCH_RATE:-20000}
-PORT=${BENCH_PORT:-15350} # shardgate DNS; +1 Knot DNS; +2 shardgate admin
+PORT=${BENCH_PORT:-15350} # shardgate DNS; +1 Knot DNS; +2 shardgate admin; +3 reflector
 ONLY=""
 BUILD=1
 RT=()
+REFLECTOR=0
 SHARDGATE=${SHARDGATE_BIN:-$ROOT/target/release/shardgate}
+REFLECTOR_BIN=$ROOT/target/release/examples/udp_reflector
 SERVER_CPU=1
 CLIENT_CPU=0
 
-usage() { sed -n '2,34p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,41p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 while [ $# -gt 0 ]; do
     case $1 in
         --duration) DURATION=$2; shift 2 ;;
@@ -57,6 +66,7 @@ while [ $# -gt 0 ]; do
         --only) ONLY=$2; shift 2 ;;
         --no-build) BUILD=0; shift ;;
         --rt) RT=(chrt -f 10); shift ;;
+        --reflector) REFLECTOR=1; shift ;;
         -h|--help) usage 0 ;;
         *) echo "unknown argument: $1" >&2; usage 2 ;;
     esac
@@ -64,6 +74,8 @@ done
 case $ONLY in ""|shardgate|knot) ;; *) echo "--only takes shardgate or knot" >&2; exit 2 ;; esac
 SERVERS=(shardgate knot)
 [ -n "$ONLY" ] && SERVERS=("$ONLY")
+VERIFY=$([ ${#SERVERS[@]} -eq 2 ] && echo 1 || echo 0)
+[ "$REFLECTOR" = 1 ] && SERVERS+=(reflector)
 
 die() { echo "bench-dns: $*" >&2; exit 1; }
 log() { printf '[bench-dns %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
@@ -74,7 +86,7 @@ done
 python3 -c 'import tomllib' 2>/dev/null || die "python3 >= 3.11 needed (tomllib)"
 compgen -G "/usr/lib/*/knot/modules-*/geoip.so" >/dev/null || die "Knot geoip module missing: apt-get install knot-module-geoip"
 [ "$(nproc --all)" -ge 2 ] || die "needs 2 CPUs: dnsperf on CPU $CLIENT_CPU, the server on CPU $SERVER_CPU"
-for p in "$PORT" $((PORT + 1)) $((PORT + 2)); do
+for p in "$PORT" $((PORT + 1)) $((PORT + 2)) $((PORT + 3)); do
     if ss -Hlntu | awk '{print $5}' | grep -q ":$p\$"; then die "port $p is in use; set BENCH_PORT to another base"; fi
 done
 
@@ -84,6 +96,10 @@ if [[ " ${SERVERS[*]} " == *" shardgate "* ]]; then
         cargo build --release --quiet --bin shardgate
     fi
     [ -x "$SHARDGATE" ] || die "$SHARDGATE missing: run cargo build --release"
+fi
+if [ "$REFLECTOR" = 1 ]; then
+    [ "$BUILD" = 1 ] && cargo build --release --quiet --example udp_reflector
+    [ -x "$REFLECTOR_BIN" ] || die "$REFLECTOR_BIN missing: run cargo build --release --example udp_reflector"
 fi
 
 OUT=$ROOT/results/bench-dns-$(date +%Y%m%d-%H%M%S)
@@ -114,7 +130,13 @@ cleanup() {
 trap cleanup EXIT
 trap 'cleanup; exit 130' INT TERM
 
-port_of() { if [ "$1" = shardgate ]; then echo "$PORT"; else echo $((PORT + 1)); fi; }
+port_of() {
+    case $1 in
+        shardgate) echo "$PORT" ;;
+        knot) echo $((PORT + 1)) ;;
+        reflector) echo $((PORT + 3)) ;;
+    esac
+}
 
 # start SERVER LOGFILE: start it pinned to CPU 1, wait until it answers.
 start() {
@@ -129,12 +151,18 @@ start() {
             rm -rf "$OUT/config/knot-db" && mkdir -p "$OUT/config/knot-db" "$OUT/config/knot-run"
             "${RT[@]}" taskset -c "$SERVER_CPU" knotd -c "$OUT/config/knot.conf" >"$logfile" 2>&1 &
             ;;
+        reflector)
+            "${RT[@]}" taskset -c "$SERVER_CPU" "$REFLECTOR_BIN" "127.0.0.1:$port" >"$logfile" 2>&1 &
+            ;;
     esac
     SERVER_PID=$!
     local i
     for i in $(seq 100); do
         kill -0 "$SERVER_PID" 2>/dev/null || { tail -20 "$logfile" >&2; die "$server exited at start (log: $logfile)"; }
-        if dig -p "$port" @127.0.0.1 upf.svc.example +tries=1 +time=1 +short 2>/dev/null | grep -q .; then
+        if [ "$server" = reflector ]; then
+            # It answers with the query itself: any reply will do.
+            if dig -p "$port" @127.0.0.1 upf.svc.example +tries=1 +time=1 >/dev/null 2>&1; then break; fi
+        elif dig -p "$port" @127.0.0.1 upf.svc.example +tries=1 +time=1 +short 2>/dev/null | grep -q .; then
             break
         fi
         [ "$i" = 100 ] && { tail -20 "$logfile" >&2; die "$server does not answer on 127.0.0.1:$port after 20 s (log: $logfile)"; }
@@ -225,7 +253,7 @@ measure() {
 }
 
 mkdir -p "$OUT/verify"
-if [ ${#SERVERS[@]} -eq 2 ]; then
+if [ "$VERIFY" = 1 ]; then
     verify
 else
     log "--only $ONLY: skipping the equivalence check"
@@ -246,7 +274,7 @@ fi
 
 for round in $(seq "$ROUNDS"); do
     order=("${SERVERS[@]}")
-    if [ $((round % 2)) = 0 ] && [ ${#SERVERS[@]} = 2 ]; then order=("${SERVERS[1]}" "${SERVERS[0]}"); fi
+    if [ $((round % 2)) = 0 ] && [ ${#SERVERS[@]} -ge 2 ]; then order=("${SERVERS[1]}" "${SERVERS[0]}" "${SERVERS[@]:2}"); fi
     for kind in sat fixed; do
         for server in "${order[@]}"; do
             log "round $round/$ROUNDS: $server, $([ "$kind" = sat ] && echo saturating || echo "$RATE QPS") for ${DURATION}s"

@@ -155,7 +155,7 @@ def table(out, cpu):
             runs.append(json.load(f))
     if not runs:
         raise SystemExit("report.py: no runs")
-    servers = [s for s in ("shardgate", "knot") if any(r["server"] == s for r in runs)]
+    servers = [s for s in ("shardgate", "knot", "reflector") if any(r["server"] == s for r in runs)]
     rounds = max(r["round"] for r in runs)
     b, t = share(out, cpu, "idle.before", "idle.after")
     env = open(os.path.join(out, "env.txt")).read()
@@ -194,7 +194,7 @@ def table(out, cpu):
         lost = {s: sum(r["lost"] for r in per[s]) for s in servers}
         row("queries lost (all rounds)", lambda s: str(lost[s]))
         w("")
-    if len(servers) == 2:
+    if "shardgate" in servers and "knot" in servers:
         sg, kn = results["sat"]["shardgate"], results["sat"]["knot"]
         ratio = sg["queries_per_core_second"] / kn["queries_per_core_second"]
         w(f"shardgate/Knot queries per server core-second: {ratio:.2f}x  (target >= 2.0x)")
@@ -209,6 +209,15 @@ def table(out, cpu):
             f"p99 {fs['latency_p99_ms']:.3f} vs {fk['latency_p99_ms']:.3f} ms "
             f"({'no worse' if fs['latency_p99_ms'] <= fk['latency_p99_ms'] and fs['latency_avg_ms'] <= fk['latency_avg_ms'] else 'WORSE'} than Knot)"
         )
+    if "reflector" in servers:
+        ceiling = results["sat"]["reflector"]["queries_per_core_second"]
+        w(
+            f"kernel-path ceiling (udp_reflector: no work, same batching): {ceiling:,.0f} queries per core-second"
+            + (f" = {ceiling / results['sat']['knot']['queries_per_core_second']:.2f}x Knot" if "knot" in servers else "")
+        )
+        for s in ("shardgate", "knot"):
+            if s in servers:
+                w(f"  {s} reaches {results['sat'][s]['queries_per_core_second'] / ceiling:.0%} of it")
     for s in servers:
         sh = results["sat"][s]
         if sh.get("server_cpu_busy_share") and sh.get("server_process_share"):

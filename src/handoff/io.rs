@@ -68,15 +68,81 @@ impl Meter {
     }
 }
 
-/// The function UDP path with the hand-off policy in front.
-pub struct FnUdpGate {
-    inner: FunctionUdp,
-    h: Rc<HandoffShard>,
+/// What the hand-off policy made of one request.
+enum Verdict {
+    /// Serve it here: the wrapped handler answers.
+    Local,
+    /// Sent to the alternate (or dropped there): no local reply.
+    HandedOff,
+    /// Overloaded with the alternate down: refuse it with the service's
+    /// overload reply.
+    Reject,
+}
+
+/// Consult the policy for one request of `kind` and carry out a hand-off.
+/// A hand-off that cannot be sent is served locally.
+fn consult(
+    h: &HandoffShard,
+    kind: ServiceKind,
+    cold: bool,
+    load: Load,
+    from: SocketAddr,
     service: SocketAddr,
+    d: &[u8],
+) -> Verdict {
+    let req = policy::Request {
+        handed_off: false,
+        cold,
+        load,
+    };
+    match policy::decide(&req, h.is_up(), h.thresholds()) {
+        Decision::Handoff(reason) if h.hand_off(kind, from, service, d) => {
+            h.count_handoff(reason);
+            Verdict::HandedOff
+        }
+        Decision::Handoff(_) | Decision::Local(_) => Verdict::Local,
+        Decision::RejectOverloaded => {
+            h.count_reject();
+            Verdict::Reject
+        }
+    }
+}
+
+/// A UDP answer path the hand-off [`Gate`] can stand in front of.
+pub trait Gated: DatagramHandler {
+    /// Screen one datagram under `load`: `None` lets the wrapped handler
+    /// answer it; `Some(send)` means the gate dealt with it (`send`: a
+    /// reply was written into `out`).
+    fn screen(
+        &mut self,
+        d: &[u8],
+        from: SocketAddr,
+        load: Load,
+        gate: &GateCtx,
+        out: &mut Vec<u8>,
+    ) -> Option<bool>;
+
+    /// After each batch: whether it came back full (a backlog).
+    fn after_batch(&mut self, _gate: &GateCtx, _backlogged: bool) {}
+}
+
+/// What a gated handler needs to hand a request off.
+pub struct GateCtx {
+    h: Rc<HandoffShard>,
+    /// The local service address the requests arrived on.
+    service: SocketAddr,
+}
+
+/// A UDP answer path with the hand-off policy in front: it meters the
+/// loop's load signals and lets the wrapped handler screen each datagram
+/// before answering it.
+pub struct Gate<S> {
+    inner: S,
+    ctx: GateCtx,
     meter: Meter,
 }
 
-impl DatagramHandler for FnUdpGate {
+impl<S: Gated> DatagramHandler for Gate<S> {
     fn begin_batch(&mut self) {
         self.meter.begin();
         self.inner.begin_batch();
@@ -84,46 +150,10 @@ impl DatagramHandler for FnUdpGate {
 
     fn handle(&mut self, d: &[u8], from: SocketAddr, out: &mut Vec<u8>) -> bool {
         let load = self.meter.next();
-        if let Decoded::Request(r) = fnframe::decode_request(d) {
-            let fs = &self.inner.shard;
-            let (index, cold) = match fs.lookup(r.name) {
-                Lookup::Found(i, _) => (Some(i), fs.warmth(i) != Warmth::Warm),
-                _ => (None, false),
-            };
-            let req = policy::Request {
-                handed_off: false,
-                cold,
-                load,
-            };
-            match policy::decide(&req, self.h.is_up(), self.h.thresholds()) {
-                Decision::Handoff(reason) => {
-                    if self
-                        .h
-                        .hand_off(ServiceKind::Function, from, self.service, d)
-                    {
-                        self.h.count_handoff(reason);
-                        if let (Some(i), true) = (index, cold) {
-                            fs.start_warmup(i);
-                        }
-                        return false;
-                    }
-                }
-                Decision::RejectOverloaded => {
-                    self.h.count_reject();
-                    let stats = &fs.surface;
-                    stats.udp_status.record(Status::Unavailable.http_code());
-                    fnframe::encode_error(
-                        out,
-                        r.id,
-                        Status::Unavailable,
-                        reject::FUNCTION_OVERLOADED,
-                    );
-                    return true;
-                }
-                Decision::Local(_) => {}
-            }
+        match self.inner.screen(d, from, load, &self.ctx, out) {
+            Some(send) => send,
+            None => self.inner.handle(d, from, out),
         }
-        self.inner.handle(d, from, out)
     }
 
     fn dropped(&mut self, why: DropKind) {
@@ -132,9 +162,108 @@ impl DatagramHandler for FnUdpGate {
 
     fn end_batch(&mut self) {
         self.meter.end();
-        self.h.set_fn_backlogged(self.meter.backlogged);
+        self.inner.after_batch(&self.ctx, self.meter.backlogged);
         self.inner.end_batch();
     }
+}
+
+impl Gated for FunctionUdp {
+    fn screen(
+        &mut self,
+        d: &[u8],
+        from: SocketAddr,
+        load: Load,
+        gate: &GateCtx,
+        out: &mut Vec<u8>,
+    ) -> Option<bool> {
+        let Decoded::Request(r) = fnframe::decode_request(d) else {
+            return None;
+        };
+        let fs = &self.shard;
+        let (index, cold) = match fs.lookup(r.name) {
+            Lookup::Found(i, _) => (Some(i), fs.warmth(i) != Warmth::Warm),
+            _ => (None, false),
+        };
+        let kind = ServiceKind::Function;
+        match consult(&gate.h, kind, cold, load, from, gate.service, d) {
+            Verdict::Local => None,
+            Verdict::HandedOff => {
+                if let (Some(i), true) = (index, cold) {
+                    fs.start_warmup(i);
+                }
+                Some(false)
+            }
+            Verdict::Reject => {
+                fs.surface
+                    .udp_status
+                    .record(Status::Unavailable.http_code());
+                fnframe::encode_error(out, r.id, Status::Unavailable, reject::FUNCTION_OVERLOADED);
+                Some(true)
+            }
+        }
+    }
+
+    fn after_batch(&mut self, gate: &GateCtx, backlogged: bool) {
+        gate.h.set_fn_backlogged(backlogged);
+    }
+}
+
+impl Gated for DnsUdp {
+    /// Overload only: DNS answers are never cold.
+    fn screen(
+        &mut self,
+        d: &[u8],
+        from: SocketAddr,
+        load: Load,
+        gate: &GateCtx,
+        out: &mut Vec<u8>,
+    ) -> Option<bool> {
+        let is_query = d.len() >= 12 && d[2] & 0x80 == 0;
+        if !is_query {
+            return None;
+        }
+        match consult(
+            &gate.h,
+            ServiceKind::Dns,
+            false,
+            load,
+            from,
+            gate.service,
+            d,
+        ) {
+            Verdict::Local => None,
+            Verdict::HandedOff => Some(false),
+            Verdict::Reject => Some(reject::dns_servfail(d, out)),
+        }
+    }
+}
+
+/// Serve `sock` with `inner` behind the hand-off gate, in batches of
+/// `batch` without receive coalescing: the policy's overload signals (queue
+/// wait since the receive batch, a full batch) assume the loop receives as
+/// soon as it can.
+async fn serve_gated<S: Gated>(
+    inner: S,
+    h: Rc<HandoffShard>,
+    sock: UdpSocket,
+    stop: &StopSignal,
+    batch: usize,
+) {
+    let service = match sock.local_addr() {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!("UDP socket has no local address: {e}");
+            return;
+        }
+    };
+    let meter = Meter::new(batch, h.thresholds());
+    let mut gate = Gate {
+        inner,
+        ctx: GateCtx { h, service },
+        meter,
+    };
+    let settings = udp::LoopSettings::batch_only(batch);
+    udp::serve_batched(&sock, &mut gate, stop, settings).await;
 }
 
 /// Serve function invocation datagrams on `sock` with the hand-off policy.
@@ -144,101 +273,14 @@ pub async fn serve_fn_udp(
     sock: UdpSocket,
     stop: StopSignal,
 ) {
-    let service = match sock.local_addr() {
-        Ok(a) => a,
-        Err(e) => {
-            tracing::error!("function UDP socket has no local address: {e}");
-            return;
-        }
-    };
     let batch = crate::functions::server::UDP_BATCH;
-    let meter = Meter::new(batch, h.thresholds());
-    let mut gate = FnUdpGate {
-        inner: FunctionUdp { shard },
-        h,
-        service,
-        meter,
-    };
-    udp::serve_batched(
-        &sock,
-        &mut gate,
-        &stop,
-        udp::LoopSettings::batch_only(batch),
-    )
-    .await;
-}
-
-/// The DNS UDP path with the hand-off policy in front (overload only).
-pub struct DnsGate {
-    inner: DnsUdp,
-    h: Rc<HandoffShard>,
-    service: SocketAddr,
-    meter: Meter,
-}
-
-impl DatagramHandler for DnsGate {
-    fn begin_batch(&mut self) {
-        self.meter.begin();
-        self.inner.begin_batch();
-    }
-
-    fn handle(&mut self, d: &[u8], from: SocketAddr, out: &mut Vec<u8>) -> bool {
-        let load = self.meter.next();
-        let is_query = d.len() >= 12 && d[2] & 0x80 == 0;
-        if is_query {
-            let req = policy::Request {
-                handed_off: false,
-                cold: false,
-                load,
-            };
-            match policy::decide(&req, self.h.is_up(), self.h.thresholds()) {
-                Decision::Handoff(reason) => {
-                    if self.h.hand_off(ServiceKind::Dns, from, self.service, d) {
-                        self.h.count_handoff(reason);
-                        return false;
-                    }
-                }
-                Decision::RejectOverloaded => {
-                    self.h.count_reject();
-                    return reject::dns_servfail(d, out);
-                }
-                Decision::Local(_) => {}
-            }
-        }
-        self.inner.handle(d, from, out)
-    }
-
-    fn dropped(&mut self, why: DropKind) {
-        self.inner.dropped(why);
-    }
-
-    fn end_batch(&mut self) {
-        self.meter.end();
-        self.inner.end_batch();
-    }
+    serve_gated(FunctionUdp { shard }, h, sock, &stop, batch).await;
 }
 
 /// Serve DNS datagrams on `sock` with the hand-off policy.
 pub async fn serve_dns_udp(ctx: Rc<ShardCtx>, h: Rc<HandoffShard>, sock: UdpSocket) {
-    let service = match sock.local_addr() {
-        Ok(a) => a,
-        Err(e) => {
-            tracing::error!("DNS UDP socket has no local address: {e}");
-            return;
-        }
-    };
-    let meter = Meter::new(udp::DEFAULT_BATCH, h.thresholds());
-    let mut gate = DnsGate {
-        inner: DnsUdp { ctx: ctx.clone() },
-        h,
-        service,
-        meter,
-    };
-    // No receive coalescing here: the policy's overload signals (queue wait
-    // since the receive batch, a full batch) assume the loop receives as
-    // soon as it can.
-    let settings = udp::LoopSettings::batch_only(udp::DEFAULT_BATCH);
-    udp::serve_batched(&sock, &mut gate, &ctx.stop, settings).await;
+    let inner = DnsUdp { ctx: ctx.clone() };
+    serve_gated(inner, h, sock, &ctx.stop, udp::DEFAULT_BATCH).await;
 }
 
 /// Largest hand-off datagram received.
