@@ -210,6 +210,17 @@ fn metrics_after_mixed_traffic_pass_promtool_and_carry_every_shard() {
         sum_samples(&m, "shardgate_dropped_total{") >= 1.0,
         "junk datagrams not counted as dropped"
     );
+    // Receive batches: at least one per shard that answered, at most one per
+    // UDP datagram (dig waits for each answer, so most batches hold one).
+    let batches = sum_samples(&m, "shardgate_udp_receive_batches_total{");
+    assert!(
+        (1.0..=noerror + 50.0).contains(&batches),
+        "receive batches {batches} for {noerror} UDP answers\n{m}"
+    );
+    assert!(
+        m.contains("# TYPE shardgate_udp_coalescing_waits_total counter"),
+        "coalescing waits not exported:\n{m}"
+    );
     // Latency histograms: counts equal the timed answers, buckets cumulative.
     let hist_count = sum_samples(&m, "shardgate_request_duration_seconds_count{");
     assert!(hist_count >= 42.0, "latency histogram count {hist_count}");
@@ -584,4 +595,78 @@ fn readyz_and_healthz_and_bad_requests() {
     std::io::Read::read_to_string(&mut raw, &mut resp).unwrap();
     assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
     assert_eq!(s.http("GET", "/healthz", None).0, 200);
+}
+
+/// A DNS query for `upf.svc.example. A` with ID `id`, no EDNS.
+fn upf_query(id: u16) -> Vec<u8> {
+    let mut q = Vec::with_capacity(40);
+    q.extend_from_slice(&id.to_be_bytes());
+    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in ["upf", "svc", "example"] {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    q
+}
+
+#[test]
+fn bursts_are_served_in_coalesced_batches_and_every_query_is_answered() {
+    // Batches of 16; any receive of 2..15 datagrams is followed by a 2 ms
+    // coalescing wait, so bursts of 50 exercise it many times over.
+    let dir = tempfile::tempdir().unwrap();
+    let ports = Ports::new();
+    let text = config(ports, 1, "").replace(
+        &format!("listen = [\"127.0.0.1:{}\"]\n", ports.dns),
+        &format!(
+            "listen = [\"127.0.0.1:{}\"]\nudp_batch = 16\nudp_coalesce_us = 2000\nudp_coalesce_min_batch = 2\n",
+            ports.dns
+        ),
+    );
+    assert!(text.contains("udp_coalesce_us = 2000"));
+    let s = Shardgate::start(dir.path(), ports, &text);
+    let client = UdpSocket::bind(("127.0.0.5", 0)).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let (waves, per_wave) = (6u16, 50u16);
+    let mut buf = [0u8; 512];
+    for wave in 0..waves {
+        let ids: Vec<u16> = (0..per_wave).map(|i| wave * per_wave + i).collect();
+        for &id in &ids {
+            client
+                .send_to(&upf_query(id), ("127.0.0.1", ports.dns))
+                .unwrap();
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        while seen.len() < ids.len() {
+            let (n, _) = client.recv_from(&mut buf).unwrap_or_else(|e| {
+                panic!(
+                    "wave {wave}: {} of {per_wave} answers, then {e}",
+                    seen.len()
+                )
+            });
+            let reply = &buf[..n];
+            let id = u16::from_be_bytes([reply[0], reply[1]]);
+            assert!(ids.contains(&id), "reply to an unknown ID {id}");
+            assert_eq!(reply[3] & 0x0f, 0, "rcode of reply {id}");
+            // The single A record of view `site` ends the answer.
+            assert_eq!(&reply[n - 4..], &[10, 0, 1, 5], "answer of reply {id}");
+            assert!(seen.insert(id), "two replies to ID {id}");
+        }
+    }
+    let total = f64::from(waves * per_wave);
+    let m = published_metrics(&s, total);
+    let batches = sum_samples(&m, "shardgate_udp_receive_batches_total{");
+    let waits = sum_samples(&m, "shardgate_udp_coalescing_waits_total{");
+    assert!(
+        (1.0..total).contains(&batches),
+        "{batches} receive batches for {total} queries"
+    );
+    assert!(waits >= 1.0, "no coalescing wait under bursts:\n{m}");
+    assert_eq!(
+        sum_samples(&m, "shardgate_dropped_total{"),
+        0.0,
+        "queries dropped"
+    );
 }

@@ -72,6 +72,8 @@ pub mod names {
     pub const DNS_TRUNCATED: &str = "shardgate_dns_truncated_total";
     pub const IN_FLIGHT: &str = "shardgate_in_flight_requests";
     pub const TCP_REFUSED: &str = "shardgate_tcp_connections_refused_total";
+    pub const UDP_BATCHES: &str = "shardgate_udp_receive_batches_total";
+    pub const UDP_COALESCING_WAITS: &str = "shardgate_udp_coalescing_waits_total";
     pub const VIEW_HITS: &str = "shardgate_view_hits_total";
     pub const REQUEST_DURATION: &str = "shardgate_request_duration_seconds";
     pub const SHARD_UP: &str = "shardgate_shard_up";
@@ -137,6 +139,16 @@ pub const CATALOGUE: &[(&str, Kind, &str)] = &[
         names::TCP_REFUSED,
         Kind::Counter,
         "TCP connections closed at once because the per-shard cap was reached.",
+    ),
+    (
+        names::UDP_BATCHES,
+        Kind::Counter,
+        "UDP receive calls (recvmmsg) that brought datagrams; requests over this gives the average batch size.",
+    ),
+    (
+        names::UDP_COALESCING_WAITS,
+        Kind::Counter,
+        "Receive-coalescing waits (dns.udp_coalesce_us): the shard was busy and waited to serve the next datagrams in one larger batch.",
     ),
     (
         names::VIEW_HITS,

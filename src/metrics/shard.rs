@@ -200,6 +200,8 @@ pub struct ShardMetrics {
     truncated: Counter,
     dropped: [Counter; DROP_KINDS],
     tcp_refused: Counter,
+    udp_batches: Counter,
+    udp_coalescing_waits: Counter,
     in_flight: [Gauge; 4],
     up: Gauge,
     map_version: Gauge,
@@ -265,6 +267,14 @@ impl ShardMetrics {
             tcp_refused: c(
                 names::TCP_REFUSED,
                 &[("protocol", Protocol::DnsTcp.label())],
+            ),
+            udp_batches: c(
+                names::UDP_BATCHES,
+                &[("protocol", Protocol::DnsUdp.label())],
+            ),
+            udp_coalescing_waits: c(
+                names::UDP_COALESCING_WAITS,
+                &[("protocol", Protocol::DnsUdp.label())],
             ),
             in_flight: per_protocol_g(names::IN_FLIGHT),
             up: g(names::SHARD_UP, &[]),
@@ -464,6 +474,9 @@ impl ShardMetrics {
         }
         self.in_flight[Protocol::DnsTcp as usize].set(snap.tcp_open as f64);
         self.tcp_refused.absolute(snap.tcp_refused);
+        self.udp_batches.absolute(snap.udp_batches);
+        self.udp_coalescing_waits
+            .absolute(snap.udp_coalescing_waits);
         self.map_version.set(snap.map_version as f64);
     }
 

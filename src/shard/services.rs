@@ -165,6 +165,7 @@ impl DatagramHandler for DnsUdp {
     fn begin_batch(&mut self) {
         self.ctx.refresh();
         self.ctx.metrics.begin_batch();
+        self.ctx.stats.udp_batch();
     }
 
     #[inline]
@@ -182,6 +183,10 @@ impl DatagramHandler for DnsUdp {
 
     fn dropped(&mut self, why: DropKind) {
         self.ctx.stats.dropped(why);
+    }
+
+    fn coalescing(&mut self) {
+        self.ctx.stats.udp_coalescing_wait();
     }
 
     #[inline]

@@ -49,6 +49,8 @@ pub struct ShardStats {
     tcp_refused: Cell<u64>,
     tcp_idle_closed: Cell<u64>,
     tcp_oversize_closed: Cell<u64>,
+    udp_batches: Cell<u64>,
+    udp_coalescing_waits: Cell<u64>,
     reloads: Cell<u64>,
     map_version: Cell<u64>,
 }
@@ -104,6 +106,17 @@ impl ShardStats {
         bump(&self.tcp_oversize_closed);
     }
 
+    /// One UDP receive batch (a `recvmmsg` that brought datagrams).
+    #[inline]
+    pub fn udp_batch(&self) {
+        bump(&self.udp_batches);
+    }
+
+    /// The UDP loop waited to coalesce the next receive (it was busy).
+    pub fn udp_coalescing_wait(&self) {
+        bump(&self.udp_coalescing_waits);
+    }
+
     /// A new address map was picked up by this shard.
     pub fn reloaded(&self, version: u64) {
         bump(&self.reloads);
@@ -125,6 +138,8 @@ impl ShardStats {
             tcp_refused: self.tcp_refused.get(),
             tcp_idle_closed: self.tcp_idle_closed.get(),
             tcp_oversize_closed: self.tcp_oversize_closed.get(),
+            udp_batches: self.udp_batches.get(),
+            udp_coalescing_waits: self.udp_coalescing_waits.get(),
             reloads: self.reloads.get(),
             map_version: self.map_version.get(),
         }
@@ -144,6 +159,9 @@ pub struct StatsSnapshot {
     pub tcp_refused: u64,
     pub tcp_idle_closed: u64,
     pub tcp_oversize_closed: u64,
+    /// DNS UDP receive batches, and coalescing waits between them.
+    pub udp_batches: u64,
+    pub udp_coalescing_waits: u64,
     pub reloads: u64,
     /// Address-map version this shard serves (max over shards in a sum).
     pub map_version: u64,
@@ -175,6 +193,8 @@ impl StatsSnapshot {
         self.tcp_refused += o.tcp_refused;
         self.tcp_idle_closed += o.tcp_idle_closed;
         self.tcp_oversize_closed += o.tcp_oversize_closed;
+        self.udp_batches += o.udp_batches;
+        self.udp_coalescing_waits += o.udp_coalescing_waits;
         self.reloads += o.reloads;
         self.map_version = self.map_version.max(o.map_version);
     }

@@ -101,6 +101,8 @@ pub trait DatagramHandler {
     fn handle(&mut self, datagram: &[u8], from: SocketAddr, out: &mut Vec<u8>) -> bool;
     /// A datagram was dropped by the I/O layer (oversized, unsendable reply).
     fn dropped(&mut self, _why: DropKind) {}
+    /// The loop is about to wait to coalesce the next receive (it is busy).
+    fn coalescing(&mut self) {}
     /// Called once the replies of the batch were sent (or dropped).
     fn end_batch(&mut self) {}
 }
@@ -451,6 +453,7 @@ pub async fn serve_batched<H: DatagramHandler>(
             // once and let that batch decide.
             Next::Receive
         } else if settings.coalesce_after(got) {
+            handler.coalescing();
             Next::Coalesce
         } else {
             Next::WaitReadable
