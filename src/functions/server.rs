@@ -8,7 +8,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use futures_lite::future;
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::AsyncWriteExt;
 use glommio::net::{TcpListener, TcpStream, UdpSocket};
 use glommio::sync::Gate;
 
@@ -17,6 +17,7 @@ use super::http::{self, HttpLimits, Step};
 use super::outcome::Status;
 use super::shard::{bump, FunctionShard, Lookup};
 use crate::shard::stop::StopSignal;
+use crate::shard::tcp::{read_bounded, Read};
 use crate::shard::udp::{self, DatagramHandler};
 
 /// Datagrams per receive batch: invocations run synchronously, so a small
@@ -134,13 +135,6 @@ pub async fn serve_http(
             }
         }
     }
-}
-
-enum Read {
-    Data(usize),
-    Closed,
-    Deadline,
-    Stop,
 }
 
 /// Answer every complete request at the front of `rbuf` into `wbuf`;
@@ -311,28 +305,14 @@ async fn serve_connection(shard: &FunctionShard, mut stream: TcpStream, stop: &S
             return;
         }
         let wait = deadline - now;
-        let read = async {
-            match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => Read::Closed,
-                Ok(n) => Read::Data(n),
-            }
-        };
-        let timer = async {
-            glommio::timer::sleep(wait).await;
-            Read::Deadline
-        };
-        let got = if stopping || !rbuf.is_empty() {
-            future::or(read, timer).await
-        } else {
-            future::or(
-                read,
-                future::or(timer, async {
-                    stop.stopped().await;
-                    Read::Stop
-                }),
-            )
-            .await
-        };
+        let got = read_bounded(
+            &mut stream,
+            &mut chunk,
+            wait,
+            stop,
+            stopping || !rbuf.is_empty(),
+        )
+        .await;
         match got {
             Read::Data(n) => rbuf.extend_from_slice(&chunk[..n]),
             Read::Closed | Read::Stop => return,

@@ -19,6 +19,7 @@ use crate::dns::{self, Outcome, Transport};
 
 use super::context::ShardCtx;
 use super::stats::Proto;
+use super::stop::StopSignal;
 
 /// Bytes read from a connection per read call.
 const READ_CHUNK: usize = 4096;
@@ -93,11 +94,51 @@ pub async fn serve_listener(ctx: Rc<ShardCtx>, listener: TcpListener) {
     // Dropping the listener closes it: no new connections on this shard.
 }
 
-enum Read {
+/// What one bounded read of a connection brought.
+pub enum Read {
     Data(usize),
+    /// The peer closed the connection, or the read failed.
     Closed,
+    /// Nothing arrived before the deadline.
     Deadline,
+    /// The shard is stopping and the connection had nothing in flight.
     Stop,
+}
+
+/// Read once from `stream` into `chunk`, for at most `wait`. A stop signal
+/// ends the wait too (`Read::Stop`), unless `finishing`: a request is in
+/// flight (partly received) or the shard is already stopping, and the read
+/// may complete it before the deadline. Shared by every TCP protocol of a
+/// shard (DNS here, HTTP in `functions::server`).
+pub async fn read_bounded(
+    stream: &mut TcpStream,
+    chunk: &mut [u8],
+    wait: Duration,
+    stop: &StopSignal,
+    finishing: bool,
+) -> Read {
+    let read = async {
+        match stream.read(chunk).await {
+            Ok(0) | Err(_) => Read::Closed,
+            Ok(n) => Read::Data(n),
+        }
+    };
+    let timer = async {
+        glommio::timer::sleep(wait).await;
+        Read::Deadline
+    };
+    if finishing {
+        future::or(read, timer).await
+    } else {
+        future::or(
+            read,
+            future::or(timer, async {
+                stop.stopped().await;
+                Read::Stop
+            }),
+        )
+        .await
+    }
 }
 
 /// Serve one connection until the peer closes it, it idles out, sends an
@@ -187,28 +228,14 @@ async fn serve_connection(ctx: &ShardCtx, mut stream: TcpStream) {
             return;
         }
         let wait = deadline - now;
-        let read = async {
-            match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => Read::Closed,
-                Ok(n) => Read::Data(n),
-            }
-        };
-        let timer = async {
-            glommio::timer::sleep(wait).await;
-            Read::Deadline
-        };
-        let got = if stopping || !rbuf.is_empty() {
-            future::or(read, timer).await
-        } else {
-            future::or(
-                read,
-                future::or(timer, async {
-                    ctx.stop.stopped().await;
-                    Read::Stop
-                }),
-            )
-            .await
-        };
+        let got = read_bounded(
+            &mut stream,
+            &mut chunk,
+            wait,
+            &ctx.stop,
+            stopping || !rbuf.is_empty(),
+        )
+        .await;
         match got {
             Read::Data(n) => rbuf.extend_from_slice(&chunk[..n]),
             Read::Closed | Read::Stop => return,
