@@ -128,11 +128,8 @@ struct Batch {
     /// `msg_order[msg_start[m]..msg_start[m + 1]]`: the replies of message `m`.
     msg_order: Vec<usize>,
     msg_start: Vec<usize>,
-    /// Scratch of [`Batch::plan_messages`]: each reply's destination (an
-    /// index into the batch's distinct addresses) and each destination's
-    /// first reply.
-    dest_of: Vec<usize>,
-    dest_lead: Vec<usize>,
+    /// Scratch of [`Batch::plan_messages`]: each reply's destination key.
+    dest_key: Vec<u64>,
     /// Group replies with UDP GSO (cleared when the kernel refuses it).
     gso: bool,
     /// Messages sent with more than one segment (for tests and debugging).
@@ -164,8 +161,7 @@ impl Batch {
             msg_ctrl: vec![[0u64; 4]; n],
             msg_order: vec![0; n],
             msg_start: vec![0; n + 1],
-            dest_of: vec![0; n],
-            dest_lead: vec![0; n],
+            dest_key: vec![0; n],
             gso: true,
             gso_messages: 0,
         });
@@ -261,42 +257,43 @@ impl Batch {
     /// reply, since GSO lets only the last segment be short. Anything else
     /// is a message of its own. Returns the message count.
     fn plan_messages(&mut self, k: usize) -> usize {
-        // Each reply's destination: an index into the distinct addresses of
-        // the batch (few: a linear scan beats hashing here).
-        let mut dests = 0;
+        // Order by destination key, longest first: replies to one client
+        // become adjacent in O(k log k), however many clients the batch has.
         for j in 0..k {
-            let known = (0..dests).find(|&d| self.same_destination(self.dest_lead[d], j));
-            self.dest_of[j] = known.unwrap_or_else(|| {
-                self.dest_lead[dests] = j;
-                dests += 1;
-                dests - 1
-            });
+            let i = self.tx_from[j];
+            self.dest_key[j] = destination_key(&self.names[i], self.rx_hdr[i].msg_hdr.msg_namelen);
         }
-        let Batch {
-            msg_order,
-            out,
-            dest_of,
-            msg_start,
-            ..
-        } = self;
-        let order = &mut msg_order[..k];
-        for (p, j) in order.iter_mut().enumerate() {
-            *j = p;
+        {
+            let Batch {
+                msg_order,
+                out,
+                dest_key,
+                ..
+            } = self;
+            let order = &mut msg_order[..k];
+            for (p, j) in order.iter_mut().enumerate() {
+                *j = p;
+            }
+            order.sort_unstable_by_key(|&j| (dest_key[j], std::cmp::Reverse(out[j].len()), j));
         }
-        order.sort_unstable_by_key(|&j| (dest_of[j], std::cmp::Reverse(out[j].len()), j));
         let mut msgs = 0;
         let mut p = 0;
         while p < k {
-            let lead = order[p];
-            let seg = out[lead].len();
+            let lead = self.msg_order[p];
+            let seg = self.out[lead].len();
             let mut end = p + 1;
             if self.gso && seg > 0 && seg <= GSO_MAX_SEGMENT {
                 let mut bytes = seg;
                 while end < k && end - p < GSO_MAX_SEGMENTS {
-                    let j = order[end];
-                    let len = out[j].len();
-                    // Same destination means len <= seg (sorted longest first).
-                    if dest_of[j] != dest_of[lead] || len == 0 || bytes + len > GSO_MAX_BYTES {
+                    let j = self.msg_order[end];
+                    let len = self.out[j].len();
+                    // Same destination means len <= seg (sorted longest
+                    // first); keys only order, the addresses decide.
+                    if self.dest_key[j] != self.dest_key[lead]
+                        || !self.same_destination(lead, j)
+                        || len == 0
+                        || bytes + len > GSO_MAX_BYTES
+                    {
                         break;
                     }
                     bytes += len;
@@ -306,11 +303,11 @@ impl Batch {
                     }
                 }
             }
-            msg_start[msgs] = p;
+            self.msg_start[msgs] = p;
             msgs += 1;
             p = end;
         }
-        msg_start[msgs] = k;
+        self.msg_start[msgs] = k;
         for p in 0..k {
             self.msg_iov[p] = self.tx_iov[self.msg_order[p]];
         }
@@ -348,6 +345,26 @@ impl Batch {
             }
         }
         msgs
+    }
+}
+
+/// A sort key for a reply's destination: exact for IPv4 (address and
+/// port), a hash for IPv6. Equal addresses always get equal keys; unequal
+/// IPv6 ones rarely share one, and grouping still compares the addresses.
+fn destination_key(ss: &libc::sockaddr_storage, len: libc::socklen_t) -> u64 {
+    match sockaddr_to_std(ss, len) {
+        Some(SocketAddr::V4(a)) => (u64::from(a.ip().to_bits()) << 16) | u64::from(a.port()),
+        Some(SocketAddr::V6(a)) => {
+            // FNV-1a over the address, port and scope.
+            let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+            let bytes = a.ip().octets();
+            let tail = [a.port().to_be_bytes(), (a.scope_id() as u16).to_be_bytes()];
+            for b in bytes.iter().chain(tail.iter().flatten()) {
+                h = (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3);
+            }
+            h | (1 << 63)
+        }
+        None => 0,
     }
 }
 
@@ -497,8 +514,9 @@ enum Next {
 
 /// Send replies `0..k` of the batch; never loses one silently, never blocks
 /// the executor. First as planned messages (GSO groups and singles) in
-/// `sendmmsg` calls; whatever that does not send (a full send buffer, a
-/// refused reply, GSO refused) goes through [`send_singles`].
+/// `sendmmsg` calls, where a refused single reply is counted and skipped;
+/// whatever that does not send (a full send buffer, a refused GSO message)
+/// goes through [`send_singles`].
 async fn send_all<H: DatagramHandler>(sock: &UdpSocket, b: &mut Batch, k: usize, handler: &mut H) {
     if k == 0 {
         return;
@@ -531,6 +549,15 @@ async fn send_all<H: DatagramHandler>(sock: &UdpSocket, b: &mut Batch, k: usize,
             continue;
         }
         let grouped = b.msg_start[sent + 1] - b.msg_start[sent] > 1;
+        let full = matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::ENOBUFS));
+        if !grouped && !full {
+            // This one reply was refused (e.g. EPERM from a firewall,
+            // EINVAL for a bad destination): skip just that one.
+            tracing::debug!("sendmmsg: {e}");
+            handler.dropped(DropKind::SendFailed);
+            sent += 1;
+            continue;
+        }
         let gso_refused = matches!(
             e.raw_os_error(),
             Some(libc::EIO | libc::EINVAL | libc::EMSGSIZE | libc::ENOPROTOOPT | libc::EOPNOTSUPP)
@@ -962,6 +989,52 @@ mod tests {
         let mut all: Vec<usize> = plan.concat();
         all.sort();
         assert_eq!(all, (0..lens.len()).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn replies_to_many_clients_pair_up_per_client() {
+        // 32 clients, two replies each, interleaved: 32 messages of 2.
+        let clients: Vec<SocketAddr> = (0..32)
+            .map(|c| SocketAddr::from(([127, 0, (c % 3) as u8, 1 + c as u8], 6000 - c as u16)))
+            .collect();
+        let mut b = Batch::new(64);
+        for i in 0..64 {
+            put_reply(&mut b, i, clients[i % 32], 40);
+        }
+        let plan = planned(&mut b, 64);
+        assert_eq!(plan.len(), 32);
+        for m in &plan {
+            assert_eq!(m.len(), 2);
+            assert_eq!(m[0] % 32, m[1] % 32, "one client per message: {m:?}");
+        }
+    }
+
+    #[test]
+    fn destination_keys_are_equal_for_equal_addresses_only() {
+        let key = |a: SocketAddr| {
+            let mut ss: libc::sockaddr_storage = unsafe { zeroed() };
+            let len = match a {
+                SocketAddr::V4(_) => put_v4(&mut ss, a),
+                SocketAddr::V6(v6) => {
+                    // SAFETY: sockaddr_storage is large enough for a sockaddr_in6.
+                    let sin6 = unsafe { &mut *(&mut ss as *mut _ as *mut libc::sockaddr_in6) };
+                    sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+                    sin6.sin6_port = v6.port().to_be();
+                    sin6.sin6_addr.s6_addr = v6.ip().octets();
+                    size_of::<libc::sockaddr_in6>() as libc::socklen_t
+                }
+            };
+            destination_key(&ss, len)
+        };
+        let a: SocketAddr = "127.0.0.1:53".parse().unwrap();
+        let b: SocketAddr = "[::1]:53".parse().unwrap();
+        assert_eq!(key(a), key(a));
+        assert_eq!(key(b), key(b));
+        assert_ne!(key(a), key("127.0.0.1:54".parse().unwrap()));
+        assert_ne!(key(a), key("127.0.0.2:53".parse().unwrap()));
+        assert_ne!(key(b), key("[::1]:54".parse().unwrap()));
+        assert_ne!(key(b), key("[::2]:53".parse().unwrap()));
+        assert_ne!(key(a), key(b), "families never share a key");
     }
 
     #[test]
