@@ -169,37 +169,55 @@ impl Shared {
 
 /// Settings a reload cannot apply to running shards.
 fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
-    let mut v = Vec::new();
-    if old.dns.listen != new.dns.listen {
-        v.push("dns.listen");
-    }
-    if old.dns.udp_batch != new.dns.udp_batch {
-        v.push("dns.udp_batch");
-    }
-    if old.dns.udp_coalesce_us != new.dns.udp_coalesce_us {
-        v.push("dns.udp_coalesce_us");
-    }
-    if old.dns.udp_coalesce_min_batch != new.dns.udp_coalesce_min_batch {
-        v.push("dns.udp_coalesce_min_batch");
-    }
-    if old.server.shards != new.server.shards {
-        v.push("server.shards");
-    }
-    if old.server.io_memory_kib != new.server.io_memory_kib {
-        v.push("server.io_memory_kib");
-    }
-    if old.server.admin_listen != new.server.admin_listen {
-        v.push("server.admin_listen");
-    }
-    if old.server.shutdown_grace_ms != new.server.shutdown_grace_ms {
-        v.push("server.shutdown_grace_ms");
-    }
-    v
+    let (o, n) = (old, new);
+    [
+        ("dns.listen", o.dns.listen != n.dns.listen),
+        ("dns.udp_batch", o.dns.udp_batch != n.dns.udp_batch),
+        (
+            "dns.udp_coalesce_us",
+            o.dns.udp_coalesce_us != n.dns.udp_coalesce_us,
+        ),
+        (
+            "dns.udp_coalesce_min_batch",
+            o.dns.udp_coalesce_min_batch != n.dns.udp_coalesce_min_batch,
+        ),
+        ("server.shards", o.server.shards != n.server.shards),
+        (
+            "server.io_memory_kib",
+            o.server.io_memory_kib != n.server.io_memory_kib,
+        ),
+        (
+            "server.admin_listen",
+            o.server.admin_listen != n.server.admin_listen,
+        ),
+        (
+            "server.shutdown_grace_ms",
+            o.server.shutdown_grace_ms != n.server.shutdown_grace_ms,
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(key, changed)| changed.then_some(key))
+    .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn settings_a_reload_cannot_apply_are_named() {
+        let old = config::load_embedded().expect("embedded default").config;
+        let mut new = old.clone();
+        assert!(restart_only_changes(&old, &new).is_empty());
+        new.dns.udp_coalesce_us += 1;
+        new.dns.udp_batch += 1;
+        new.server.shards += 1;
+        new.dns.max_udp_payload += 1; // applied by a reload: not named
+        assert_eq!(
+            restart_only_changes(&old, &new),
+            vec!["dns.udp_batch", "dns.udp_coalesce_us", "server.shards"]
+        );
+    }
 
     #[test]
     fn publish_bumps_version_and_swaps_generation() {

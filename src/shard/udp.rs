@@ -2,12 +2,14 @@
 //! woken by glommio) and a plain one-datagram-at-a-time glommio loop kept as
 //! the baseline for `benches/udp_batch.rs`.
 //!
-//! Replies of one batch that go to the same address with the same length
-//! leave as one UDP GSO message (`UDP_SEGMENT`: one pass through the IP
+//! The replies of a batch are ordered by client and length; each run of
+//! equal-length replies to one client (closed by at most one shorter one)
+//! leaves as one UDP GSO message (`UDP_SEGMENT`: one pass through the IP
 //! stack for the group, split into datagrams below it), the rest one by one
 //! in the same `sendmmsg`; if the kernel refuses GSO on the socket (EIO, no
 //! checksum offload, EINVAL, a segment above the path MTU) the batch goes
-//! out datagram by datagram and GSO stays off for that socket.
+//! out datagram by datagram and GSO stays off for that socket. A busy loop
+//! may wait briefly before receiving so batches grow ([`LoopSettings`]).
 //!
 //! Both loops are generic over a [`DatagramHandler`], the per-service part
 //! (the DNS answer path today; function invocation datagrams later), so the
@@ -28,6 +30,20 @@ use super::stop::StopSignal;
 /// Datagrams per `recvmmsg`/`sendmmsg` call of the loops that are not
 /// configured (function and hand-off surfaces).
 pub const DEFAULT_BATCH: usize = 32;
+
+/// Receive slot per datagram; larger datagrams are cut by the kernel and dropped.
+pub const RX_SLOT: usize = 4096;
+/// How long one reply may wait for room in a full send buffer before it is dropped.
+const SEND_WAIT: Duration = Duration::from_millis(200);
+/// Replies longer than this are never grouped (a larger segment could
+/// exceed a path MTU, which GSO refuses instead of fragmenting).
+const GSO_MAX_SEGMENT: usize = 1400;
+/// Payload bytes of one GSO message at most (an IP datagram's limit).
+const GSO_MAX_BYTES: usize = 60_000;
+/// Segments of one GSO message at most (the kernel's `UDP_MAX_SEGMENTS`).
+const GSO_MAX_SEGMENTS: usize = 64;
+/// Room for one `cmsghdr` carrying a `u16` (CMSG_SPACE(2) = 24 on 64-bit).
+type CmsgBuf = [u64; 4];
 
 /// How a batched loop receives: datagrams per call, and receive coalescing.
 ///
@@ -77,19 +93,6 @@ impl LoopSettings {
         !self.coalesce.is_zero() && got >= self.coalesce_min_batch && got < self.batch
     }
 }
-/// Receive slot per datagram; larger datagrams are cut by the kernel and dropped.
-pub const RX_SLOT: usize = 4096;
-/// How long one reply may wait for room in a full send buffer before it is dropped.
-const SEND_WAIT: Duration = Duration::from_millis(200);
-/// Replies longer than this are never grouped (a larger segment could
-/// exceed a path MTU, which GSO refuses instead of fragmenting).
-const GSO_MAX_SEGMENT: usize = 1400;
-/// Payload bytes of one GSO message at most (an IP datagram's limit).
-const GSO_MAX_BYTES: usize = 60_000;
-/// Segments of one GSO message at most (the kernel's `UDP_MAX_SEGMENTS`).
-const GSO_MAX_SEGMENTS: usize = 64;
-/// Room for one `cmsghdr` carrying a `u16` (CMSG_SPACE(2) = 24 on 64-bit).
-type CmsgBuf = [u64; 4];
 
 /// The service-specific part of a UDP loop.
 pub trait DatagramHandler {
@@ -119,6 +122,8 @@ struct Batch {
     tx_hdr: Vec<libc::mmsghdr>,
     /// `tx_from[k]`: index of the received datagram (name) reply `k` goes to.
     tx_from: Vec<usize>,
+    /// `tx_to[k]`: the address reply `k` goes to (the sender of `tx_from[k]`).
+    tx_to: Vec<SocketAddr>,
     /// Outgoing messages of the batch: a group of replies to one address
     /// with one length (GSO), or a single reply.
     msg_hdr: Vec<libc::mmsghdr>,
@@ -128,8 +133,6 @@ struct Batch {
     /// `msg_order[msg_start[m]..msg_start[m + 1]]`: the replies of message `m`.
     msg_order: Vec<usize>,
     msg_start: Vec<usize>,
-    /// Scratch of [`Batch::plan_messages`]: each reply's destination key.
-    dest_key: Vec<u64>,
     /// Group replies with UDP GSO (cleared when the kernel refuses it).
     gso: bool,
     /// Messages sent with more than one segment (for tests and debugging).
@@ -156,12 +159,12 @@ impl Batch {
             tx_iov: vec![zero_iov; n],
             tx_hdr: vec![zero_hdr; n],
             tx_from: vec![0; n],
+            tx_to: vec![SocketAddr::from(([0, 0, 0, 0], 0)); n],
             msg_hdr: vec![zero_hdr; n],
             msg_iov: vec![zero_iov; n],
             msg_ctrl: vec![[0u64; 4]; n],
             msg_order: vec![0; n],
             msg_start: vec![0; n + 1],
-            dest_key: vec![0; n],
             gso: true,
             gso_messages: 0,
         });
@@ -215,11 +218,13 @@ impl Batch {
         }
     }
 
-    /// Point tx header `k` at `out[k]` and the sender of datagram `i`.
-    fn queue_reply(&mut self, k: usize, i: usize) {
+    /// Point tx header `k` at `out[k]` and the sender of datagram `i`,
+    /// whose address is `to`.
+    fn queue_reply(&mut self, k: usize, i: usize, to: SocketAddr) {
         self.tx_iov[k].iov_base = self.out[k].as_mut_ptr().cast();
         self.tx_iov[k].iov_len = self.out[k].len();
         self.tx_from[k] = i;
+        self.tx_to[k] = to;
         let h = &mut self.tx_hdr[k].msg_hdr;
         h.msg_name = (&mut self.names[i] as *mut libc::sockaddr_storage).cast();
         h.msg_namelen = self.rx_hdr[i].msg_hdr.msg_namelen;
@@ -230,26 +235,6 @@ impl Batch {
         h.msg_flags = 0;
     }
 
-    /// Whether replies `a` and `b` go to the same address.
-    fn same_destination(&self, a: usize, b: usize) -> bool {
-        let (ia, ib) = (self.tx_from[a], self.tx_from[b]);
-        let (la, lb) = (
-            self.rx_hdr[ia].msg_hdr.msg_namelen,
-            self.rx_hdr[ib].msg_hdr.msg_namelen,
-        );
-        if la != lb {
-            return false;
-        }
-        let len = (la as usize).min(size_of::<libc::sockaddr_storage>());
-        // SAFETY: both names are sockaddr_storage values owned by self and
-        // `len` is within their size.
-        unsafe {
-            let pa = (&self.names[ia] as *const libc::sockaddr_storage).cast::<u8>();
-            let pb = (&self.names[ib] as *const libc::sockaddr_storage).cast::<u8>();
-            std::slice::from_raw_parts(pa, len) == std::slice::from_raw_parts(pb, len)
-        }
-    }
-
     /// Lay replies `0..k` out as messages. Replies are ordered by
     /// destination, longest first (arrival order among equals), then cut
     /// into GSO messages: a run of replies to one address with one length
@@ -257,24 +242,20 @@ impl Batch {
     /// reply, since GSO lets only the last segment be short. Anything else
     /// is a message of its own. Returns the message count.
     fn plan_messages(&mut self, k: usize) -> usize {
-        // Order by destination key, longest first: replies to one client
+        // Order by destination, longest first: replies to one client
         // become adjacent in O(k log k), however many clients the batch has.
-        for j in 0..k {
-            let i = self.tx_from[j];
-            self.dest_key[j] = destination_key(&self.names[i], self.rx_hdr[i].msg_hdr.msg_namelen);
-        }
         {
             let Batch {
                 msg_order,
                 out,
-                dest_key,
+                tx_to,
                 ..
             } = self;
             let order = &mut msg_order[..k];
             for (p, j) in order.iter_mut().enumerate() {
                 *j = p;
             }
-            order.sort_unstable_by_key(|&j| (dest_key[j], std::cmp::Reverse(out[j].len()), j));
+            order.sort_unstable_by_key(|&j| (tx_to[j], std::cmp::Reverse(out[j].len()), j));
         }
         let mut msgs = 0;
         let mut p = 0;
@@ -287,12 +268,8 @@ impl Batch {
                 while end < k && end - p < GSO_MAX_SEGMENTS {
                     let j = self.msg_order[end];
                     let len = self.out[j].len();
-                    // Same destination means len <= seg (sorted longest
-                    // first); keys only order, the addresses decide.
-                    if self.dest_key[j] != self.dest_key[lead]
-                        || !self.same_destination(lead, j)
-                        || len == 0
-                        || bytes + len > GSO_MAX_BYTES
+                    // Same destination means len <= seg (sorted longest first).
+                    if self.tx_to[j] != self.tx_to[lead] || len == 0 || bytes + len > GSO_MAX_BYTES
                     {
                         break;
                     }
@@ -345,26 +322,6 @@ impl Batch {
             }
         }
         msgs
-    }
-}
-
-/// A sort key for a reply's destination: exact for IPv4 (address and
-/// port), a hash for IPv6. Equal addresses always get equal keys; unequal
-/// IPv6 ones rarely share one, and grouping still compares the addresses.
-fn destination_key(ss: &libc::sockaddr_storage, len: libc::socklen_t) -> u64 {
-    match sockaddr_to_std(ss, len) {
-        Some(SocketAddr::V4(a)) => (u64::from(a.ip().to_bits()) << 16) | u64::from(a.port()),
-        Some(SocketAddr::V6(a)) => {
-            // FNV-1a over the address, port and scope.
-            let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-            let bytes = a.ip().octets();
-            let tail = [a.port().to_be_bytes(), (a.scope_id() as u16).to_be_bytes()];
-            for b in bytes.iter().chain(tail.iter().flatten()) {
-                h = (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3);
-            }
-            h | (1 << 63)
-        }
-        None => 0,
     }
 }
 
@@ -430,9 +387,6 @@ pub async fn serve_batched<H: DatagramHandler>(
 ) {
     let fd = sock.as_raw_fd();
     let mut b = Batch::new(settings.batch);
-    // After a partial batch the socket is almost surely empty: go straight
-    // to the wakeup (whose first, nonblocking peek still sees a datagram
-    // that arrived meanwhile) instead of a recvmmsg bound to fail.
     // What to do before the next recvmmsg. After a partial batch the socket
     // is almost surely empty: go straight to the wakeup (whose first,
     // nonblocking peek still sees a datagram that arrived meanwhile) instead
@@ -490,7 +444,7 @@ pub async fn serve_batched<H: DatagramHandler>(
             let len = (h.msg_len as usize).min(RX_SLOT);
             let (rx, out) = (&b.rx, &mut b.out[k]);
             if handler.handle(&rx[i * RX_SLOT..i * RX_SLOT + len], from, out) {
-                b.queue_reply(k, i);
+                b.queue_reply(k, i, from);
                 k += 1;
             }
         }
@@ -527,27 +481,18 @@ async fn send_all<H: DatagramHandler>(sock: &UdpSocket, b: &mut Batch, k: usize,
     while sent < msgs {
         // SAFETY: msg_hdr[sent..msgs] were filled by plan_messages and point
         // into buffers owned by `b`, which outlives the call.
-        let r = unsafe {
-            libc::sendmmsg(
-                fd,
-                b.msg_hdr.as_mut_ptr().add(sent),
-                (msgs - sent) as libc::c_uint,
-                libc::MSG_DONTWAIT,
-            )
-        };
-        if r > 0 {
-            for m in sent..sent + r as usize {
-                if b.msg_start[m + 1] - b.msg_start[m] > 1 {
-                    b.gso_messages += 1;
+        let e = match unsafe { send_messages(fd, &mut b.msg_hdr[sent..msgs]) } {
+            Ok(n) => {
+                for m in sent..sent + n {
+                    if b.msg_start[m + 1] - b.msg_start[m] > 1 {
+                        b.gso_messages += 1;
+                    }
                 }
+                sent += n;
+                continue;
             }
-            sent += r as usize;
-            continue;
-        }
-        let e = io::Error::last_os_error();
-        if e.raw_os_error() == Some(libc::EINTR) {
-            continue;
-        }
+            Err(e) => e,
+        };
         let grouped = b.msg_start[sent + 1] - b.msg_start[sent] > 1;
         let full = matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::ENOBUFS));
         if !grouped && !full {
@@ -576,6 +521,33 @@ async fn send_all<H: DatagramHandler>(sock: &UdpSocket, b: &mut Batch, k: usize,
     }
 }
 
+/// One nonblocking `sendmmsg` of `hdrs` (retried on EINTR): how many
+/// messages went out, or the error of the first one.
+///
+/// # Safety
+/// Every header must point at a name, iovecs and control data that stay
+/// valid for the call.
+unsafe fn send_messages(fd: i32, hdrs: &mut [libc::mmsghdr]) -> io::Result<usize> {
+    loop {
+        // SAFETY: the caller vouches for the headers' pointers.
+        let r = unsafe {
+            libc::sendmmsg(
+                fd,
+                hdrs.as_mut_ptr(),
+                hdrs.len() as libc::c_uint,
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if r >= 0 {
+            return Ok(r as usize);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
 /// Send the replies `msg_order[start..k]` one datagram each.
 async fn send_singles<H: DatagramHandler>(
     sock: &UdpSocket,
@@ -595,21 +567,14 @@ async fn send_singles<H: DatagramHandler>(
     while sent < total {
         // SAFETY: msg_hdr[sent..total] are copies of headers filled by
         // queue_reply, pointing into buffers owned by `b`.
-        let r = unsafe {
-            libc::sendmmsg(
-                fd,
-                b.msg_hdr.as_mut_ptr().add(sent),
-                (total - sent) as libc::c_uint,
-                libc::MSG_DONTWAIT,
-            )
+        let e = match unsafe { send_messages(fd, &mut b.msg_hdr[sent..total]) } {
+            Ok(n) => {
+                sent += n;
+                continue;
+            }
+            Err(e) => e,
         };
-        if r > 0 {
-            sent += r as usize;
-            continue;
-        }
-        let e = io::Error::last_os_error();
         match e.raw_os_error() {
-            Some(libc::EINTR) => continue,
             Some(libc::EAGAIN) | Some(libc::ENOBUFS) if waited => {
                 // Still full after one wait: shed the rest of this batch
                 // rather than stall the shard reply by reply.
@@ -623,19 +588,12 @@ async fn send_singles<H: DatagramHandler>(
                 // one reply, bounded, then go back to sendmmsg for the rest.
                 waited = true;
                 let j = b.msg_order[start + sent];
-                let i = b.tx_from[j];
-                let to = sockaddr_to_std(&b.names[i], b.rx_hdr[i].msg_hdr.msg_namelen);
-                let ok = match to {
-                    Some(to) => {
-                        let send = async { sock.send_to(&b.out[j], to).await.is_ok() };
-                        future::or(send, async {
-                            glommio::timer::sleep(SEND_WAIT).await;
-                            false
-                        })
-                        .await
-                    }
-                    None => false,
-                };
+                let send = async { sock.send_to(&b.out[j], b.tx_to[j]).await.is_ok() };
+                let ok = future::or(send, async {
+                    glommio::timer::sleep(SEND_WAIT).await;
+                    false
+                })
+                .await;
                 if !ok {
                     handler.dropped(DropKind::SendFailed);
                 }
@@ -812,16 +770,26 @@ mod tests {
         run_loop(None, false);
     }
 
-    fn put_v4(ss: &mut libc::sockaddr_storage, addr: SocketAddr) -> libc::socklen_t {
-        let SocketAddr::V4(a) = addr else {
-            panic!("v4 only")
-        };
-        // SAFETY: sockaddr_storage is large enough for a sockaddr_in.
-        let sin = unsafe { &mut *(ss as *mut _ as *mut libc::sockaddr_in) };
-        sin.sin_family = libc::AF_INET as libc::sa_family_t;
-        sin.sin_port = a.port().to_be();
-        sin.sin_addr.s_addr = u32::from(*a.ip()).to_be();
-        size_of::<libc::sockaddr_in>() as libc::socklen_t
+    /// Write `addr` into `ss` as the kernel would; returns the name length.
+    fn put_name(ss: &mut libc::sockaddr_storage, addr: SocketAddr) -> libc::socklen_t {
+        match addr {
+            SocketAddr::V4(a) => {
+                // SAFETY: sockaddr_storage is large enough for a sockaddr_in.
+                let sin = unsafe { &mut *(ss as *mut _ as *mut libc::sockaddr_in) };
+                sin.sin_family = libc::AF_INET as libc::sa_family_t;
+                sin.sin_port = a.port().to_be();
+                sin.sin_addr.s_addr = u32::from(*a.ip()).to_be();
+                size_of::<libc::sockaddr_in>() as libc::socklen_t
+            }
+            SocketAddr::V6(a) => {
+                // SAFETY: sockaddr_storage is large enough for a sockaddr_in6.
+                let sin6 = unsafe { &mut *(ss as *mut _ as *mut libc::sockaddr_in6) };
+                sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+                sin6.sin6_port = a.port().to_be();
+                sin6.sin6_addr.s6_addr = a.ip().octets();
+                size_of::<libc::sockaddr_in6>() as libc::socklen_t
+            }
+        }
     }
 
     #[test]
@@ -844,10 +812,10 @@ mod tests {
                 } else {
                     client_addr
                 };
-                let len = put_v4(&mut b.names[i], to);
+                let len = put_name(&mut b.names[i], to);
                 b.rx_hdr[i].msg_hdr.msg_namelen = len;
                 b.out[i] = vec![i as u8; 3];
-                b.queue_reply(i, i);
+                b.queue_reply(i, i, to);
             }
             let drops = Rc::new(std::cell::Cell::new(0));
             let mut h = Echo {
@@ -898,12 +866,12 @@ mod tests {
                     3
                 };
                 let addr = clients[c].local_addr().unwrap();
-                let name_len = put_v4(&mut b.names[i], addr);
+                let name_len = put_name(&mut b.names[i], addr);
                 b.rx_hdr[i].msg_hdr.msg_namelen = name_len;
                 let mut reply = vec![i as u8; len];
                 reply[0] = c as u8;
                 b.out[i] = reply.clone();
-                b.queue_reply(i, i);
+                b.queue_reply(i, i, addr);
                 want[c].push(reply);
             }
             let drops = Rc::new(std::cell::Cell::new(0));
@@ -936,10 +904,10 @@ mod tests {
 
     /// Fill reply `i` of `b`: `len` bytes to `to`.
     fn put_reply(b: &mut Batch, i: usize, to: SocketAddr, len: usize) {
-        let name_len = put_v4(&mut b.names[i], to);
+        let name_len = put_name(&mut b.names[i], to);
         b.rx_hdr[i].msg_hdr.msg_namelen = name_len;
         b.out[i] = vec![i as u8; len];
-        b.queue_reply(i, i);
+        b.queue_reply(i, i, to);
     }
 
     /// The messages planned for the batch, as lists of reply indices.
@@ -1010,31 +978,19 @@ mod tests {
     }
 
     #[test]
-    fn destination_keys_are_equal_for_equal_addresses_only() {
-        let key = |a: SocketAddr| {
-            let mut ss: libc::sockaddr_storage = unsafe { zeroed() };
-            let len = match a {
-                SocketAddr::V4(_) => put_v4(&mut ss, a),
-                SocketAddr::V6(v6) => {
-                    // SAFETY: sockaddr_storage is large enough for a sockaddr_in6.
-                    let sin6 = unsafe { &mut *(&mut ss as *mut _ as *mut libc::sockaddr_in6) };
-                    sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-                    sin6.sin6_port = v6.port().to_be();
-                    sin6.sin6_addr.s6_addr = v6.ip().octets();
-                    size_of::<libc::sockaddr_in6>() as libc::socklen_t
-                }
-            };
-            destination_key(&ss, len)
-        };
-        let a: SocketAddr = "127.0.0.1:53".parse().unwrap();
-        let b: SocketAddr = "[::1]:53".parse().unwrap();
-        assert_eq!(key(a), key(a));
-        assert_eq!(key(b), key(b));
-        assert_ne!(key(a), key("127.0.0.1:54".parse().unwrap()));
-        assert_ne!(key(a), key("127.0.0.2:53".parse().unwrap()));
-        assert_ne!(key(b), key("[::1]:54".parse().unwrap()));
-        assert_ne!(key(b), key("[::2]:53".parse().unwrap()));
-        assert_ne!(key(a), key(b), "families never share a key");
+    fn ipv6_replies_group_per_client_and_apart_from_ipv4() {
+        let v6a: SocketAddr = "[::1]:53".parse().unwrap();
+        let v6b: SocketAddr = "[::1]:54".parse().unwrap();
+        let v4: SocketAddr = "127.0.0.1:53".parse().unwrap();
+        let to = [v6a, v4, v6b, v6a, v4, v6b, v6a];
+        let mut b = Batch::new(to.len());
+        for (i, &a) in to.iter().enumerate() {
+            put_reply(&mut b, i, a, 30);
+        }
+        assert_eq!(
+            planned(&mut b, to.len()),
+            vec![vec![1, 4], vec![0, 3, 6], vec![2, 5]]
+        );
     }
 
     #[test]
