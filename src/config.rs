@@ -113,6 +113,32 @@ pub struct DnsConfig {
     pub udp_coalesce_us: u64,
     /// UDP: the batch size from which the shard counts as busy and coalesces.
     pub udp_coalesce_min_batch: usize,
+    /// UDP: who serves a shard's DNS UDP socket (see [`UdpIo`]).
+    pub udp_io: UdpIo,
+}
+
+/// Who serves a shard's DNS UDP socket (`dns.udp_io`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum UdpIo {
+    /// A worker thread of the shard, pinned to the shard's CPU, that blocks
+    /// in `recvmmsg` (crate::shard::dns_worker): a wakeup costs one system
+    /// call instead of the executor's park/unpark. Used when `[handoff]` is
+    /// not configured; with hand-off the socket stays on the executor,
+    /// where the hand-off gate runs.
+    #[default]
+    Thread,
+    /// The shard's glommio executor, woken through io_uring.
+    Executor,
+}
+
+impl UdpIo {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UdpIo::Thread => "thread",
+            UdpIo::Executor => "executor",
+        }
+    }
 }
 
 impl Default for DnsConfig {
@@ -127,6 +153,7 @@ impl Default for DnsConfig {
             udp_batch: 64,
             udp_coalesce_us: 200,
             udp_coalesce_min_batch: 8,
+            udp_io: UdpIo::Thread,
         }
     }
 }
@@ -993,6 +1020,19 @@ mod tests {
         assert_eq!(ps[0].line, Some(4));
         assert!(ps[0].message.starts_with("TOML syntax error"), "{}", ps[0]);
         assert!(!ps[0].message.contains('\n'));
+    }
+
+    #[test]
+    fn udp_io_names_its_choices() {
+        let ps = problems("[dns]\nudp_io = \"fast\"\n");
+        let p = at(&ps, "dns.udp_io");
+        assert_eq!(p.line, Some(2), "{p}");
+        assert!(
+            p.message.contains("`thread`") && p.message.contains("`executor`"),
+            "{p}"
+        );
+        let ok = problems(&format!("[dns]\nudp_io = \"executor\"\n{ZONE}"));
+        assert!(ok.iter().all(|p| p.key != "dns.udp_io"), "{ok:#?}");
     }
 
     #[test]

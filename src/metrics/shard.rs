@@ -208,6 +208,12 @@ pub struct ShardMetrics {
     last_publish: Gauge,
     functions: RefCell<HashMap<String, FunctionHandles>>,
     view_hits: RefCell<ViewHits>,
+    /// View totals counted by the shard's DNS worker threads (see
+    /// [`WorkerMeter`]), added to `view_hits` when publishing.
+    worker_views: RefCell<HashMap<String, u64>>,
+    /// A DNS worker thread times the UDP queries and publishes their
+    /// histogram itself; the shard's own UDP timer is then not published.
+    udp_latency_by_worker: Cell<bool>,
     handoff: HandoffHandles,
 }
 
@@ -282,6 +288,8 @@ impl ShardMetrics {
             last_publish: g(names::LAST_PUBLISH, &[]),
             functions: RefCell::new(HashMap::new()),
             view_hits: RefCell::new(ViewHits::default()),
+            worker_views: RefCell::new(HashMap::new()),
+            udp_latency_by_worker: Cell::new(false),
             batch_start: Cell::new(None),
             batch_answers: Cell::new(0),
             handoff: HandoffHandles {
@@ -386,15 +394,7 @@ impl ShardMetrics {
     /// start and after every map swap). Hits counted so far are kept under
     /// the names of the map they were counted with.
     pub fn set_views<'a>(&self, names: impl IntoIterator<Item = &'a str>) {
-        let mut v = self.view_hits.borrow_mut();
-        v.fold();
-        v.names = names
-            .into_iter()
-            .take(MAX_VIEW_SERIES)
-            .map(str::to_owned)
-            .collect();
-        let slots = v.names.len() + 1;
-        v.counts = vec![0; slots];
+        self.view_hits.borrow_mut().set_names(names);
     }
 
     /// Count the view a DNS answer came from, by the querier's address:
@@ -405,20 +405,31 @@ impl ShardMetrics {
         if !self.enabled {
             return;
         }
-        if let Outcome::Answered {
-            rcode: dns::rcode::NOERROR | dns::rcode::NXDOMAIN,
-            ..
-        } = outcome
-        {
-            if let Some(view) = map.select_view(client).view {
-                if let Ok(mut v) = self.view_hits.try_borrow_mut() {
-                    let last = v.counts.len().saturating_sub(1);
-                    if let Some(c) = v.counts.get_mut(view.min(last)) {
-                        *c += 1;
-                    }
-                }
+        if let Some(view) = counted_view(map, client, outcome) {
+            if let Ok(mut v) = self.view_hits.try_borrow_mut() {
+                v.count(view);
             }
         }
+    }
+
+    /// A meter for a DNS worker thread of this shard: from now on the
+    /// worker publishes the `dns-udp` latency histogram, and its view
+    /// counts reach the shard through [`Self::set_worker_views`].
+    pub fn worker_meter(&self) -> WorkerMeter {
+        self.udp_latency_by_worker.set(true);
+        WorkerMeter {
+            timer: RequestTimer::new(self.enabled),
+            batch_start: None,
+            batch_answers: 0,
+            views: ViewHits::default(),
+            published: self.published[Protocol::DnsUdp as usize].clone(),
+        }
+    }
+
+    /// The view totals the shard's DNS workers reported last (summed over
+    /// workers); published with the shard's own at the next publish.
+    pub fn set_worker_views(&self, totals: HashMap<String, u64>) {
+        *self.worker_views.borrow_mut() = totals;
     }
 
     fn publish_views(&self) {
@@ -427,11 +438,17 @@ impl ShardMetrics {
         let ViewHits {
             totals, handles, ..
         } = &mut *v;
-        for (name, total) in totals.iter() {
+        let worker = self.worker_views.borrow();
+        let names = totals
+            .keys()
+            .chain(worker.keys().filter(|name| !totals.contains_key(*name)));
+        for name in names {
+            let total =
+                totals.get(name).copied().unwrap_or(0) + worker.get(name).copied().unwrap_or(0);
             let counter = handles.entry(name.clone()).or_insert_with(|| {
                 counter!(names::VIEW_HITS, "shard" => self.shard.clone(), "view" => name.clone())
             });
-            counter.absolute(*total);
+            counter.absolute(total);
         }
     }
 
@@ -557,7 +574,9 @@ impl ShardMetrics {
 
     /// Publish the DNS latency histograms and stamp the publish time.
     pub fn publish_latency(&self) {
-        self.dns[Transport::Udp as usize].publish(&self.published[Protocol::DnsUdp as usize]);
+        if !self.udp_latency_by_worker.get() {
+            self.dns[Transport::Udp as usize].publish(&self.published[Protocol::DnsUdp as usize]);
+        }
         self.dns[Transport::Tcp as usize].publish(&self.published[Protocol::DnsTcp as usize]);
         self.last_publish.set(super::unix_now());
     }
@@ -625,6 +644,27 @@ struct ViewHits {
 }
 
 impl ViewHits {
+    /// Count one hit for view `view` (views past the series limit count
+    /// as `other`, the last slot).
+    fn count(&mut self, view: usize) {
+        let last = self.counts.len().saturating_sub(1);
+        if let Some(c) = self.counts.get_mut(view.min(last)) {
+            *c += 1;
+        }
+    }
+
+    /// Name the views of a new map (hits so far are folded under the names
+    /// they were counted with).
+    fn set_names<'a>(&mut self, names: impl IntoIterator<Item = &'a str>) {
+        self.fold();
+        self.names = names
+            .into_iter()
+            .take(MAX_VIEW_SERIES)
+            .map(str::to_owned)
+            .collect();
+        self.counts = vec![0; self.names.len() + 1];
+    }
+
     /// Move `counts` into `totals` (by the names they were counted under).
     fn fold(&mut self) {
         for (i, c) in self.counts.iter_mut().enumerate() {
@@ -635,6 +675,84 @@ impl ViewHits {
             *self.totals.entry(name.to_owned()).or_default() += *c;
             *c = 0;
         }
+    }
+}
+
+/// The view a DNS answer counts for in `shardgate_view_hits_total`: only
+/// answers about the zones (NOERROR, NXDOMAIN) count, by the querier's
+/// address (one more prefix lookup).
+#[inline]
+fn counted_view(map: &AddressMap, client: IpAddr, outcome: Outcome) -> Option<usize> {
+    match outcome {
+        Outcome::Answered {
+            rcode: dns::rcode::NOERROR | dns::rcode::NXDOMAIN,
+            ..
+        } => map.select_view(client).view,
+        _ => None,
+    }
+}
+
+/// The metrics of one DNS worker thread of a shard (crate::shard::dns_worker),
+/// made by [`ShardMetrics::worker_meter`]: the same batch timing as the
+/// shard's UDP loop into its own histogram, which it publishes straight to
+/// the shard's `dns-udp` series, and its own view counts, which it hands to
+/// the shard ([`Self::view_totals`]) to publish. Lives on the worker
+/// thread; nothing in it is shared on the request path.
+pub struct WorkerMeter {
+    timer: RequestTimer,
+    batch_start: Option<Instant>,
+    batch_answers: u64,
+    views: ViewHits,
+    published: Arc<SharedHistogram>,
+}
+
+impl WorkerMeter {
+    /// A receive batch arrived (one clock read when enabled).
+    #[inline]
+    pub fn begin_batch(&mut self) {
+        self.batch_start = self.timer.start();
+        self.batch_answers = 0;
+    }
+
+    /// One query of the batch was answered: count it and its view.
+    #[inline]
+    pub fn answered(&mut self, map: &AddressMap, client: IpAddr, outcome: Outcome) {
+        if !self.timer.enabled {
+            return;
+        }
+        self.batch_answers += 1;
+        if let Some(view) = counted_view(map, client, outcome) {
+            self.views.count(view);
+        }
+    }
+
+    /// The batch's replies left: every query of it waited from the
+    /// batch's receipt until now (as [`ShardMetrics::end_batch`]).
+    #[inline]
+    pub fn end_batch(&mut self) {
+        let n = std::mem::take(&mut self.batch_answers);
+        if let Some(t0) = self.batch_start.take() {
+            if n > 0 {
+                let ns = t0.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64;
+                self.timer.record_n(ns, n);
+            }
+        }
+    }
+
+    /// The views of the map the worker now answers from.
+    pub fn set_views<'a>(&mut self, names: impl IntoIterator<Item = &'a str>) {
+        self.views.set_names(names);
+    }
+
+    /// Running view totals, by view name.
+    pub fn view_totals(&mut self) -> HashMap<String, u64> {
+        self.views.fold();
+        self.views.totals.clone()
+    }
+
+    /// Copy the latency counts into the shard's `dns-udp` histogram.
+    pub fn publish_latency(&self) {
+        self.timer.publish(&self.published);
     }
 }
 

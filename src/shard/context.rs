@@ -7,12 +7,14 @@
 //! services (e.g. function arenas) belongs here too.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use glommio::sync::Gate;
 use glommio::TaskQueueHandle;
 
+use super::dns_worker::WorkerLink;
 use super::state::{Served, Shared};
 use super::stats::ShardStats;
 use super::stop::StopSignal;
@@ -41,6 +43,9 @@ pub struct ShardCtx {
     /// This shard's hand-off state, when `[handoff]` is configured and its
     /// key could be read (`services::bind_services` refuses to start if not).
     pub handoff: Option<std::rc::Rc<crate::handoff::HandoffShard>>,
+    /// This shard's DNS UDP worker threads (`dns.udp_io = "thread"`), whose
+    /// reports are added to the shard's own counters when it publishes.
+    pub udp_workers: RefCell<Vec<Arc<WorkerLink>>>,
 }
 
 impl ShardCtx {
@@ -99,6 +104,7 @@ impl ShardCtx {
             background,
             functions,
             handoff,
+            udp_workers: RefCell::new(Vec::new()),
         }
     }
 
@@ -140,7 +146,19 @@ impl ShardCtx {
 
     /// Publish this shard's counters to the stats board.
     pub fn publish_stats(&self) {
-        let snapshot = self.stats.snapshot();
+        let mut snapshot = self.stats.snapshot();
+        let workers = self.udp_workers.borrow();
+        if !workers.is_empty() {
+            let mut views: HashMap<String, u64> = HashMap::new();
+            for link in workers.iter() {
+                let report = link.report();
+                snapshot.add(&report.stats);
+                for (name, n) in report.views {
+                    *views.entry(name).or_default() += n;
+                }
+            }
+            self.metrics.set_worker_views(views);
+        }
         if self.metrics.enabled() {
             self.metrics.publish_dns(&snapshot);
             if let Some(functions) = &self.functions {

@@ -4,7 +4,8 @@
 //!
 //! - [`pool`]: start-up (config, shard count, memlock), the shard pool, shutdown.
 //! - [`services`]: what each shard binds and spawns (the place to add services).
-//! - [`udp`]: batched `recvmmsg`/`sendmmsg` loop (and the plain baseline).
+//! - [`udp`]: batched `recvmmsg`/`sendmmsg` loops (and the plain baseline).
+//! - [`dns_worker`]: a shard's DNS UDP worker thread (`dns.udp_io = "thread"`).
 //! - [`tcp`]: DNS over TCP: framing, pipelining, limits.
 //! - [`sockets`]: SO_REUSEPORT + SO_INCOMING_CPU sockets via socket2.
 //! - [`state`]: the swapped address map generation and other shared state.
@@ -15,6 +16,7 @@
 
 pub mod context;
 pub mod control;
+pub mod dns_worker;
 pub mod pool;
 pub mod services;
 pub mod sockets;

@@ -8,14 +8,17 @@
 //! [`ShardCtx`] and must return once `ctx.stop` fires.
 
 use std::net::SocketAddr;
+use std::os::fd::{FromRawFd, IntoRawFd};
 use std::rc::Rc;
 
 use glommio::net::{TcpListener, UdpSocket};
 use glommio::Task;
 
+use crate::config::UdpIo;
 use crate::dns::{self, Transport};
 
 use super::context::ShardCtx;
+use super::dns_worker::DnsWorker;
 use super::sockets;
 use super::stats::{DropKind, Proto};
 use super::tcp;
@@ -24,8 +27,11 @@ use super::udp::{self, DatagramHandler};
 /// Sockets one shard owns.
 #[derive(Default)]
 pub struct ShardSockets {
-    /// One per `dns.listen` address.
+    /// One per `dns.listen` address, served by the executor...
     pub dns_udp: Vec<UdpSocket>,
+    /// ... or, with `dns.udp_io = "thread"` (and no `[handoff]`), by the
+    /// shard's DNS worker threads (`super::dns_worker`).
+    pub dns_udp_threads: Vec<std::net::UdpSocket>,
     pub dns_tcp: Vec<TcpListener>,
     /// One per `functions.listen` address, when functions are served.
     pub fn_udp: Vec<UdpSocket>,
@@ -37,8 +43,15 @@ pub struct ShardSockets {
 /// Bind every socket of this shard (SO_REUSEPORT, steered to its CPU).
 pub fn bind_services(ctx: &ShardCtx) -> anyhow::Result<ShardSockets> {
     let mut s = ShardSockets::default();
-    for &addr in &ctx.shared.startup.dns.listen {
-        s.dns_udp.push(sockets::bind_udp(addr, ctx.cpu)?);
+    let startup = &ctx.shared.startup;
+    let threads = startup.dns.udp_io == UdpIo::Thread && startup.handoff.is_none();
+    for &addr in &startup.dns.listen {
+        if threads {
+            s.dns_udp_threads
+                .push(sockets::bind_udp_std(addr, ctx.cpu)?);
+        } else {
+            s.dns_udp.push(sockets::bind_udp(addr, ctx.cpu)?);
+        }
         s.dns_tcp.push(sockets::bind_tcp(addr, ctx.cpu)?);
     }
     if ctx.functions.is_some() {
@@ -97,8 +110,26 @@ pub fn spawn_services(ctx: &Rc<ShardCtx>, sockets: ShardSockets) -> Vec<Task<()>
             }
         }
     }
+    let mut dns_udp = sockets.dns_udp;
+    for sock in sockets.dns_udp_threads {
+        match DnsWorker::spawn(ctx, sock) {
+            Ok(worker) => {
+                ctx.udp_workers.borrow_mut().push(worker.link());
+                tasks.push(glommio::spawn_local(worker.supervise(ctx.stop.clone())));
+            }
+            Err((e, sock)) => {
+                tracing::error!(
+                    shard = ctx.index,
+                    "cannot start a DNS UDP worker thread ({e}); this shard's executor serves the socket"
+                );
+                // SAFETY: the fd is owned by `sock`, which is consumed here;
+                // glommio's socket takes ownership and closes it on drop.
+                dns_udp.push(unsafe { UdpSocket::from_raw_fd(sock.into_raw_fd()) });
+            }
+        }
+    }
     let dns_handoff = ctx.handoff.clone().filter(|h| h.config().dns);
-    for sock in sockets.dns_udp {
+    for sock in dns_udp {
         if let Some(h) = &dns_handoff {
             tasks.push(glommio::spawn_local(crate::handoff::io::serve_dns_udp(
                 ctx.clone(),

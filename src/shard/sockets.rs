@@ -58,6 +58,14 @@ pub fn bind_udp(addr: SocketAddr, cpu: Option<usize>) -> anyhow::Result<glommio:
     Ok(unsafe { glommio::net::UdpSocket::from_raw_fd(sock.into_raw_fd()) })
 }
 
+/// A UDP socket on `addr` for the calling shard, steered to `cpu`, as a
+/// std socket (for a shard's DNS worker thread, see `super::dns_worker`).
+pub fn bind_udp_std(addr: SocketAddr, cpu: Option<usize>) -> anyhow::Result<std::net::UdpSocket> {
+    let sock =
+        base_socket(addr, Type::DGRAM, Protocol::UDP, cpu).map_err(|e| explain(e, "UDP", addr))?;
+    Ok(sock.into())
+}
+
 /// A listening TCP socket on `addr` for the calling shard, steered to `cpu`.
 pub fn bind_tcp(addr: SocketAddr, cpu: Option<usize>) -> anyhow::Result<glommio::net::TcpListener> {
     let sock =

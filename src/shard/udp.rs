@@ -19,6 +19,7 @@ use std::io;
 use std::mem::{size_of, zeroed};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures_lite::future;
@@ -108,6 +109,9 @@ pub trait DatagramHandler {
     fn coalescing(&mut self) {}
     /// Called once the replies of the batch were sent (or dropped).
     fn end_batch(&mut self) {}
+    /// A blocking loop's receive timed out with nothing to do
+    /// ([`serve_blocking`] only): a chance for periodic upkeep.
+    fn idle(&mut self) {}
 }
 
 /// Reusable buffers and headers for one batched socket.
@@ -188,9 +192,11 @@ impl Batch {
         b
     }
 
-    /// One nonblocking `recvmmsg`: number of datagrams, or the error
-    /// (`WouldBlock` when the socket is empty).
-    fn recv(&mut self, fd: i32) -> io::Result<usize> {
+    /// One `recvmmsg` with `flags` (`MSG_DONTWAIT`: never block; on a
+    /// blocking socket, `MSG_WAITFORONE`: block for the first datagram
+    /// only): number of datagrams, or the error (`WouldBlock` when the
+    /// socket is empty or its receive timeout passed).
+    fn recv(&mut self, fd: i32, flags: libc::c_int) -> io::Result<usize> {
         for h in &mut self.rx_hdr {
             h.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
             h.msg_hdr.msg_flags = 0;
@@ -204,7 +210,7 @@ impl Batch {
                     fd,
                     self.rx_hdr.as_mut_ptr(),
                     self.n as libc::c_uint,
-                    libc::MSG_DONTWAIT,
+                    flags,
                     std::ptr::null_mut(),
                 )
             };
@@ -403,7 +409,7 @@ pub async fn serve_batched<H: DatagramHandler>(
             }
             Next::Coalesce => glommio::timer::sleep(settings.coalesce).await,
         }
-        let got = match b.recv(fd) {
+        let got = match b.recv(fd, libc::MSG_DONTWAIT) {
             Ok(n) => n,
             Err(e) => {
                 if e.kind() != io::ErrorKind::WouldBlock {
@@ -417,37 +423,9 @@ pub async fn serve_batched<H: DatagramHandler>(
             next = Next::WaitReadable;
             continue;
         }
-        next = if got == b.n || after_coalescing {
-            // A full batch: more is waiting. After a coalescing wait the
-            // batch size says nothing about the load (the wait made it);
-            // what arrives while it is served does, so receive again at
-            // once and let that batch decide.
-            Next::Receive
-        } else if settings.coalesce_after(got) {
-            handler.coalescing();
-            Next::Coalesce
-        } else {
-            Next::WaitReadable
-        };
+        next = next_after(got, b.n, after_coalescing, &settings, handler);
         handler.begin_batch();
-        let mut k = 0;
-        for i in 0..got {
-            let h = &b.rx_hdr[i];
-            if h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
-                handler.dropped(DropKind::Oversized);
-                continue;
-            }
-            let Some(from) = sockaddr_to_std(&b.names[i], h.msg_hdr.msg_namelen) else {
-                handler.dropped(DropKind::BadSource);
-                continue;
-            };
-            let len = (h.msg_len as usize).min(RX_SLOT);
-            let (rx, out) = (&b.rx, &mut b.out[k]);
-            if handler.handle(&rx[i * RX_SLOT..i * RX_SLOT + len], from, out) {
-                b.queue_reply(k, i, from);
-                k += 1;
-            }
-        }
+        let k = handle_received(&mut b, got, handler);
         send_all(sock, &mut b, k, handler).await;
         handler.end_batch();
         glommio::yield_if_needed().await;
@@ -466,6 +444,113 @@ enum Next {
     Coalesce,
 }
 
+/// What to do after a receive batch of `got` datagrams out of `batch`.
+fn next_after<H: DatagramHandler>(
+    got: usize,
+    batch: usize,
+    after_coalescing: bool,
+    settings: &LoopSettings,
+    handler: &mut H,
+) -> Next {
+    if got == batch || after_coalescing {
+        // A full batch: more is waiting. After a coalescing wait the
+        // batch size says nothing about the load (the wait made it);
+        // what arrives while it is served does, so receive again at
+        // once and let that batch decide.
+        Next::Receive
+    } else if settings.coalesce_after(got) {
+        handler.coalescing();
+        Next::Coalesce
+    } else {
+        Next::WaitReadable
+    }
+}
+
+/// Hand received datagrams `0..got` to the handler and queue its replies;
+/// returns how many replies were queued. Oversized datagrams (cut by the
+/// kernel) and unknown address families are counted and dropped.
+fn handle_received<H: DatagramHandler>(b: &mut Batch, got: usize, handler: &mut H) -> usize {
+    let mut k = 0;
+    for i in 0..got {
+        let h = &b.rx_hdr[i];
+        if h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
+            handler.dropped(DropKind::Oversized);
+            continue;
+        }
+        let Some(from) = sockaddr_to_std(&b.names[i], h.msg_hdr.msg_namelen) else {
+            handler.dropped(DropKind::BadSource);
+            continue;
+        };
+        let len = (h.msg_len as usize).min(RX_SLOT);
+        let (rx, out) = (&b.rx, &mut b.out[k]);
+        if handler.handle(&rx[i * RX_SLOT..i * RX_SLOT + len], from, out) {
+            b.queue_reply(k, i, from);
+            k += 1;
+        }
+    }
+    k
+}
+
+/// Serve a blocking socket `fd` on the calling thread until `stop` is set
+/// (the loop of a shard's DNS worker, see `super::dns_worker`).
+///
+/// The same rounds as [`serve_batched`], but the thread blocks in
+/// `recvmmsg` (`MSG_WAITFORONE`) instead of awaiting a wakeup, and sleeps
+/// for a coalescing wait. The socket must be in blocking mode with a
+/// receive timeout (`SO_RCVTIMEO`): each timeout calls
+/// [`DatagramHandler::idle`] and checks `stop`, so the loop returns within
+/// one timeout of it. Its send timeout (`SO_SNDTIMEO`) bounds how long a
+/// reply waits for room in a full send buffer before the rest of the
+/// batch is dropped and counted.
+pub fn serve_blocking<H: DatagramHandler>(
+    fd: i32,
+    handler: &mut H,
+    stop: &AtomicBool,
+    settings: LoopSettings,
+) {
+    let mut b = Batch::new(settings.batch);
+    let mut next = Next::WaitReadable;
+    while !stop.load(Ordering::Relaxed) {
+        let after_coalescing = next == Next::Coalesce;
+        let flags = match next {
+            Next::Receive => libc::MSG_DONTWAIT,
+            Next::WaitReadable => libc::MSG_WAITFORONE,
+            Next::Coalesce => {
+                std::thread::sleep(settings.coalesce);
+                libc::MSG_DONTWAIT
+            }
+        };
+        let got = match b.recv(fd, flags) {
+            Ok(n) => n,
+            Err(e) => {
+                if e.kind() != io::ErrorKind::WouldBlock {
+                    // Not a timeout: pause so a persistent error cannot spin.
+                    tracing::debug!("recvmmsg: {e}");
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                if flags == libc::MSG_WAITFORONE {
+                    handler.idle();
+                }
+                next = Next::WaitReadable;
+                continue;
+            }
+        };
+        if got == 0 {
+            next = Next::WaitReadable;
+            continue;
+        }
+        next = next_after(got, b.n, after_coalescing, &settings, handler);
+        handler.begin_batch();
+        let k = handle_received(&mut b, got, handler);
+        if k > 0 {
+            if let Some(start) = send_planned(fd, &mut b, k, handler) {
+                send_singles_blocking(fd, &mut b, start, k, handler);
+            }
+        }
+        handler.end_batch();
+    }
+}
+
 /// Send replies `0..k` of the batch; never loses one silently, never blocks
 /// the executor. First as planned messages (GSO groups and singles) in
 /// `sendmmsg` calls, where a refused single reply is counted and skipped;
@@ -475,13 +560,28 @@ async fn send_all<H: DatagramHandler>(sock: &UdpSocket, b: &mut Batch, k: usize,
     if k == 0 {
         return;
     }
-    let fd = sock.as_raw_fd();
+    if let Some(start) = send_planned(sock.as_raw_fd(), b, k, handler) {
+        send_singles(sock, b, start, k, handler).await;
+    }
+}
+
+/// Send replies `0..k` as planned messages (GSO groups and singles) in
+/// nonblocking `sendmmsg` calls; a refused single reply is counted and
+/// skipped. Returns the position in `msg_order` from which the replies
+/// must go one by one (a full send buffer, a refused GSO message), or
+/// `None` when everything went out.
+fn send_planned<H: DatagramHandler>(
+    fd: i32,
+    b: &mut Batch,
+    k: usize,
+    handler: &mut H,
+) -> Option<usize> {
     let msgs = b.plan_messages(k);
     let mut sent = 0;
     while sent < msgs {
         // SAFETY: msg_hdr[sent..msgs] were filled by plan_messages and point
         // into buffers owned by `b`, which outlives the call.
-        let e = match unsafe { send_messages(fd, &mut b.msg_hdr[sent..msgs]) } {
+        let e = match unsafe { send_messages(fd, &mut b.msg_hdr[sent..msgs], libc::MSG_DONTWAIT) } {
             Ok(n) => {
                 for m in sent..sent + n {
                     if b.msg_start[m + 1] - b.msg_start[m] > 1 {
@@ -515,29 +615,23 @@ async fn send_all<H: DatagramHandler>(sock: &UdpSocket, b: &mut Batch, k: usize,
         }
         break;
     }
-    if sent < msgs {
-        let start = b.msg_start[sent];
-        send_singles(sock, b, start, k, handler).await;
-    }
+    (sent < msgs).then(|| b.msg_start[sent])
 }
 
-/// One nonblocking `sendmmsg` of `hdrs` (retried on EINTR): how many
+/// One `sendmmsg` of `hdrs` with `flags` (retried on EINTR): how many
 /// messages went out, or the error of the first one.
 ///
 /// # Safety
 /// Every header must point at a name, iovecs and control data that stay
 /// valid for the call.
-unsafe fn send_messages(fd: i32, hdrs: &mut [libc::mmsghdr]) -> io::Result<usize> {
+unsafe fn send_messages(
+    fd: i32,
+    hdrs: &mut [libc::mmsghdr],
+    flags: libc::c_int,
+) -> io::Result<usize> {
     loop {
         // SAFETY: the caller vouches for the headers' pointers.
-        let r = unsafe {
-            libc::sendmmsg(
-                fd,
-                hdrs.as_mut_ptr(),
-                hdrs.len() as libc::c_uint,
-                libc::MSG_DONTWAIT,
-            )
-        };
+        let r = unsafe { libc::sendmmsg(fd, hdrs.as_mut_ptr(), hdrs.len() as libc::c_uint, flags) };
         if r >= 0 {
             return Ok(r as usize);
         }
@@ -567,7 +661,8 @@ async fn send_singles<H: DatagramHandler>(
     while sent < total {
         // SAFETY: msg_hdr[sent..total] are copies of headers filled by
         // queue_reply, pointing into buffers owned by `b`.
-        let e = match unsafe { send_messages(fd, &mut b.msg_hdr[sent..total]) } {
+        let e = match unsafe { send_messages(fd, &mut b.msg_hdr[sent..total], libc::MSG_DONTWAIT) }
+        {
             Ok(n) => {
                 sent += n;
                 continue;
@@ -606,6 +701,42 @@ async fn send_singles<H: DatagramHandler>(
             }
         }
         sent += 1;
+    }
+}
+
+/// Send the replies `msg_order[start..k]` one datagram each on a blocking
+/// socket: each `sendmmsg` may wait up to the socket's send timeout for
+/// room; if that passes, the rest of the batch is dropped and counted.
+fn send_singles_blocking<H: DatagramHandler>(
+    fd: i32,
+    b: &mut Batch,
+    start: usize,
+    k: usize,
+    handler: &mut H,
+) {
+    let total = k - start;
+    for p in 0..total {
+        b.msg_hdr[p] = b.tx_hdr[b.msg_order[start + p]];
+    }
+    let mut sent = 0;
+    while sent < total {
+        // SAFETY: msg_hdr[sent..total] are copies of headers filled by
+        // queue_reply, pointing into buffers owned by `b`.
+        match unsafe { send_messages(fd, &mut b.msg_hdr[sent..total], 0) } {
+            Ok(n) => sent += n,
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::ENOBUFS)) => {
+                // Still full after the send timeout: shed the rest.
+                for _ in sent..total {
+                    handler.dropped(DropKind::SendFailed);
+                }
+                return;
+            }
+            Err(e) => {
+                tracing::debug!("sendmmsg: {e}");
+                handler.dropped(DropKind::SendFailed);
+                sent += 1;
+            }
+        }
     }
 }
 
