@@ -41,6 +41,8 @@ struct Opts {
     grace_ms: u64,
     /// The two A records of upf.svc.example. in the `low` view.
     low_a: [&'static str; 2],
+    /// `dns.udp_io`: who serves the DNS UDP sockets.
+    udp_io: &'static str,
 }
 
 impl Default for Opts {
@@ -51,6 +53,7 @@ impl Default for Opts {
             max_conns: 64,
             grace_ms: 3000,
             low_a: ["10.0.1.5", "10.0.1.6"],
+            udp_io: "thread",
         }
     }
 }
@@ -77,6 +80,7 @@ trusted_resolvers = ["127.0.0.9/32"]
 tcp_idle_timeout_ms = {idle}
 tcp_max_connections_per_shard = {conns}
 tcp_max_query_bytes = 512
+udp_io = "{udp_io}"
 
 [[zone]]
 name = "svc.example."
@@ -139,6 +143,7 @@ data = "10.0.0.5"
         conns = o.max_conns,
         a0 = o.low_a[0],
         a1 = o.low_a[1],
+        udp_io = o.udp_io,
     )
 }
 
@@ -516,6 +521,85 @@ fn each_source_gets_its_own_view_over_udp_tcp_and_ipv6() {
         "question echoed as sent:\n{}",
         d.raw
     );
+}
+
+/// `(thread name, CPUs it may run on)` of every thread of process `pid`.
+fn threads_of(pid: u32) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let dir = task.unwrap().path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        let status = std::fs::read_to_string(dir.join("status")).unwrap_or_default();
+        let cpus = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .unwrap_or("")
+            .trim()
+            .to_owned();
+        out.push((comm.trim().to_owned(), cpus));
+    }
+    out
+}
+
+#[test]
+fn dns_udp_is_served_by_pinned_worker_threads_or_by_the_executor_as_configured() {
+    for udp_io in ["thread", "executor"] {
+        let mut srv = Server::start(Opts {
+            udp_io,
+            ..Opts::default()
+        });
+        // Answers by view over UDP, IPv4 and IPv6, in either mode.
+        for _ in 0..3 {
+            let d = srv.dig(&["-b", "127.0.0.5", "upf.svc.example.", "A"]);
+            assert_eq!(
+                d.answers("A"),
+                set(&["10.0.1.5", "10.0.1.6"]),
+                "{udp_io}: {}",
+                d.raw
+            );
+            let d = srv.dig(&["-b", "127.0.0.200", "upf.svc.example.", "A"]);
+            assert_eq!(d.answers("A"), set(&["10.0.2.5"]), "{udp_io}: {}", d.raw);
+            let d = srv.dig_at("::1", &["-b", "::1", "upf.svc.example.", "AAAA"]);
+            assert_eq!(
+                d.answers("AAAA"),
+                set(&["fd00::6:5"]),
+                "{udp_io}: {}",
+                d.raw
+            );
+        }
+        let workers: Vec<(String, String)> = threads_of(srv.child.id())
+            .into_iter()
+            .filter(|(name, _)| name.starts_with("shard-") && name.ends_with("-dns"))
+            .collect();
+        if udp_io == "executor" {
+            assert!(workers.is_empty(), "no DNS worker threads: {workers:?}");
+        } else {
+            // Two shards, two listen addresses: one worker per socket, each
+            // pinned to the CPU its shard was placed on.
+            assert_eq!(workers.len(), 4, "{workers:?}");
+            let log = srv.log_text();
+            for (name, cpus) in &workers {
+                let shard = &name["shard-".len()..name.len() - "-dns".len()];
+                let placed = format!("shard {shard} on CPU {cpus}");
+                assert!(
+                    log.contains(&placed),
+                    "{name} runs on CPU(s) {cpus}, not where its shard is:\n{log}"
+                );
+            }
+        }
+        // Every UDP answer is counted by its shard (the workers report to
+        // it), and a stop is prompt.
+        srv.signal(libc::SIGTERM);
+        srv.wait_log("per_shard=", Duration::from_secs(5));
+        let log = srv.log_text();
+        let udp: u64 = log
+            .split("udp_answered=")
+            .nth(1)
+            .and_then(|t| t.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .expect("udp_answered in the stop line");
+        assert_eq!(udp, 9, "{udp_io}: every UDP answer counted once:\n{log}");
+    }
 }
 
 #[test]

@@ -211,7 +211,7 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
     }
     crate::notify::ready();
     tracing::info!(
-        "shardgate serving DNS on {} with {n} shard(s) ({}; {} KiB io_memory each, config {}, started in {} ms)",
+        "shardgate serving DNS on {} with {n} shard(s) ({}; {} KiB io_memory each, {}, config {}, started in {} ms)",
         listen.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", "),
         {
             placement.sort();
@@ -225,6 +225,7 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
                 .join(", ")
         },
         io_memory_kib,
+        services::dns_udp_served_by(&shared.startup),
         match &source {
             ConfigSource::Embedded => "<embedded default>".to_string(),
             ConfigSource::File(p) => p.display().to_string(),

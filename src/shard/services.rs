@@ -14,7 +14,7 @@ use std::rc::Rc;
 use glommio::net::{TcpListener, UdpSocket};
 use glommio::Task;
 
-use crate::config::UdpIo;
+use crate::config::{Config, UdpIo};
 use crate::dns::{self, Transport};
 
 use super::context::ShardCtx;
@@ -44,7 +44,7 @@ pub struct ShardSockets {
 pub fn bind_services(ctx: &ShardCtx) -> anyhow::Result<ShardSockets> {
     let mut s = ShardSockets::default();
     let startup = &ctx.shared.startup;
-    let threads = startup.dns.udp_io == UdpIo::Thread && startup.handoff.is_none();
+    let threads = dns_udp_on_threads(startup);
     for &addr in &startup.dns.listen {
         if threads {
             s.dns_udp_threads
@@ -70,6 +70,23 @@ pub fn bind_services(ctx: &ShardCtx) -> anyhow::Result<ShardSockets> {
         s.handoff = Some(sockets::bind_udp(cfg.listen, ctx.cpu)?);
     }
     Ok(s)
+}
+
+/// Whether the DNS UDP sockets are served by worker threads: `dns.udp_io =
+/// "thread"` and no `[handoff]` (whose gate runs on the executor).
+pub fn dns_udp_on_threads(config: &Config) -> bool {
+    config.dns.udp_io == UdpIo::Thread && config.handoff.is_none()
+}
+
+/// How DNS UDP is served, for the start-up line.
+pub fn dns_udp_served_by(config: &Config) -> &'static str {
+    if dns_udp_on_threads(config) {
+        "DNS UDP on worker threads"
+    } else if config.dns.udp_io == UdpIo::Thread {
+        "DNS UDP on the executors, as [handoff] needs"
+    } else {
+        "DNS UDP on the executors"
+    }
 }
 
 /// Start the shard's service tasks. Each returns after `ctx.stop` fires;

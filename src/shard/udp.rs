@@ -901,6 +901,102 @@ mod tests {
         run_loop(None, false);
     }
 
+    /// Handler for the blocking loop: echoes like [`Echo`] and counts
+    /// batches, drops and receive timeouts.
+    #[derive(Default)]
+    struct BlockingEcho {
+        batches: usize,
+        drops: usize,
+        idles: usize,
+    }
+    impl DatagramHandler for BlockingEcho {
+        fn begin_batch(&mut self) {
+            self.batches += 1;
+        }
+        fn handle(&mut self, d: &[u8], from: SocketAddr, out: &mut Vec<u8>) -> bool {
+            Echo {
+                batches: Rc::default(),
+                drops: Rc::default(),
+            }
+            .handle(d, from, out)
+        }
+        fn dropped(&mut self, _why: DropKind) {
+            self.drops += 1;
+        }
+        fn idle(&mut self) {
+            self.idles += 1;
+        }
+    }
+
+    fn run_blocking_loop(settings: LoopSettings) {
+        let sock =
+            super::super::sockets::bind_udp_std("127.0.0.1:0".parse().unwrap(), None).unwrap();
+        sock.set_nonblocking(false).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(20)))
+            .unwrap();
+        sock.set_write_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let server = sock.local_addr().unwrap();
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let (sent_tx, sent_rx) = std::sync::mpsc::channel();
+        let stop2 = stop.clone();
+        // Everything is queued before the loop starts (100 datagrams, every
+        // tenth unanswered, one oversized); the client expects exactly the
+        // 90 echoes, stays quiet for a few receive timeouts, then stops
+        // the loop.
+        let client = std::thread::spawn(move || {
+            let c = StdUdp::bind("127.0.0.1:0").unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            for i in 0..100u8 {
+                let first = if i % 10 == 9 { 0xFF } else { i };
+                c.send_to(&[first, i, 1, 2, 3], server).unwrap();
+            }
+            c.send_to(&vec![7u8; RX_SLOT + 10], server).unwrap();
+            sent_tx.send(()).unwrap();
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 64];
+            while seen.len() < 90 {
+                let (n, _) = c.recv_from(&mut buf).unwrap();
+                assert_eq!(n, 5);
+                assert_eq!(buf[0], buf[1] ^ 0x80);
+                seen.push(buf[1]);
+            }
+            seen.sort();
+            let want: Vec<u8> = (0..100).filter(|i| i % 10 != 9).collect();
+            assert_eq!(seen, want);
+            std::thread::sleep(Duration::from_millis(100));
+            stop2.store(true, Ordering::Relaxed);
+            std::time::Instant::now()
+        });
+        sent_rx.recv().unwrap();
+        let mut h = BlockingEcho::default();
+        serve_blocking(sock.as_raw_fd(), &mut h, &stop, settings);
+        let returned = std::time::Instant::now();
+        let stopped_at = client.join().unwrap();
+        assert!(
+            returned.duration_since(stopped_at) < Duration::from_secs(2),
+            "the loop returns within a receive timeout of stop"
+        );
+        // 101 queued datagrams in batches of 8: 13 calls.
+        assert_eq!(h.batches, 13, "blocking loop made {} batches", h.batches);
+        assert_eq!(h.drops, 1, "the oversized datagram is counted");
+        assert!(h.idles >= 1, "receive timeouts call idle");
+    }
+
+    #[test]
+    fn blocking_loop_answers_every_datagram_and_stops() {
+        run_blocking_loop(LoopSettings::batch_only(8));
+    }
+
+    #[test]
+    fn blocking_coalescing_loop_answers_every_datagram_and_stops() {
+        run_blocking_loop(LoopSettings {
+            batch: 8,
+            coalesce: Duration::from_millis(2),
+            coalesce_min_batch: 2,
+        });
+    }
+
     /// Write `addr` into `ss` as the kernel would; returns the name length.
     fn put_name(ss: &mut libc::sockaddr_storage, addr: SocketAddr) -> libc::socklen_t {
         match addr {
