@@ -1013,7 +1013,21 @@ fn tcp_connections_over_the_per_shard_cap_are_closed_at_once() {
 
 #[test]
 fn sighup_reload_under_load_never_serves_a_wrong_or_mixed_answer() {
-    let mut srv = Server::start(Opts::default());
+    reload_under_load("thread");
+}
+
+#[test]
+fn sighup_reload_under_load_on_the_executor_never_serves_a_wrong_or_mixed_answer() {
+    reload_under_load("executor");
+}
+
+/// Valid and invalid reloads while two clients query over UDP, with the
+/// DNS UDP sockets served by `udp_io`.
+fn reload_under_load(udp_io: &'static str) {
+    let mut srv = Server::start(Opts {
+        udp_io,
+        ..Opts::default()
+    });
     let v1: BTreeSet<Ipv4Addr> = [Ipv4Addr::new(10, 0, 1, 5), Ipv4Addr::new(10, 0, 1, 6)].into();
     let v2: BTreeSet<Ipv4Addr> = [Ipv4Addr::new(10, 0, 9, 5), Ipv4Addr::new(10, 0, 9, 6)].into();
 
