@@ -312,24 +312,33 @@ pub async fn serve_port(ctx: Rc<ShardCtx>, h: Rc<HandoffShard>, sock: UdpSocket)
     let mut buf = vec![0u8; RX_BUF];
     let mut out = Vec::with_capacity(2048);
     let mut pending: VecDeque<Vec<u8>> = VecDeque::new();
+    // Buffers of served requests, reused for the next queued ones (at most
+    // PENDING_CAP exist): no allocation per handed-off request.
+    let mut spare: Vec<Vec<u8>> = Vec::new();
     let mut fn_handler = ctx.functions.clone().map(|shard| FunctionUdp { shard });
     let mut dns_handler = DnsUdp { ctx: ctx.clone() };
     // Verify a datagram: answer a ping, forward a relayed answer, queue a
     // request.
-    let admit = |d: &[u8], from: SocketAddr, pending: &mut VecDeque<Vec<u8>>| {
-        let Some(f) = h.open(d, from) else {
-            return;
-        };
-        match f.ty {
-            FrameType::Request => pending.push_back(d.to_vec()),
-            FrameType::Reply => {
-                h.forward(&f);
+    let admit =
+        |d: &[u8], from: SocketAddr, pending: &mut VecDeque<Vec<u8>>, spare: &mut Vec<Vec<u8>>| {
+            let Some(f) = h.open(d, from) else {
+                return;
+            };
+            match f.ty {
+                FrameType::Request => {
+                    let mut copy = spare.pop().unwrap_or_default();
+                    copy.clear();
+                    copy.extend_from_slice(d);
+                    pending.push_back(copy);
+                }
+                FrameType::Reply => {
+                    h.forward(&f);
+                }
+                FrameType::Ping => h.pong(&f, from),
+                // Pongs go to the heartbeat socket; one here is stray.
+                FrameType::Pong => {}
             }
-            FrameType::Ping => h.pong(&f, from),
-            // Pongs go to the heartbeat socket; one here is stray.
-            FrameType::Pong => {}
-        }
-    };
+        };
     while !ctx.stop.is_stopped() {
         if pending.is_empty() {
             let got = future::or(async { Some(sock.recv_from(&mut buf).await) }, async {
@@ -339,7 +348,7 @@ pub async fn serve_port(ctx: Rc<ShardCtx>, h: Rc<HandoffShard>, sock: UdpSocket)
             .await;
             match got {
                 None => break,
-                Some(Ok((n, from))) => admit(&buf[..n], from, &mut pending),
+                Some(Ok((n, from))) => admit(&buf[..n], from, &mut pending, &mut spare),
                 Some(Err(e)) => {
                     tracing::debug!(shard = h.index(), "hand-off recv: {e}");
                     glommio::timer::sleep(Duration::from_millis(1)).await;
@@ -350,7 +359,7 @@ pub async fn serve_port(ctx: Rc<ShardCtx>, h: Rc<HandoffShard>, sock: UdpSocket)
         // Whatever else is queued, without waiting.
         while pending.len() < PENDING_CAP {
             match rx.recv_from(&mut buf) {
-                Ok((n, from)) => admit(&buf[..n], from, &mut pending),
+                Ok((n, from)) => admit(&buf[..n], from, &mut pending, &mut spare),
                 Err(_) => break,
             }
         }
@@ -376,6 +385,7 @@ pub async fn serve_port(ctx: Rc<ShardCtx>, h: Rc<HandoffShard>, sock: UdpSocket)
                     h.send_reply(&f, &out);
                 }
             }
+            spare.push(d);
         }
         glommio::yield_if_needed().await;
     }

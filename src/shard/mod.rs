@@ -1,6 +1,9 @@
 //! The glommio runtime: one pinned executor per core, each owning its
 //! sockets, its handle to the address map and its counters; nothing on the
-//! request path is shared-written or locked.
+//! request path is shared-written or locked. By default a shard's DNS UDP
+//! sockets are served by worker threads pinned to the same core
+//! ([`dns_worker`]), which own their map handle and counters the same way
+//! and report to their shard.
 //!
 //! - [`pool`]: start-up (config, shard count, memlock), the shard pool, shutdown.
 //! - [`services`]: what each shard binds and spawns (the place to add services).
