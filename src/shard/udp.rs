@@ -136,6 +136,8 @@ struct Batch {
     msg_ctrl: Vec<CmsgBuf>,
     /// `msg_order[msg_start[m]..msg_start[m + 1]]`: the replies of message `m`.
     msg_order: Vec<usize>,
+    /// Sort keys of the plan, one per reply (see [`plan_key`]).
+    plan_keys: Vec<(u128, u64)>,
     msg_start: Vec<usize>,
     /// Group replies with UDP GSO (cleared when the kernel refuses it).
     gso: bool,
@@ -168,6 +170,7 @@ impl Batch {
             msg_iov: vec![zero_iov; n],
             msg_ctrl: vec![[0u64; 4]; n],
             msg_order: vec![0; n],
+            plan_keys: Vec::with_capacity(n),
             msg_start: vec![0; n + 1],
             gso: true,
             gso_messages: 0,
@@ -250,22 +253,21 @@ impl Batch {
     fn plan_messages(&mut self, k: usize) -> usize {
         // Order by destination, longest first: replies to one client
         // become adjacent in O(k log k), however many clients the batch has.
-        {
-            let Batch {
-                msg_order,
-                out,
-                tx_to,
-                gso,
-                ..
-            } = self;
-            let order = &mut msg_order[..k];
-            for (p, j) in order.iter_mut().enumerate() {
-                *j = p;
+        // Without GSO every reply is a message of its own: arrival order
+        // will do.
+        if self.gso {
+            self.plan_keys.clear();
+            for j in 0..k {
+                self.plan_keys
+                    .push(plan_key(&self.tx_to[j], self.out[j].len(), j));
             }
-            // Without GSO every reply is a message of its own: arrival
-            // order will do.
-            if *gso {
-                order.sort_unstable_by_key(|&j| (tx_to[j], std::cmp::Reverse(out[j].len()), j));
+            self.plan_keys.sort_unstable();
+            for (slot, key) in self.msg_order.iter_mut().zip(&self.plan_keys) {
+                *slot = (key.1 & 0xFFFF) as usize;
+            }
+        } else {
+            for (p, slot) in self.msg_order[..k].iter_mut().enumerate() {
+                *slot = p;
             }
         }
         let mut msgs = 0;
@@ -334,6 +336,26 @@ impl Batch {
         }
         msgs
     }
+}
+
+/// The plan's sort key of reply `j` (of `len` bytes, to `to`): integers
+/// that order replies by destination (address, port, family), then longest
+/// first, then arrival, and compare in a few instructions (ordering by
+/// `SocketAddr` itself cost more than the DNS answer path). Destinations
+/// that differ only in an IPv6 flow label or scope share a key; that only
+/// places them side by side, since a GSO run also checks its destinations
+/// are equal.
+#[inline]
+fn plan_key(to: &SocketAddr, len: usize, j: usize) -> (u128, u64) {
+    let (addr, port, family) = match to {
+        SocketAddr::V4(a) => (u128::from(u32::from(*a.ip())), a.port(), 0u64),
+        SocketAddr::V6(a) => (u128::from(*a.ip()), a.port(), 1u64),
+    };
+    let shorter = 0xFFFF - len.min(0xFFFF) as u64;
+    (
+        addr,
+        u64::from(port) << 48 | family << 47 | shorter << 16 | (j as u64 & 0xFFFF),
+    )
 }
 
 /// Convert a kernel-filled sockaddr into a `SocketAddr` (IPv4/IPv6 only).
@@ -1217,9 +1239,29 @@ mod tests {
         for (i, &a) in to.iter().enumerate() {
             put_reply(&mut b, i, a, 30);
         }
+        // One message per destination (in no particular order).
+        let mut plan = planned(&mut b, to.len());
+        plan.sort();
+        assert_eq!(plan, vec![vec![0, 3, 6], vec![1, 4], vec![2, 5]]);
+    }
+
+    #[test]
+    fn plan_keys_order_by_destination_then_longest_then_arrival() {
+        let a: SocketAddr = "10.0.0.1:53".parse().unwrap();
+        let b: SocketAddr = "10.0.0.1:54".parse().unwrap();
+        let c: SocketAddr = "[::a00:1]:53".parse().unwrap(); // same bits as `a`
+        assert!(plan_key(&a, 100, 5) < plan_key(&a, 40, 0), "longest first");
+        assert!(plan_key(&a, 40, 1) < plan_key(&a, 40, 2), "then arrival");
+        assert!(plan_key(&a, 10, 9) < plan_key(&b, 1000, 0), "by port");
+        assert_ne!(
+            plan_key(&a, 40, 1).1 & !0xFFFF,
+            plan_key(&c, 40, 1).1 & !0xFFFF,
+            "IPv4 and IPv6 never share a destination key"
+        );
         assert_eq!(
-            planned(&mut b, to.len()),
-            vec![vec![1, 4], vec![0, 3, 6], vec![2, 5]]
+            plan_key(&a, 40, 7).1 & 0xFFFF,
+            7,
+            "the reply index comes back"
         );
     }
 
