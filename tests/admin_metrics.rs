@@ -225,6 +225,17 @@ fn metrics_after_mixed_traffic_pass_promtool_and_carry_every_shard() {
     let hist_count = sum_samples(&m, "shardgate_request_duration_seconds_count{");
     assert!(hist_count >= 42.0, "latency histogram count {hist_count}");
     assert!(m.contains("# TYPE shardgate_request_duration_seconds histogram"));
+    // UDP queries are timed wherever they are served (by default on the
+    // shards' DNS worker threads, which publish this series themselves).
+    let udp_timed: f64 = m
+        .lines()
+        .filter(|l| {
+            l.starts_with("shardgate_request_duration_seconds_count{")
+                && l.contains("protocol=\"dns-udp\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(udp_timed >= 40.0, "UDP answers not timed: {udp_timed}\n{m}");
     // View hits: 20+ answers from `site`, 20 from `default` (per shard,
     // summed).
     let hits = |view: &str| -> f64 {

@@ -412,11 +412,11 @@ impl ShardMetrics {
         }
     }
 
-    /// A meter for a DNS worker thread of this shard: from now on the
-    /// worker publishes the `dns-udp` latency histogram, and its view
-    /// counts reach the shard through [`Self::set_worker_views`].
+    /// A meter for a DNS worker thread of this shard. Once the worker runs
+    /// ([`Self::udp_latency_published_by_worker`]) it publishes the
+    /// `dns-udp` latency histogram, and its view counts reach the shard
+    /// through [`Self::set_worker_views`].
     pub fn worker_meter(&self) -> WorkerMeter {
-        self.udp_latency_by_worker.set(true);
         WorkerMeter {
             timer: RequestTimer::new(self.enabled),
             batch_start: None,
@@ -424,6 +424,12 @@ impl ShardMetrics {
             views: ViewHits::default(),
             published: self.published[Protocol::DnsUdp as usize].clone(),
         }
+    }
+
+    /// A DNS worker thread serves this shard's UDP queries and publishes
+    /// their latency: the shard stops publishing its own (idle) UDP timer.
+    pub fn udp_latency_published_by_worker(&self) {
+        self.udp_latency_by_worker.set(true);
     }
 
     /// The view totals the shard's DNS workers reported last (summed over

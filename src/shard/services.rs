@@ -131,6 +131,7 @@ pub fn spawn_services(ctx: &Rc<ShardCtx>, sockets: ShardSockets) -> Vec<Task<()>
     for sock in sockets.dns_udp_threads {
         match DnsWorker::spawn(ctx, sock) {
             Ok(worker) => {
+                ctx.metrics.udp_latency_published_by_worker();
                 ctx.udp_workers.borrow_mut().push(worker.link());
                 tasks.push(glommio::spawn_local(worker.supervise(ctx.stop.clone())));
             }
