@@ -93,13 +93,7 @@ fn mixed_traffic(s: &Shardgate) {
 fn published_metrics(s: &Shardgate, min_udp_requests: f64) -> String {
     eventually(Duration::from_secs(10), || {
         let m = s.metrics();
-        let udp: f64 = m
-            .lines()
-            .filter(|l| {
-                l.starts_with("shardgate_requests_total{") && l.contains("protocol=\"dns-udp\"")
-            })
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum();
+        let udp = sum_samples_with(&m, "shardgate_requests_total{", &["protocol=\"dns-udp\""]);
         (udp >= min_udp_requests).then_some(m)
     })
     .unwrap_or_else(|| {
@@ -178,15 +172,11 @@ fn metrics_after_mixed_traffic_pass_promtool_and_carry_every_shard() {
     }
     // What the traffic did is visible, by protocol and outcome.
     assert!(sum_samples(&m, "shardgate_responses_total{") >= 42.0);
-    let noerror: f64 = m
-        .lines()
-        .filter(|l| {
-            l.starts_with("shardgate_responses_total{")
-                && l.contains("protocol=\"dns-udp\"")
-                && l.contains("outcome=\"NOERROR\"")
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
+    let noerror = sum_samples_with(
+        &m,
+        "shardgate_responses_total{",
+        &["protocol=\"dns-udp\"", "outcome=\"NOERROR\""],
+    );
     assert!(noerror >= 41.0, "NOERROR over UDP: {noerror}\n{m}");
     let by = |outcome: &str| -> f64 {
         m.lines()
@@ -198,13 +188,7 @@ fn metrics_after_mixed_traffic_pass_promtool_and_carry_every_shard() {
             .sum()
     };
     assert!(by("NXDOMAIN") >= 1.0 && by("REFUSED") >= 1.0, "{m}");
-    let tcp: f64 = m
-        .lines()
-        .filter(|l| {
-            l.starts_with("shardgate_requests_total{") && l.contains("protocol=\"dns-tcp\"")
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
+    let tcp = sum_samples_with(&m, "shardgate_requests_total{", &["protocol=\"dns-tcp\""]);
     assert!(tcp >= 1.0, "dig +tcp not counted:\n{m}");
     assert!(
         sum_samples(&m, "shardgate_dropped_total{") >= 1.0,
@@ -227,14 +211,11 @@ fn metrics_after_mixed_traffic_pass_promtool_and_carry_every_shard() {
     assert!(m.contains("# TYPE shardgate_request_duration_seconds histogram"));
     // UDP queries are timed wherever they are served (by default on the
     // shards' DNS worker threads, which publish this series themselves).
-    let udp_timed: f64 = m
-        .lines()
-        .filter(|l| {
-            l.starts_with("shardgate_request_duration_seconds_count{")
-                && l.contains("protocol=\"dns-udp\"")
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
+    let udp_timed = sum_samples_with(
+        &m,
+        "shardgate_request_duration_seconds_count{",
+        &["protocol=\"dns-udp\""],
+    );
     assert!(udp_timed >= 40.0, "UDP answers not timed: {udp_timed}\n{m}");
     // View hits: 20+ answers from `site`, 20 from `default` (per shard,
     // summed).
@@ -277,14 +258,11 @@ fn metrics_after_mixed_traffic_pass_promtool_and_carry_every_shard() {
         sample(&m, "shardgate_functions_compiled{shard=\"process\"}"),
         Some(1.0)
     );
-    let fn_timed: f64 = m
-        .lines()
-        .filter(|l| {
-            l.starts_with("shardgate_request_duration_seconds_count{")
-                && l.contains("protocol=\"fn-")
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
+    let fn_timed = sum_samples_with(
+        &m,
+        "shardgate_request_duration_seconds_count{",
+        &["protocol=\"fn-"],
+    );
     assert!(
         fn_timed >= 10.0,
         "function invocations not timed: {fn_timed}"

@@ -24,13 +24,13 @@
 //! Stop: the shard sets the link's flag; the worker sees it at its next
 //! receive timeout ([`RECV_TIMEOUT`]) at the latest, reports once more and
 //! returns; the shard's supervising task waits for that before the shard
-//! exits. A panic in the loop (a bug) is logged and counted and the loop
+//! exits. A panic in the loop (a bug) is logged and the loop
 //! restarts on the same socket, so the shard keeps serving.
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -67,8 +67,6 @@ pub struct WorkerReport {
 pub struct WorkerLink {
     stop: AtomicBool,
     report: Mutex<WorkerReport>,
-    /// Loop restarts after a panic.
-    restarts: AtomicU64,
 }
 
 impl WorkerLink {
@@ -78,11 +76,6 @@ impl WorkerLink {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
-    }
-
-    /// How many times the worker's loop restarted after a panic.
-    pub fn restarts(&self) -> u64 {
-        self.restarts.load(Ordering::Relaxed)
     }
 
     fn publish(&self, report: WorkerReport) {
@@ -139,7 +132,7 @@ impl DnsWorker {
             .name(format!("shard-{index}-dns"))
             .spawn(move || {
                 if let Some(cpu) = cpu {
-                    if let Err(e) = pin_to_cpu(cpu) {
+                    if let Err(e) = super::sockets::pin_current_thread(cpu) {
                         tracing::warn!(shard = index, cpu, "DNS worker not pinned: {e}");
                     }
                 }
@@ -199,7 +192,6 @@ impl Worker {
             if served.is_ok() {
                 break;
             }
-            link.restarts.fetch_add(1, Ordering::Relaxed);
             tracing::error!(
                 shard = index,
                 %local,
@@ -282,17 +274,4 @@ impl DatagramHandler for Worker {
             self.report();
         }
     }
-}
-
-/// Pin the calling thread to `cpu`.
-fn pin_to_cpu(cpu: usize) -> std::io::Result<()> {
-    // SAFETY: plain libc calls on a zeroed, properly sized cpu_set_t.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
-    Ok(())
 }

@@ -8,7 +8,6 @@
 //! [`ShardCtx`] and must return once `ctx.stop` fires.
 
 use std::net::SocketAddr;
-use std::os::fd::{FromRawFd, IntoRawFd};
 use std::rc::Rc;
 
 use glommio::net::{TcpListener, UdpSocket};
@@ -140,9 +139,7 @@ pub fn spawn_services(ctx: &Rc<ShardCtx>, sockets: ShardSockets) -> Vec<Task<()>
                     shard = ctx.index,
                     "cannot start a DNS UDP worker thread ({e}); this shard's executor serves the socket"
                 );
-                // SAFETY: the fd is owned by `sock`, which is consumed here;
-                // glommio's socket takes ownership and closes it on drop.
-                dns_udp.push(unsafe { UdpSocket::from_raw_fd(sock.into_raw_fd()) });
+                dns_udp.push(sockets::into_glommio_udp(sock));
             }
         }
     }

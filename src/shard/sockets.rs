@@ -51,11 +51,7 @@ fn explain(e: std::io::Error, what: &str, addr: SocketAddr) -> anyhow::Error {
 
 /// A UDP socket on `addr` for the calling shard, steered to `cpu`.
 pub fn bind_udp(addr: SocketAddr, cpu: Option<usize>) -> anyhow::Result<glommio::net::UdpSocket> {
-    let sock =
-        base_socket(addr, Type::DGRAM, Protocol::UDP, cpu).map_err(|e| explain(e, "UDP", addr))?;
-    // SAFETY: the fd was just created, is owned by nobody else and is moved
-    // into the glommio socket, which closes it on drop.
-    Ok(unsafe { glommio::net::UdpSocket::from_raw_fd(sock.into_raw_fd()) })
+    bind_udp_std(addr, cpu).map(into_glommio_udp)
 }
 
 /// A UDP socket on `addr` for the calling shard, steered to `cpu`, as a
@@ -64,6 +60,14 @@ pub fn bind_udp_std(addr: SocketAddr, cpu: Option<usize>) -> anyhow::Result<std:
     let sock =
         base_socket(addr, Type::DGRAM, Protocol::UDP, cpu).map_err(|e| explain(e, "UDP", addr))?;
     Ok(sock.into())
+}
+
+/// Hand a (nonblocking) std UDP socket to the calling shard's glommio
+/// executor.
+pub fn into_glommio_udp(sock: std::net::UdpSocket) -> glommio::net::UdpSocket {
+    // SAFETY: the fd is owned by `sock`, which is consumed here; the glommio
+    // socket takes ownership and closes it on drop.
+    unsafe { glommio::net::UdpSocket::from_raw_fd(sock.into_raw_fd()) }
 }
 
 /// A listening TCP socket on `addr` for the calling shard, steered to `cpu`.
@@ -75,6 +79,20 @@ pub fn bind_tcp(addr: SocketAddr, cpu: Option<usize>) -> anyhow::Result<glommio:
         .with_context(|| format!("cannot listen on TCP {addr}"))?;
     // SAFETY: as above; glommio's listener takes ownership of the fd.
     Ok(unsafe { glommio::net::TcpListener::from_raw_fd(sock.into_raw_fd()) })
+}
+
+/// Pin the calling thread to `cpu` (a shard's DNS worker threads, next to
+/// the shard's executor).
+pub fn pin_current_thread(cpu: usize) -> std::io::Result<()> {
+    // SAFETY: plain libc calls on a zeroed, properly sized cpu_set_t.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 /// The CPU the calling thread is pinned to, when it is pinned to exactly one.

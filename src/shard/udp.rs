@@ -244,6 +244,17 @@ impl Batch {
         h.msg_flags = 0;
     }
 
+    /// Lay the replies `msg_order[start..k]` out as one message each, in
+    /// contiguous headers for `sendmmsg` (`msg_hdr[p]` sends reply
+    /// `msg_order[start + p]`); returns how many.
+    fn lay_out_singles(&mut self, start: usize, k: usize) -> usize {
+        let total = k - start;
+        for p in 0..total {
+            self.msg_hdr[p] = self.tx_hdr[self.msg_order[start + p]];
+        }
+        total
+    }
+
     /// Lay replies `0..k` out as messages. Replies are ordered by
     /// destination, longest first (arrival order among equals), then cut
     /// into GSO messages: a run of replies to one address with one length
@@ -437,7 +448,11 @@ pub async fn serve_batched<H: DatagramHandler>(
             Next::Coalesce => glommio::timer::sleep(settings.coalesce).await,
         }
         let got = match b.recv(fd, libc::MSG_DONTWAIT) {
-            Ok(n) => n,
+            Ok(n) if n > 0 => n,
+            Ok(_) => {
+                next = Next::WaitReadable;
+                continue;
+            }
             Err(e) => {
                 if e.kind() != io::ErrorKind::WouldBlock {
                     tracing::debug!("recvmmsg: {e}");
@@ -446,13 +461,8 @@ pub async fn serve_batched<H: DatagramHandler>(
                 continue;
             }
         };
-        if got == 0 {
-            next = Next::WaitReadable;
-            continue;
-        }
-        next = next_after(got, b.n, after_coalescing, &settings, handler);
-        handler.begin_batch();
-        let k = handle_received(&mut b, got, handler);
+        let k;
+        (next, k) = begin_round(&mut b, got, after_coalescing, &settings, handler);
         send_all(sock, &mut b, k, handler).await;
         handler.end_batch();
         glommio::yield_if_needed().await;
@@ -465,21 +475,25 @@ enum Next {
     /// Receive at once (the last batch was full, or it followed a
     /// coalescing wait).
     Receive,
-    /// Wait until the socket is readable (glommio `peek_from`).
+    /// Wait until the socket is readable (glommio `peek_from`; in
+    /// [`serve_blocking`], a blocking receive).
     WaitReadable,
     /// Busy: sleep for the coalescing wait, then receive.
     Coalesce,
 }
 
-/// What to do after a receive batch of `got` datagrams out of `batch`.
-fn next_after<H: DatagramHandler>(
+/// The first half of a round, once `recvmmsg` brought `got` datagrams:
+/// decide what comes before the next receive, then hand the datagrams to
+/// the handler and queue its replies. Returns that decision and the number
+/// of replies queued.
+fn begin_round<H: DatagramHandler>(
+    b: &mut Batch,
     got: usize,
-    batch: usize,
     after_coalescing: bool,
     settings: &LoopSettings,
     handler: &mut H,
-) -> Next {
-    if got == batch || after_coalescing {
+) -> (Next, usize) {
+    let next = if got == b.n || after_coalescing {
         // A full batch: more is waiting. After a coalescing wait the
         // batch size says nothing about the load (the wait made it);
         // what arrives while it is served does, so receive again at
@@ -490,7 +504,9 @@ fn next_after<H: DatagramHandler>(
         Next::Coalesce
     } else {
         Next::WaitReadable
-    }
+    };
+    handler.begin_batch();
+    (next, handle_received(b, got, handler))
 }
 
 /// Hand received datagrams `0..got` to the handler and queue its replies;
@@ -548,7 +564,11 @@ pub fn serve_blocking<H: DatagramHandler>(
             }
         };
         let got = match b.recv(fd, flags) {
-            Ok(n) => n,
+            Ok(n) if n > 0 => n,
+            Ok(_) => {
+                next = Next::WaitReadable;
+                continue;
+            }
             Err(e) => {
                 if e.kind() != io::ErrorKind::WouldBlock {
                     // Not a timeout: pause so a persistent error cannot spin.
@@ -562,13 +582,8 @@ pub fn serve_blocking<H: DatagramHandler>(
                 continue;
             }
         };
-        if got == 0 {
-            next = Next::WaitReadable;
-            continue;
-        }
-        next = next_after(got, b.n, after_coalescing, &settings, handler);
-        handler.begin_batch();
-        let k = handle_received(&mut b, got, handler);
+        let k;
+        (next, k) = begin_round(&mut b, got, after_coalescing, &settings, handler);
         if k > 0 {
             if let Some(start) = send_planned(fd, &mut b, k, handler) {
                 send_singles_blocking(fd, &mut b, start, k, handler);
@@ -678,11 +693,7 @@ async fn send_singles<H: DatagramHandler>(
     handler: &mut H,
 ) {
     let fd = sock.as_raw_fd();
-    // Contiguous headers for sendmmsg: msg_hdr[p] sends reply msg_order[start + p].
-    let total = k - start;
-    for p in 0..total {
-        b.msg_hdr[p] = b.tx_hdr[b.msg_order[start + p]];
-    }
+    let total = b.lay_out_singles(start, k);
     let mut sent = 0;
     let mut waited = false;
     while sent < total {
@@ -741,10 +752,7 @@ fn send_singles_blocking<H: DatagramHandler>(
     k: usize,
     handler: &mut H,
 ) {
-    let total = k - start;
-    for p in 0..total {
-        b.msg_hdr[p] = b.tx_hdr[b.msg_order[start + p]];
-    }
+    let total = b.lay_out_singles(start, k);
     let mut sent = 0;
     while sent < total {
         // SAFETY: msg_hdr[sent..total] are copies of headers filled by

@@ -410,6 +410,17 @@ pub fn sum_samples(metrics: &str, prefix: &str) -> f64 {
         .sum()
 }
 
+/// Sum of every sample whose line starts with `prefix` and contains each
+/// of `labels` (e.g. `protocol="dns-udp"`).
+pub fn sum_samples_with(metrics: &str, prefix: &str, labels: &[&str]) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(prefix) && labels.iter().all(|want| l.contains(want)))
+        .filter_map(|l| l.rsplit(' ').next())
+        .filter_map(|v| v.parse::<f64>().ok())
+        .sum()
+}
+
 /// Path inside the repository.
 pub fn repo(p: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
