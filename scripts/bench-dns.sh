@@ -2,7 +2,7 @@
 # DNS benchmark (not a test): shardgate vs Knot DNS, same views, same load.
 #
 #   scripts/bench-dns.sh [--duration S] [--rounds N] [--rate QPS] [--only shardgate|knot]
-#                        [--rt] [--reflector] [--no-build]
+#                        [--rt] [--reflector] [--handoff] [--no-build]
 #
 # Both servers are configured from one description, scripts/bench/views.toml
 # (scripts/bench/gen.py writes shardgate's config and Knot's zone file plus a
@@ -36,6 +36,11 @@
 # loopback UDP path puts on any server on this machine; the summary then
 # says how far from it each server is.
 #
+# --handoff adds "sg-handoff" to every round: the same shardgate with a
+# [handoff] table and a live alternate node (127.0.0.3, on the dnsperf CPU,
+# idle unless handed work), so the summary says what configuring a pair
+# costs the DNS fast path (target: within 5% of queries per core-second).
+#
 # Raw outputs and the summary go to results/bench-dns-<timestamp>/.
 # Needs: dnsperf, knotd + knot-module-geoip, dig, python3 >= 3.11, taskset,
 # 2+ CPUs. Run as root (or a user allowed to run knotd and bind the ports).
@@ -52,12 +57,14 @@ ONLY=""
 BUILD=1
 RT=()
 REFLECTOR=0
+HANDOFF=0
+ALT_PID=""
 SHARDGATE=${SHARDGATE_BIN:-$ROOT/target/release/shardgate}
 REFLECTOR_BIN=$ROOT/target/release/examples/udp_reflector
 SERVER_CPU=1
 CLIENT_CPU=0
 
-usage() { sed -n '2,41p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,46p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 while [ $# -gt 0 ]; do
     case $1 in
         --duration) DURATION=$2; shift 2 ;;
@@ -67,6 +74,7 @@ while [ $# -gt 0 ]; do
         --no-build) BUILD=0; shift ;;
         --rt) RT=(chrt -f 10); shift ;;
         --reflector) REFLECTOR=1; shift ;;
+        --handoff) HANDOFF=1; shift ;;
         -h|--help) usage 0 ;;
         *) echo "unknown argument: $1" >&2; usage 2 ;;
     esac
@@ -76,6 +84,7 @@ SERVERS=(shardgate knot)
 [ -n "$ONLY" ] && SERVERS=("$ONLY")
 VERIFY=$([ ${#SERVERS[@]} -eq 2 ] && echo 1 || echo 0)
 [ "$REFLECTOR" = 1 ] && SERVERS+=(reflector)
+[ "$HANDOFF" = 1 ] && SERVERS+=(sg-handoff)
 
 die() { echo "bench-dns: $*" >&2; exit 1; }
 log() { printf '[bench-dns %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
@@ -86,7 +95,7 @@ done
 python3 -c 'import tomllib' 2>/dev/null || die "python3 >= 3.11 needed (tomllib)"
 compgen -G "/usr/lib/*/knot/modules-*/geoip.so" >/dev/null || die "Knot geoip module missing: apt-get install knot-module-geoip"
 [ "$(nproc --all)" -ge 2 ] || die "needs 2 CPUs: dnsperf on CPU $CLIENT_CPU, the server on CPU $SERVER_CPU"
-for p in "$PORT" $((PORT + 1)) $((PORT + 2)) $((PORT + 3)); do
+for p in "$PORT" $((PORT + 1)) $((PORT + 2)) $((PORT + 3)) $((PORT + 4)) $((PORT + 5)) $((PORT + 6)) $((PORT + 7)); do
     if ss -Hlntu | awk '{print $5}' | grep -q ":$p\$"; then die "port $p is in use; set BENCH_PORT to another base"; fi
 done
 
@@ -107,6 +116,19 @@ mkdir -p "$OUT/config" "$OUT/runs"
 python3 scripts/bench/gen.py scripts/bench/views.toml "$OUT/config" \
     --shardgate-port "$PORT" --knot-port $((PORT + 1)) --admin-port $((PORT + 2))
 cp scripts/bench/queries.txt "$OUT/queries.txt"
+if [ "$HANDOFF" = 1 ]; then
+    # A: the bench config plus [handoff]; B: the same map on 127.0.0.3.
+    head -c 32 /dev/urandom >"$OUT/config/handoff.key"
+    handoff_table() { # listen alternate
+        printf '\n[handoff]\nalternate = "%s"\nlisten = "%s"\nkey_file = "%s"\nreply = "relay"\n' \
+            "$2" "$1" "$OUT/config/handoff.key"
+    }
+    { cat "$OUT/config/shardgate.toml"; handoff_table "127.0.0.1:$((PORT + 6))" "127.0.0.3:$((PORT + 7))"; } \
+        >"$OUT/config/shardgate-handoff.toml"
+    { sed -e "s/127.0.0.1:$PORT\"/127.0.0.3:$((PORT + 4))\"/" -e "s/127.0.0.1:$((PORT + 2))/127.0.0.3:$((PORT + 5))/" \
+        "$OUT/config/shardgate.toml"
+      handoff_table "127.0.0.3:$((PORT + 7))" "127.0.0.1:$((PORT + 6))"; } >"$OUT/config/alternate.toml"
+fi
 mapfile -t SOURCES < <(awk '{print $2}' "$OUT/config/sources.txt")
 {
     echo "date: $(date -Is)"
@@ -120,6 +142,11 @@ mapfile -t SOURCES < <(awk '{print $2}' "$OUT/config/sources.txt")
 # --- servers ---------------------------------------------------------------
 SERVER_PID=""
 cleanup() {
+    if [ -n "$ALT_PID" ]; then
+        kill "$ALT_PID" 2>/dev/null || true
+        wait "$ALT_PID" 2>/dev/null || true
+        ALT_PID=""
+    fi
     if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
         kill "$SERVER_PID" 2>/dev/null || true
         for _ in $(seq 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
@@ -132,7 +159,7 @@ trap 'cleanup; exit 130' INT TERM
 
 port_of() {
     case $1 in
-        shardgate) echo "$PORT" ;;
+        shardgate|sg-handoff) echo "$PORT" ;;
         knot) echo $((PORT + 1)) ;;
         reflector) echo $((PORT + 3)) ;;
     esac
@@ -145,6 +172,13 @@ start() {
     case $server in
         shardgate)
             "${RT[@]}" taskset -c "$SERVER_CPU" "$SHARDGATE" run --config "$OUT/config/shardgate.toml" --shards 1 \
+                >"$logfile" 2>&1 &
+            ;;
+        sg-handoff)
+            taskset -c "$CLIENT_CPU" "$SHARDGATE" run --config "$OUT/config/alternate.toml" --shards 1 \
+                >"$logfile.alternate" 2>&1 &
+            ALT_PID=$!
+            "${RT[@]}" taskset -c "$SERVER_CPU" "$SHARDGATE" run --config "$OUT/config/shardgate-handoff.toml" --shards 1 \
                 >"$logfile" 2>&1 &
             ;;
         knot)

@@ -3,17 +3,20 @@
 #
 # Two nodes on loopback, one shard each: A (127.0.0.2, CPU 0) and B
 # (127.0.0.3, CPU 1, idle but for what A hands it). A CPU-bound function
-# (tests/handoff_fixtures/spin.wat, calibrated to ~50 us per call on A) so
-# capacity is function-bound. A is offered about twice its capacity
+# (tests/handoff_fixtures/spin.wat, calibrated to ~400 us per call on A, so
+# the load generator takes little CPU beside B) so capacity is
+# function-bound. A is offered 1.8x and 1.5x its capacity
 # (`shardgate-load fn-udp`, open loop, on CPU 1) twice: with hand-off
 # (relay replies) and with A's [handoff] removed (same load). Reported per
 # run: answered ratio, end-to-end p50/p99 of all requests, and from a
 # low-rate probe beside the load, p50/p99 of requests A served itself vs
 # requests B served (B runs a copy of the function that marks its output,
-# so the probe can tell them apart). Not a test: prints figures.
+# so the probe can tell them apart), and the handed-off share (A's
+# hand-offs over everything A was offered, from A's metrics) beside the
+# share a perfect split needs, 1 - 1/factor. Not a test: prints figures.
 #
-#   scripts/bench-handoff.sh [--duration SECONDS] [--factors "2.0 1.5"] [--target-us 50]
-#                            [--backlog-wait-us 100] [--max-wait-us 2000] [--no-build]
+#   scripts/bench-handoff.sh [--duration SECONDS] [--factors "1.8 1.5"] [--target-us 400]
+#                            [--max-wait-us 2000] [--target-busy 97] [--no-build]
 #
 # On a 2-CPU machine B shares CPU 1 with the load generator and the probe,
 # so B's capacity for handed-off work is well below A's: read the 1.5x run
@@ -25,9 +28,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 duration=8
-factors="2.0 1.5"
-target_us=50
-backlog_wait_us=100
+factors="1.8 1.5"
+target_us=400
+target_busy=97
 max_wait_us=2000
 build=1
 while [ $# -gt 0 ]; do
@@ -35,7 +38,7 @@ while [ $# -gt 0 ]; do
     --duration) duration=$2; shift 2 ;;
     --factors) factors=$2; shift 2 ;;
     --target-us) target_us=$2; shift 2 ;;
-    --backlog-wait-us) backlog_wait_us=$2; shift 2 ;;
+    --target-busy) target_busy=$2; shift 2 ;;
     --max-wait-us) max_wait_us=$2; shift 2 ;;
     --no-build) build=0; shift ;;
     *) echo "unknown argument $1 (see the header of $0)" >&2; exit 2 ;;
@@ -103,7 +106,7 @@ listen = "$2:$6"
 key_file = "$work/handoff.key"
 reply = "relay"
 max_wait_us = $max_wait_us
-backlog_wait_us = $backlog_wait_us
+target_busy_percent = $target_busy
 heartbeat_interval_ms = 100
 heartbeat_misses = 5
 dns = false
@@ -212,16 +215,20 @@ run() { # label handoff(0/1)
     --rate "$rate" -d "${duration}s" --warmup 1s --timeout 1s --quiet --brief --json "$work/r.json" >/dev/null 2>&1
   wait "$probe_pid"
   sleep 1.2 # one metrics publish
-  local over cold
+  local over local_ok
   over=$(metric 127.0.0.2 $A_ADMIN 'shardgate_handoffs_total{shard="0",reason="overloaded"}')
-  python3 - "$work/r.json" "$1" "$over" $(cat "$work/probe.txt") <<'PY'
+  local_ok=$(metric 127.0.0.2 $A_ADMIN 'shardgate_function_invocations_total{shard="0",function="spin",outcome="ok"}')
+  python3 - "$work/r.json" "$1" "$over" "$local_ok" "$factor" $(cat "$work/probe.txt") <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1])); label, over = sys.argv[2], float(sys.argv[3])
-ln, lp50, lp99, bn, bp50, bp99, plost = sys.argv[4:11]
+local_ok, factor = float(sys.argv[4]), float(sys.argv[5])
+ln, lp50, lp99, bn, bp50, bp99, plost = sys.argv[6:13]
+share = 100.0 * over / max(1.0, over + local_ok)
+needed = 100.0 * (1 - 1 / factor)
 c, l = r["counts"], r["latency"]
 print(f"{label:<22} answered {c['ok']}/{c['sent']} = {100.0 * c['ok'] / max(1, c['sent']):.2f}% "
       f"(errors {c['errors']}, lost {c['lost']}); all: p50 {l['p50_us']:.0f} us, p99 {l['p99_us']:.0f} us; "
-      f"handed off {over:.0f}")
+      f"handed off {over:.0f} (share {share:.1f}%, needed {needed:.1f}%; A served {local_ok:.0f})")
 print(f"{'':<22} probe: served by A {ln} (p50 {lp50} us, p99 {lp99} us), by B {bn} (p50 {bp50} us, p99 {bp99} us), lost {plost}")
 PY
   stop_all

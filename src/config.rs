@@ -113,32 +113,9 @@ pub struct DnsConfig {
     pub udp_coalesce_us: u64,
     /// UDP: the batch size from which the shard counts as busy and coalesces.
     pub udp_coalesce_min_batch: usize,
-    /// UDP: who serves a shard's DNS UDP socket (see [`UdpIo`]).
-    pub udp_io: UdpIo,
-}
-
-/// Who serves a shard's DNS UDP socket (`dns.udp_io`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum UdpIo {
-    /// A worker thread of the shard, pinned to the shard's CPU, that blocks
-    /// in `recvmmsg` (crate::shard::dns_worker): a wakeup costs one system
-    /// call instead of the executor's park/unpark. Used when `[handoff]` is
-    /// not configured; with hand-off the socket stays on the executor,
-    /// where the hand-off gate runs.
-    #[default]
-    Thread,
-    /// The shard's glommio executor, woken through io_uring.
-    Executor,
-}
-
-impl UdpIo {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            UdpIo::Thread => "thread",
-            UdpIo::Executor => "executor",
-        }
-    }
+    /// Removed: DNS UDP is always served by each shard's worker thread,
+    /// hand-off included. Kept only so check-config can name it.
+    pub udp_io: Option<toml::Value>,
 }
 
 impl Default for DnsConfig {
@@ -153,7 +130,7 @@ impl Default for DnsConfig {
             udp_batch: 64,
             udp_coalesce_us: 200,
             udp_coalesce_min_batch: 8,
-            udp_io: UdpIo::Thread,
+            udp_io: None,
         }
     }
 }
@@ -736,6 +713,14 @@ pub fn validate(config: &Config) -> Vec<Problem> {
         }
     };
 
+    if config.dns.udp_io.is_some() {
+        problems.push(Problem::at(
+            "dns.udp_io",
+            "removed: every shard serves DNS UDP on its worker thread (hand-off included); \
+             delete this key"
+                .into(),
+        ));
+    }
     let server = &config.server;
     range(
         "server.shards",
@@ -1023,20 +1008,11 @@ mod tests {
     }
 
     #[test]
-    fn udp_io_names_its_choices() {
-        let ps = problems("[dns]\nudp_io = \"fast\"\n");
+    fn udp_io_is_named_as_removed() {
+        let ps = problems(&format!("[dns]\nudp_io = \"executor\"\n{ZONE}"));
         let p = at(&ps, "dns.udp_io");
         assert_eq!(p.line, Some(2), "{p}");
-        assert!(
-            p.message.contains("`thread`") && p.message.contains("`executor`"),
-            "{p}"
-        );
-        let loaded = load(
-            &format!("[dns]\nudp_io = \"executor\"\n{ZONE}"),
-            Path::new("."),
-        )
-        .expect("valid");
-        assert_eq!(loaded.config.dns.udp_io, UdpIo::Executor);
+        assert!(p.message.starts_with("removed"), "{p}");
     }
 
     #[test]

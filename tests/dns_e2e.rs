@@ -41,8 +41,6 @@ struct Opts {
     grace_ms: u64,
     /// The two A records of upf.svc.example. in the `low` view.
     low_a: [&'static str; 2],
-    /// `dns.udp_io`: who serves the DNS UDP sockets.
-    udp_io: &'static str,
 }
 
 impl Default for Opts {
@@ -53,7 +51,6 @@ impl Default for Opts {
             max_conns: 64,
             grace_ms: 3000,
             low_a: ["10.0.1.5", "10.0.1.6"],
-            udp_io: "thread",
         }
     }
 }
@@ -80,7 +77,6 @@ trusted_resolvers = ["127.0.0.9/32"]
 tcp_idle_timeout_ms = {idle}
 tcp_max_connections_per_shard = {conns}
 tcp_max_query_bytes = 512
-udp_io = "{udp_io}"
 
 [[zone]]
 name = "svc.example."
@@ -143,7 +139,6 @@ data = "10.0.0.5"
         conns = o.max_conns,
         a0 = o.low_a[0],
         a1 = o.low_a[1],
-        udp_io = o.udp_io,
     )
 }
 
@@ -542,12 +537,10 @@ fn threads_of(pid: u32) -> Vec<(String, String)> {
 }
 
 #[test]
-fn dns_udp_is_served_by_pinned_worker_threads_or_by_the_executor_as_configured() {
-    for udp_io in ["thread", "executor"] {
-        let mut srv = Server::start(Opts {
-            udp_io,
-            ..Opts::default()
-        });
+fn dns_udp_is_served_by_pinned_worker_threads() {
+    {
+        let udp_io = "thread";
+        let mut srv = Server::start(Opts::default());
         // Answers by view over UDP, IPv4 and IPv6, in either mode.
         for _ in 0..3 {
             let d = srv.dig(&["-b", "127.0.0.5", "upf.svc.example.", "A"]);
@@ -571,9 +564,7 @@ fn dns_udp_is_served_by_pinned_worker_threads_or_by_the_executor_as_configured()
             .into_iter()
             .filter(|(name, _)| name.starts_with("shard-") && name.ends_with("-dns"))
             .collect();
-        if udp_io == "executor" {
-            assert!(workers.is_empty(), "no DNS worker threads: {workers:?}");
-        } else {
+        {
             // Two shards, two listen addresses: one worker per socket, each
             // pinned to the CPU its shard was placed on.
             assert_eq!(workers.len(), 4, "{workers:?}");
@@ -1011,23 +1002,11 @@ fn tcp_connections_over_the_per_shard_cap_are_closed_at_once() {
 // Reload and shutdown
 // ---------------------------------------------------------------------------
 
+/// Valid and invalid reloads while two clients query over UDP.
 #[test]
 fn sighup_reload_under_load_never_serves_a_wrong_or_mixed_answer() {
-    reload_under_load("thread");
-}
-
-#[test]
-fn sighup_reload_under_load_on_the_executor_never_serves_a_wrong_or_mixed_answer() {
-    reload_under_load("executor");
-}
-
-/// Valid and invalid reloads while two clients query over UDP, with the
-/// DNS UDP sockets served by `udp_io`.
-fn reload_under_load(udp_io: &'static str) {
-    let mut srv = Server::start(Opts {
-        udp_io,
-        ..Opts::default()
-    });
+    let udp_io = "thread";
+    let mut srv = Server::start(Opts::default());
     let v1: BTreeSet<Ipv4Addr> = [Ipv4Addr::new(10, 0, 1, 5), Ipv4Addr::new(10, 0, 1, 6)].into();
     let v2: BTreeSet<Ipv4Addr> = [Ipv4Addr::new(10, 0, 9, 5), Ipv4Addr::new(10, 0, 9, 6)].into();
 

@@ -87,7 +87,11 @@ struct Spec {
     reply: &'static str,
     warm_on_demand: bool,
     max_wait_us: u64,
-    backlog_wait_us: u64,
+    /// `handoff.alternate_saturated_percent`.
+    saturated_percent: u8,
+    shards: usize,
+    /// Extra `functions.listen` address (e.g. an IPv6 one).
+    extra_fn_listen: Option<SocketAddr>,
     /// Heartbeat misses before down (100 ms apart): generous except where
     /// the test is about detection, so a busy CI machine does not flap.
     misses: u32,
@@ -104,7 +108,9 @@ impl Spec {
             reply,
             warm_on_demand: false,
             max_wait_us: 2_000_000,
-            backlog_wait_us: 2_000_000,
+            saturated_percent: 95,
+            shards: 1,
+            extra_fn_listen: None,
             misses: 20,
         };
         let b = Spec {
@@ -135,7 +141,7 @@ impl Spec {
         format!(
             r#"
 [server]
-shards = 1
+shards = {shards}
 io_memory_kib = 128
 admin_listen = "{me}:{admin}"
 shutdown_grace_ms = 500
@@ -158,7 +164,7 @@ type = "A"
 data = "10.0.0.5"
 
 [functions]
-listen = ["{me}:{func}"]
+listen = ["{me}:{func}"{extra_fn}]
 cache_dir = ""
 
 [[function]]
@@ -176,7 +182,7 @@ listen = "{me}:{handoff}"
 key_file = "handoff.key"
 reply = "{reply}"
 max_wait_us = {max_wait}
-backlog_wait_us = {backlog_wait}
+alternate_saturated_percent = {saturated}
 window_ms = 2000
 heartbeat_interval_ms = 100
 heartbeat_misses = {misses}
@@ -195,8 +201,10 @@ warm_on_demand = {wod}
             spin = spin.display(),
             reply = self.reply,
             max_wait = self.max_wait_us,
-            backlog_wait = self.backlog_wait_us,
+            saturated = self.saturated_percent,
             wod = self.warm_on_demand,
+            shards = self.shards,
+            extra_fn = self.extra_fn_listen.map(|a| format!(", \"{a}\"")).unwrap_or_default(),
             misses = self.misses,
         )
     }
@@ -520,7 +528,6 @@ fn overload_hands_off_and_answers_every_request_once(reply: &'static str) {
     let dir = tempfile::tempdir().unwrap();
     let (mut a, b) = Spec::pair(reply);
     a.max_wait_us = 1_000;
-    a.backlog_wait_us = 500;
     let (na, nb) = (Node::start(&a, dir.path()), Node::start(&b, dir.path()));
     na.wait_alternate_up();
 
@@ -585,7 +592,6 @@ fn both_overloaded_a_handed_off_request_is_not_bounced() {
     let (mut a, mut b) = Spec::pair("relay");
     for s in [&mut a, &mut b] {
         s.max_wait_us = 1;
-        s.backlog_wait_us = 0;
     }
     let (na, nb) = (Node::start(&a, dir.path()), Node::start(&b, dir.path()));
     na.wait_alternate_up();
@@ -637,7 +643,6 @@ fn alternate_stopped_then_restarted() {
     let (mut a, b) = Spec::pair("relay");
     a.warm_on_demand = true;
     a.max_wait_us = 1_000;
-    a.backlog_wait_us = 500;
     a.misses = 3;
     let mut na = Node::start(&a, dir.path());
     let mut nb = Node::start(&b, dir.path());
@@ -724,7 +729,8 @@ fn bad_frames_are_dropped_and_counted(reply: &'static str) {
     let victim = UdpSocket::bind("127.0.0.5:0").unwrap();
     victim.set_nonblocking(true).unwrap();
 
-    let key = Key::new(KEY).unwrap();
+    // A's sending key: each direction of the pair has its own.
+    let key = Key::new(KEY).unwrap().for_sender(a.handoff_addr());
     let now = || {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -766,7 +772,7 @@ fn bad_frames_are_dropped_and_counted(reply: &'static str) {
                 if f.ty != FrameType::Reply {
                     continue;
                 }
-                assert_eq!(from, b_port);
+                assert_eq!(from.ip(), b_port.ip(), "relayed from B");
                 assert_eq!(f.client, client_addr);
                 let r = fnframe::decode_reply(f.payload).unwrap();
                 assert_eq!((r.id, r.body), (77, &b"genuine"[..]));
@@ -795,6 +801,12 @@ fn bad_frames_are_dropped_and_counted(reply: &'static str) {
     fake_a
         .send_to(&seal(&forger, victim_addr, now(), 3), b_port)
         .unwrap();
+    // B's own frame reflected back from A's address: sealed with B's
+    // sending key, so it does not verify as A's.
+    let b_own = Key::new(KEY).unwrap().for_sender(b_port);
+    fake_a
+        .send_to(&seal(&b_own, victim_addr, now(), 5), b_port)
+        .unwrap();
     let elsewhere = UdpSocket::bind("127.0.0.4:0").unwrap();
     elsewhere
         .send_to(&seal(&key, victim_addr, now(), 4), b_port)
@@ -813,7 +825,7 @@ fn bad_frames_are_dropped_and_counted(reply: &'static str) {
     );
     nb.wait_metric(
         "shardgate_handoff_frames_dropped_total{shard=\"0\",reason=\"bad_mac\"}",
-        |v| v == 1.0,
+        |v| v == 2.0,
     );
     nb.wait_metric(
         "shardgate_handoff_frames_dropped_total{shard=\"0\",reason=\"wrong_source\"}",
@@ -865,7 +877,6 @@ fn dns_is_handed_off_when_overloaded_and_answered_from_a() {
     let dir = tempfile::tempdir().unwrap();
     let (mut a, b) = Spec::pair("relay");
     a.max_wait_us = 1;
-    a.backlog_wait_us = 0;
     let (na, nb) = (Node::start(&a, dir.path()), Node::start(&b, dir.path()));
     na.wait_alternate_up();
     let c = client();
@@ -899,6 +910,157 @@ fn dns_is_handed_off_when_overloaded_and_answered_from_a() {
     nb.wait_metric(
         "shardgate_handoff_replies_total{shard=\"0\",mode=\"relay\"}",
         |v| v >= 1.0,
+    );
+}
+
+/// Pin the calling thread to `cpu` (the test's client threads, so that
+/// their datagrams are steered to the shard on that CPU).
+fn pin_thread(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is valid; CPU_SET writes inside it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        assert_eq!(
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set),
+            0,
+            "pin the test thread to CPU {cpu}"
+        );
+    }
+}
+
+#[test]
+fn frames_from_two_shards_land_on_both_of_the_alternates_shards() {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cpus < 2 {
+        eprintln!("skipped: needs 2 CPUs, this machine has {cpus}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (mut a, mut b) = Spec::pair("relay");
+    a.warm_on_demand = true;
+    a.shards = 2;
+    b.shards = 2;
+    let (na, nb) = (Node::start(&a, dir.path()), Node::start(&b, dir.path()));
+    na.wait_alternate_up();
+    nb.wait_alternate_up();
+    // One client per CPU: A's shard on that CPU takes its requests (SO_INCOMING_CPU),
+    // finds the function cold and hands it off from its own port; the frame
+    // lands on B's shard of the same CPU.
+    let fn_addr = a.fn_addr();
+    let clients: Vec<_> = (0..2usize)
+        .map(|cpu| {
+            std::thread::spawn(move || {
+                pin_thread(cpu);
+                let c = client();
+                let name = if cpu == 0 { "spin" } else { "spin2" };
+                send_invoke(&c, fn_addr, cpu as u64, name, b"spread");
+                collect(&c, 1, Duration::from_millis(50))
+            })
+        })
+        .collect();
+    for (cpu, t) in clients.into_iter().enumerate() {
+        let got = t.join().unwrap();
+        let (status, body, from) = got.get(&(cpu as u64)).expect("answered");
+        assert_eq!((*status, body.as_slice(), *from), (Ok(Status::Ok), &b"spread"[..], fn_addr));
+    }
+    let cold = |shard: usize| {
+        na.metric(&format!(
+            "shardgate_handoffs_total{{shard=\"{shard}\",reason=\"cold\"}}"
+        ))
+    };
+    na.wait_metric("shardgate_handoffs_total{", |v| v >= 2.0);
+    assert!(cold(0) >= 1.0 && cold(1) >= 1.0, "both of A's shards handed off");
+    for shard in 0..2 {
+        let served = nb.wait_metric(
+            &format!("shardgate_handoff_replies_total{{shard=\"{shard}\",mode=\"relay\"}}"),
+            |v| v >= 1.0,
+        );
+        assert!(served >= 1.0, "B's shard {shard} served handed-off work");
+    }
+}
+
+#[test]
+fn a_saturated_alternate_stops_the_handed_off_share_growing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut a, b) = Spec::pair("relay");
+    // A judges B saturated from 80% busy; B is driven near 100% below.
+    a.saturated_percent = 80;
+    a.max_wait_us = 1_000;
+    let (na, nb) = (Node::start(&a, dir.path()), Node::start(&b, dir.path()));
+    na.wait_alternate_up();
+    nb.wait_alternate_up();
+    // Saturate B with its own clients: a steady backlog of slow requests,
+    // kept topped up until A has seen B's load (bounded by PATIENCE).
+    let b_addr = b.fn_addr();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let loader = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let c = client();
+            c.set_nonblocking(true).unwrap();
+            let mut buf = vec![0u8; 2048];
+            let mut id = 1_000_000u64;
+            let end = Instant::now() + PATIENCE;
+            while !stop.load(Ordering::Relaxed) && Instant::now() < end {
+                for _ in 0..4 {
+                    send_invoke(&c, b_addr, id, "spin", &spin_input(SLOW / 10, b"b"));
+                    id += 1;
+                }
+                while c.recv_from(&mut buf).is_ok() {}
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        })
+    };
+    na.wait_metric("shardgate_handoff_alternate_saturated{", |v| v >= 1.0);
+    let busy = na.metric("shardgate_handoff_alternate_busy_ratio{");
+    assert!(busy >= 0.8, "B reported {busy}");
+    let handed_before = handoffs(&na, "overloaded");
+    // Now overload A while B stays saturated: the excess is refused here
+    // (unavailable) instead of being pushed onto B.
+    let c = client();
+    let n = 30u64;
+    for id in 0..n {
+        send_invoke(&c, a.fn_addr(), id, "spin", &spin_input(SLOW, b""));
+    }
+    let got = collect(&c, n as usize, Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    loader.join().unwrap();
+    assert_eq!(got.len() as u64, n, "every request answered");
+    let rejected = got
+        .values()
+        .filter(|(s, _, _)| *s == Ok(Status::Unavailable))
+        .count();
+    assert!(rejected >= 1, "the excess is refused: {got:?}");
+    let handed_after = na.wait_metric("shardgate_overload_rejects_total{", |v| v >= 1.0);
+    let _ = handed_after;
+    let handed = handoffs(&na, "overloaded") - handed_before;
+    assert!(
+        handed < rejected as f64,
+        "A kept handing off to a saturated B: {handed} handed off, {rejected} refused"
+    );
+}
+
+#[test]
+fn ipv6_clients_are_answered_through_the_relay() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut a, b) = Spec::pair("direct");
+    a.warm_on_demand = true;
+    let v6: SocketAddr = SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, a.ports.func));
+    a.extra_fn_listen = Some(v6);
+    let (na, nb) = (Node::start(&a, dir.path()), Node::start(&b, dir.path()));
+    na.wait_alternate_up();
+    // Cold on A: handed to B, which has no raw IPv6 path and relays the
+    // answer back; A forwards it from the address the client used.
+    let c = UdpSocket::bind("[::1]:0").unwrap();
+    c.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    send_invoke(&c, v6, 9, "spin", b"over-v6");
+    let got = collect(&c, 1, Duration::from_millis(100));
+    let (status, body, from) = got.get(&9).expect("answered");
+    assert_eq!((*status, body.as_slice(), *from), (Ok(Status::Ok), &b"over-v6"[..], v6));
+    na.wait_metric(&format!("{HANDOFFS}\"cold\"}}"), |v| v == 1.0);
+    nb.wait_metric(
+        "shardgate_handoff_replies_total{shard=\"0\",mode=\"relay\"}",
+        |v| v == 1.0,
     );
 }
 

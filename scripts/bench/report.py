@@ -155,7 +155,7 @@ def table(out, cpu):
             runs.append(json.load(f))
     if not runs:
         raise SystemExit("report.py: no runs")
-    servers = [s for s in ("shardgate", "knot", "reflector") if any(r["server"] == s for r in runs)]
+    servers = [s for s in ("shardgate", "sg-handoff", "knot", "reflector") if any(r["server"] == s for r in runs)]
     rounds = max(r["round"] for r in runs)
     b, t = share(out, cpu, "idle.before", "idle.after")
     env = open(os.path.join(out, "env.txt")).read()
@@ -208,6 +208,14 @@ def table(out, cpu):
             f"latency at fixed rate, shardgate vs Knot: avg {fs['latency_avg_ms']:.3f} vs {fk['latency_avg_ms']:.3f} ms, "
             f"p99 {fs['latency_p99_ms']:.3f} vs {fk['latency_p99_ms']:.3f} ms "
             f"({'no worse' if fs['latency_p99_ms'] <= fk['latency_p99_ms'] and fs['latency_avg_ms'] <= fk['latency_avg_ms'] else 'WORSE'} than Knot)"
+        )
+    if "shardgate" in servers and "sg-handoff" in servers:
+        sg, ho = results["sat"]["shardgate"], results["sat"]["sg-handoff"]
+        ratio = ho["queries_per_core_second"] / sg["queries_per_core_second"]
+        w(
+            f"[handoff] configured / not: queries per server core-second {ratio:.3f}x "
+            f"(target >= 0.95); fixed-rate latency avg {results['fixed']['sg-handoff']['latency_avg_ms']:.3f} "
+            f"vs {results['fixed']['shardgate']['latency_avg_ms']:.3f} ms"
         )
     if "reflector" in servers:
         ceiling = results["sat"]["reflector"]["queries_per_core_second"]

@@ -16,8 +16,6 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use domain::base::iana::Rtype;
-use domain::base::record::RecordHeader;
 use domain::dep::octseq::parse::Parser;
 
 use crate::addrmap::names::{copy_fold_hash, MAX_NAME, NAME_BUF};
@@ -191,30 +189,79 @@ pub fn parse(msg: &[u8], lname: &mut [u8; NAME_BUF]) -> Result<Query, Reject> {
     }
 }
 
-/// Walk an additional section that is not a lone root OPT, with `domain`.
-/// `None` = malformed. `Some(edns)` otherwise (non-OPT records are ignored).
+/// Most additional records a query may carry (OPT, TSIG, SIG(0), cookies
+/// ride in OPT); more is FORMERR. Bounds the records parsed per input.
+pub const MAX_ADDITIONAL: u16 = 8;
+
+/// Walk an additional section that is not a lone root OPT, with `domain`'s
+/// parser. `None` = malformed. `Some(edns)` otherwise (non-OPT records are
+/// ignored).
+///
+/// Owner names are *skipped*, never decompressed: a compression pointer
+/// ends the name and is only checked to point backwards, before the
+/// owner itself (RFC 1035 §4.1.4 "a prior occurrence"). Following it would
+/// let a crafted query chain thousands of pointer hops per record (issue
+/// 16: ~75k hops in one 4 KB datagram). The work per record is therefore
+/// linear in its own bytes, and at most [`MAX_ADDITIONAL`] records are
+/// parsed.
 fn additional_slow(msg: &[u8], start: usize, count: u16) -> Option<Option<Edns>> {
+    if count > MAX_ADDITIONAL {
+        return None;
+    }
     let mut parser = Parser::from_ref(msg);
     parser.seek(start).ok()?;
     let mut found: Option<Edns> = None;
     for _ in 0..count {
-        let hdr = RecordHeader::parse_ref(&mut parser).ok()?;
+        let owner_start = parser.pos();
+        let owner_len = skip_owner(msg, owner_start)?;
+        parser.advance(owner_len).ok()?;
+        let owner = &msg[owner_start..owner_start + owner_len];
+        let rtype = parser.parse_u16_be().ok()?;
+        let class = parser.parse_u16_be().ok()?;
+        let ttl = parser.parse_u32_be().ok()?.to_be_bytes();
+        let rdlen = parser.parse_u16_be().ok()?;
         let data_start = parser.pos();
-        parser.advance(hdr.rdlen() as usize).ok()?;
-        if hdr.rtype() != Rtype::OPT {
+        parser.advance(rdlen as usize).ok()?;
+        if rtype != OPT {
             continue;
         }
-        if found.is_some() || !hdr.owner().is_root() {
+        // RFC 6891 §6.1.2: the OPT owner is the root, one zero byte.
+        if found.is_some() || owner != [0] {
             return None;
         }
         let rdata = msg.get(data_start..parser.pos())?;
-        let ttl = hdr.ttl().as_secs().to_be_bytes();
-        found = Some(edns(hdr.class().to_int(), ttl, rdata)?);
+        found = Some(edns(class, ttl, rdata)?);
     }
     if parser.remaining() != 0 {
         return None;
     }
     Some(found)
+}
+
+/// Wire length of the record owner name at `start`, without following
+/// compression pointers: labels until the root label or a pointer, at most
+/// 255 bytes of labels; a pointer must point before `start`. `None` =
+/// malformed (reserved label types, truncated, too long, forward pointer).
+fn skip_owner(msg: &[u8], start: usize) -> Option<usize> {
+    let mut pos = start;
+    loop {
+        let len = *msg.get(pos)?;
+        match len {
+            0 => return Some(pos + 1 - start),
+            1..=63 => {
+                pos += len as usize + 1;
+                if pos - start > MAX_NAME {
+                    return None;
+                }
+            }
+            0xc0..=0xff => {
+                let lo = *msg.get(pos + 1)?;
+                let target = u16::from_be_bytes([len & 0x3f, lo]) as usize;
+                return (target < start).then_some(pos + 2 - start);
+            }
+            _ => return None,
+        }
+    }
 }
 
 /// EDNS facts from OPT's CLASS, TTL and RDATA; `None` if malformed.

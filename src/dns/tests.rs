@@ -938,6 +938,60 @@ fn slow_path_additional_sections() {
     formerr(&m, &q, true);
 }
 
+/// Issue 16, finding 1: a chain of compression pointers in one record's
+/// data, with later owners pointing at its end. Owner names are skipped,
+/// never followed, so the chain costs nothing; more records than
+/// `MAX_ADDITIONAL` are FORMERR without being walked.
+fn pointer_chain_query(base: &[u8], owners: u16, links: usize) -> Vec<u8> {
+    let mut q = base.to_vec();
+    q[10..12].copy_from_slice(&(1 + owners).to_be_bytes());
+    // A TXT-typed record (owner: the question name) whose RDATA is the chain:
+    // link i is a pointer to link i-1, link 0 points at the question name.
+    q.extend_from_slice(&[0xC0, 12, 0, 16, 0, 1, 0, 0, 0, 0]);
+    q.extend_from_slice(&((links * 2) as u16).to_be_bytes());
+    let chain_start = q.len();
+    for i in 0..links {
+        let target = if i == 0 { 12 } else { chain_start + 2 * (i - 1) };
+        q.extend_from_slice(&(0xC000 | target as u16).to_be_bytes());
+    }
+    let chain_end = chain_start + 2 * (links - 1);
+    for _ in 0..owners {
+        q.extend_from_slice(&(0xC000 | chain_end as u16).to_be_bytes());
+        q.extend_from_slice(&[0, 16, 0, 1, 0, 0, 0, 0, 0, 0]);
+    }
+    q
+}
+
+#[test]
+fn compression_pointer_chains_are_not_followed() {
+    let m = build(CONF);
+    let base = query("upf.svc.example.", Rtype::A, None);
+    // The issue's attack: ~300 owners into a 254-link chain in 4 KB: FORMERR.
+    let attack = pointer_chain_query(&base, 300, 254);
+    assert!(attack.len() > 3000, "{}", attack.len());
+    formerr(&m, &attack, true);
+    // As many records as allowed, each owner a pointer into the chain: the
+    // owners are not decompressed, the query is answered.
+    let most = crate::dns::parse::MAX_ADDITIONAL - 1;
+    let r = udp(&m, &pointer_chain_query(&base, most, 254), "10.1.0.5");
+    assert_eq!(r.rcode, 0);
+    assert_eq!(a_data(&r), vec!["10.0.1.5"]);
+    // One more record than allowed: FORMERR.
+    formerr(&m, &pointer_chain_query(&base, most + 1, 2), true);
+    // An owner pointing at itself or forward is still FORMERR (tested in
+    // slow_path_additional_sections); a pointer to a root label is not an
+    // OPT owner (RFC 6891: the owner is the root, one zero byte).
+    let with_opt = query("upf.svc.example.", Rtype::A, edns());
+    let qend = with_opt.len() - 11;
+    let mut q = with_opt[..qend].to_vec();
+    let root_at = q.len() - 5; // the question name's root label
+    assert_eq!(q[root_at], 0);
+    q[11] = 1;
+    q.extend_from_slice(&(0xC000 | root_at as u16).to_be_bytes());
+    q.extend_from_slice(&with_opt[qend + 1..]);
+    formerr(&m, &q, true);
+}
+
 #[test]
 fn output_buffer_is_reused() {
     let m = build(CONF);

@@ -47,11 +47,19 @@ pub struct HandoffConfig {
     pub key_file: PathBuf,
     /// How this node answers requests handed to it.
     pub reply: ReplyMode,
-    /// Queueing delay inside the shard at which a request is overloaded, µs.
+    /// Latency budget: local work queued ahead of a request, at most, µs;
+    /// past it requests are handed off (see `policy::Admission`).
     pub max_wait_us: u64,
-    /// Floor of the adaptive budget that applies while the socket is
-    /// backlogged (last receive batch full), µs; see `policy::Budget`.
-    pub backlog_wait_us: u64,
+    /// Share of each shard's core kept busy with local work before the
+    /// excess is handed off, percent.
+    pub target_busy_percent: u8,
+    /// The alternate's reported busy share (heartbeat) at which it counts
+    /// as saturated: the handed-off share stops growing, the excess is
+    /// refused here. Percent.
+    pub alternate_saturated_percent: u8,
+    /// Removed (the adaptive backlog budget gave way to the
+    /// work-conserving admission); named by check-config if set.
+    pub backlog_wait_us: Option<toml::Value>,
     /// Frames whose timestamp is further than this from our clock are
     /// dropped as stale, ms.
     pub window_ms: u64,
@@ -79,7 +87,9 @@ impl Default for HandoffConfig {
             key_file: PathBuf::from("/etc/shardgate/handoff.key"),
             reply: ReplyMode::Relay,
             max_wait_us: Thresholds::default().max_wait_us,
-            backlog_wait_us: Thresholds::default().backlog_wait_us,
+            target_busy_percent: Thresholds::default().target_busy_percent,
+            alternate_saturated_percent: Thresholds::default().alternate_saturated_percent,
+            backlog_wait_us: None,
             window_ms: 2_000,
             heartbeat_interval_ms: 200,
             heartbeat_misses: 3,
@@ -94,7 +104,8 @@ impl HandoffConfig {
     pub fn thresholds(&self) -> Thresholds {
         Thresholds {
             max_wait_us: self.max_wait_us,
-            backlog_wait_us: self.backlog_wait_us,
+            target_busy_percent: self.target_busy_percent,
+            alternate_saturated_percent: self.alternate_saturated_percent,
         }
     }
 
@@ -162,6 +173,25 @@ pub fn validate(config: &Config) -> Vec<Problem> {
             }
         }
     }
+    if h.listen.ip().is_unspecified() {
+        p(
+            "handoff.listen",
+            format!(
+                "{}: a wildcard address cannot be the source of direct replies nor the address \
+                 the alternate names; give this node's own address (the one the alternate lists \
+                 as its `alternate`)",
+                h.listen
+            ),
+        );
+    }
+    if h.backlog_wait_us.is_some() {
+        p(
+            "handoff.backlog_wait_us",
+            "removed: the hand-off keeps the work it can serve within handoff.max_wait_us and \
+             measures the rest; delete this key (see target_busy_percent)"
+                .into(),
+        );
+    }
     if h.listen.port() == 0 {
         p(
             "handoff.listen",
@@ -217,11 +247,18 @@ pub fn validate(config: &Config) -> Vec<Problem> {
         " microseconds",
     );
     range(
-        "handoff.backlog_wait_us",
-        h.backlog_wait_us,
-        0,
-        10_000_000,
-        " microseconds",
+        "handoff.target_busy_percent",
+        u64::from(h.target_busy_percent),
+        50,
+        100,
+        " percent",
+    );
+    range(
+        "handoff.alternate_saturated_percent",
+        u64::from(h.alternate_saturated_percent),
+        50,
+        100,
+        " percent",
     );
     range(
         "handoff.window_ms",

@@ -1,5 +1,6 @@
-//! The hand-off I/O layer of a shard: the gated UDP handlers that consult
-//! the policy in front of the DNS and function answer paths, the hand-off
+//! The hand-off I/O layer of a shard's executor: the gated function UDP
+//! handler that consults the admission in front of the answer path (DNS
+//! UDP is gated on the shard's worker thread, see [`super::worker`]), the hand-off
 //! port's receive task (serve handed-off requests, forward relayed answers,
 //! answer pings), the heartbeat task, and the HTTP gate (307 / 503).
 
@@ -12,7 +13,7 @@ use futures_lite::future;
 use glommio::net::UdpSocket;
 
 use super::frame::{self, FrameType, ServiceKind};
-use super::policy::{self, Decision, Load};
+use super::policy::{self, Decision};
 use super::reject;
 use super::shard::HandoffShard;
 use crate::functions::frame::{self as fnframe, Decoded};
@@ -26,45 +27,26 @@ use crate::shard::stats::DropKind;
 use crate::shard::stop::StopSignal;
 use crate::shard::udp::{self, DatagramHandler};
 
-/// The load signals of one UDP loop (see [`super::policy`]).
+/// Where a gated loop is in its batch: the clock reading that ends the
+/// previous request's cost, and what that request was (served here or
+/// not), so that each measured cost reaches the admission.
+#[derive(Default)]
 struct Meter {
-    start: Option<Instant>,
-    handled: usize,
-    batch: usize,
-    backlogged: bool,
-    budget: policy::Budget,
+    last_ns: u64,
+    /// The request before: `Some(true)` served here, `Some(false)` handed
+    /// off or refused, `None` none yet in this batch.
+    previous_local: Option<bool>,
 }
 
 impl Meter {
-    fn new(batch: usize, t: &policy::Thresholds) -> Meter {
-        Meter {
-            start: None,
-            handled: 0,
-            batch,
-            backlogged: false,
-            budget: policy::Budget::new(t),
+    /// Charge the time since the last reading to what ran in it.
+    fn settle(&mut self, h: &HandoffShard, now_ns: u64) {
+        let spent = now_ns.saturating_sub(self.last_ns);
+        match self.previous_local.take() {
+            Some(true) => h.served(spent),
+            _ => h.charge(spent),
         }
-    }
-
-    fn begin(&mut self) {
-        self.start = Some(Instant::now());
-        self.handled = 0;
-    }
-
-    /// The load seen by the next datagram of the batch.
-    fn next(&mut self) -> Load {
-        self.handled += 1;
-        let waited_us = self.start.map_or(0, |s| s.elapsed().as_micros() as u64);
-        Load {
-            waited_us,
-            backlogged: self.backlogged,
-            budget_us: self.budget.current(),
-        }
-    }
-
-    fn end(&mut self) {
-        self.backlogged = self.handled >= self.batch;
-        self.budget.batch_done(self.backlogged);
+        self.last_ns = now_ns;
     }
 }
 
@@ -74,18 +56,18 @@ enum Verdict {
     Local,
     /// Sent to the alternate (or dropped there): no local reply.
     HandedOff,
-    /// Overloaded with the alternate down: refuse it with the service's
-    /// overload reply.
+    /// Overloaded with the alternate down or saturated: refuse it with the
+    /// service's overload reply.
     Reject,
 }
 
-/// Consult the policy for one request of `kind` and carry out a hand-off.
-/// A hand-off that cannot be sent is served locally.
+/// Consult the admission for one request of `kind` at `now_ns` and carry
+/// out a hand-off. A hand-off that cannot be sent is served locally.
 fn consult(
     h: &HandoffShard,
     kind: ServiceKind,
     cold: bool,
-    load: Load,
+    now_ns: u64,
     from: SocketAddr,
     service: SocketAddr,
     d: &[u8],
@@ -93,9 +75,8 @@ fn consult(
     let req = policy::Request {
         handed_off: false,
         cold,
-        load,
     };
-    match policy::decide(&req, h.is_up(), h.thresholds()) {
+    match h.decide(now_ns, &req) {
         Decision::Handoff(reason) if h.hand_off(kind, from, service, d) => {
             h.count_handoff(reason);
             Verdict::HandedOff
@@ -117,13 +98,10 @@ pub trait Gated: DatagramHandler {
         &mut self,
         d: &[u8],
         from: SocketAddr,
-        load: Load,
+        now_ns: u64,
         gate: &GateCtx,
         out: &mut Vec<u8>,
     ) -> Option<bool>;
-
-    /// After each batch: whether it came back full (a backlog).
-    fn after_batch(&mut self, _gate: &GateCtx, _backlogged: bool) {}
 }
 
 /// What a gated handler needs to hand a request off.
@@ -133,9 +111,9 @@ pub struct GateCtx {
     service: SocketAddr,
 }
 
-/// A UDP answer path with the hand-off policy in front: it meters the
-/// loop's load signals and lets the wrapped handler screen each datagram
-/// before answering it.
+/// A UDP answer path with the hand-off policy in front: it measures what
+/// each request cost (charged to the shard's admission) and lets the
+/// wrapped handler screen each datagram before answering it.
 pub struct Gate<S> {
     inner: S,
     ctx: GateCtx,
@@ -144,15 +122,24 @@ pub struct Gate<S> {
 
 impl<S: Gated> DatagramHandler for Gate<S> {
     fn begin_batch(&mut self) {
-        self.meter.begin();
+        self.ctx.h.absorb_worker_busy();
+        self.meter.last_ns = self.ctx.h.now_ns();
+        self.meter.previous_local = None;
         self.inner.begin_batch();
     }
 
     fn handle(&mut self, d: &[u8], from: SocketAddr, out: &mut Vec<u8>) -> bool {
-        let load = self.meter.next();
-        match self.inner.screen(d, from, load, &self.ctx, out) {
-            Some(send) => send,
-            None => self.inner.handle(d, from, out),
+        let now = self.ctx.h.now_ns();
+        self.meter.settle(&self.ctx.h, now);
+        match self.inner.screen(d, from, now, &self.ctx, out) {
+            Some(send) => {
+                self.meter.previous_local = Some(false);
+                send
+            }
+            None => {
+                self.meter.previous_local = Some(true);
+                self.inner.handle(d, from, out)
+            }
         }
     }
 
@@ -160,9 +147,20 @@ impl<S: Gated> DatagramHandler for Gate<S> {
         self.inner.dropped(why);
     }
 
+    /// After the replies went out: the last request's cost, then the
+    /// send time (charged as loop overhead).
     fn end_batch(&mut self) {
-        self.meter.end();
-        self.inner.after_batch(&self.ctx, self.meter.backlogged);
+        let h = &self.ctx.h;
+        let now = h.now_ns();
+        if self.meter.previous_local.is_some() {
+            // The last request ran until its reply was queued; the send
+            // that followed is loop overhead. Without a finer reading,
+            // split at the batch's end: the request gets the time.
+            self.meter.settle(h, now);
+        } else {
+            h.charge(now.saturating_sub(self.meter.last_ns));
+        }
+        self.meter.last_ns = now;
         self.inner.end_batch();
     }
 }
@@ -172,7 +170,7 @@ impl Gated for FunctionUdp {
         &mut self,
         d: &[u8],
         from: SocketAddr,
-        load: Load,
+        now_ns: u64,
         gate: &GateCtx,
         out: &mut Vec<u8>,
     ) -> Option<bool> {
@@ -185,7 +183,7 @@ impl Gated for FunctionUdp {
             _ => (None, false),
         };
         let kind = ServiceKind::Function;
-        match consult(&gate.h, kind, cold, load, from, gate.service, d) {
+        match consult(&gate.h, kind, cold, now_ns, from, gate.service, d) {
             Verdict::Local => None,
             Verdict::HandedOff => {
                 if let (Some(i), true) = (index, cold) {
@@ -202,46 +200,11 @@ impl Gated for FunctionUdp {
             }
         }
     }
-
-    fn after_batch(&mut self, gate: &GateCtx, backlogged: bool) {
-        gate.h.set_fn_backlogged(backlogged);
-    }
-}
-
-impl Gated for DnsUdp {
-    /// Overload only: DNS answers are never cold.
-    fn screen(
-        &mut self,
-        d: &[u8],
-        from: SocketAddr,
-        load: Load,
-        gate: &GateCtx,
-        out: &mut Vec<u8>,
-    ) -> Option<bool> {
-        let is_query = d.len() >= 12 && d[2] & 0x80 == 0;
-        if !is_query {
-            return None;
-        }
-        match consult(
-            &gate.h,
-            ServiceKind::Dns,
-            false,
-            load,
-            from,
-            gate.service,
-            d,
-        ) {
-            Verdict::Local => None,
-            Verdict::HandedOff => Some(false),
-            Verdict::Reject => Some(reject::dns_servfail(d, out)),
-        }
-    }
 }
 
 /// Serve `sock` with `inner` behind the hand-off gate, in batches of
-/// `batch` without receive coalescing: the policy's overload signals (queue
-/// wait since the receive batch, a full batch) assume the loop receives as
-/// soon as it can.
+/// `batch` without receive coalescing (a coalescing wait would be queueing
+/// delay the admission does not see).
 async fn serve_gated<S: Gated>(
     inner: S,
     h: Rc<HandoffShard>,
@@ -256,11 +219,10 @@ async fn serve_gated<S: Gated>(
             return;
         }
     };
-    let meter = Meter::new(batch, h.thresholds());
     let mut gate = Gate {
         inner,
         ctx: GateCtx { h, service },
-        meter,
+        meter: Meter::default(),
     };
     let settings = udp::LoopSettings::batch_only(batch);
     udp::serve_batched(&sock, &mut gate, stop, settings).await;
@@ -275,12 +237,6 @@ pub async fn serve_fn_udp(
 ) {
     let batch = crate::functions::server::UDP_BATCH;
     serve_gated(FunctionUdp { shard }, h, sock, &stop, batch).await;
-}
-
-/// Serve DNS datagrams on `sock` with the hand-off policy.
-pub async fn serve_dns_udp(ctx: Rc<ShardCtx>, h: Rc<HandoffShard>, sock: UdpSocket) {
-    let inner = DnsUdp { ctx: ctx.clone() };
-    serve_gated(inner, h, sock, &ctx.stop, udp::DEFAULT_BATCH).await;
 }
 
 /// Largest hand-off datagram received.
@@ -364,6 +320,7 @@ pub async fn serve_port(ctx: Rc<ShardCtx>, h: Rc<HandoffShard>, sock: UdpSocket)
             }
         }
         if let Some(d) = pending.pop_front() {
+            let started = h.now_ns();
             if let Ok(f) = frame::parse(&d) {
                 out.clear();
                 // Served here whatever our load or warmth: it was handed off
@@ -385,6 +342,9 @@ pub async fn serve_port(ctx: Rc<ShardCtx>, h: Rc<HandoffShard>, sock: UdpSocket)
                     h.send_reply(&f, &out);
                 }
             }
+            // Work done for the alternate: foreign to this shard's own
+            // admission, and part of the load our pongs report.
+            h.charge(h.now_ns().saturating_sub(started));
             spare.push(d);
         }
         glommio::yield_if_needed().await;
@@ -433,7 +393,7 @@ pub async fn heartbeat(h: Rc<HandoffShard>, stop: StopSignal) {
             while let Ok((n, from)) = rx.recv_from(&mut buf) {
                 if let Some(f) = h.open(&buf[..n], from) {
                     if f.ty == FrameType::Pong {
-                        h.on_pong(f.nonce, started.elapsed().as_millis() as u64);
+                        h.on_pong(f.nonce, started.elapsed().as_millis() as u64, f.payload);
                     }
                 }
             }
@@ -488,25 +448,20 @@ pub fn has_hop_marker(head: &[u8]) -> bool {
 
 impl HandoffShard {
     /// The policy for an HTTP request naming `name` (request head at the
-    /// front of `head`). HTTP requests are overloaded while the shard's
-    /// function UDP socket is backlogged; a cold function is redirected.
-    /// Redirects need `alternate_http`; without it requests are served here.
+    /// front of `head`): the shard's admission decides as for datagrams (a
+    /// local decision commits the function's estimated service time); a
+    /// cold function is redirected. Redirects need `alternate_http`;
+    /// without it requests are served here.
     pub fn http_verdict(&self, fs: &FunctionShard, name: &str, head: &[u8]) -> HttpVerdict {
         let (index, cold) = match fs.lookup(name.as_bytes()) {
             Lookup::Found(i, _) => (Some(i), fs.warmth(i) != Warmth::Warm),
             _ => (None, false),
         };
-        let backlogged = self.fn_backlogged();
         let req = policy::Request {
             handed_off: has_hop_marker(head),
             cold,
-            load: Load {
-                waited_us: 0,
-                backlogged,
-                budget_us: 0,
-            },
         };
-        match policy::decide(&req, self.is_up(), self.thresholds()) {
+        match self.decide(self.now_ns(), &req) {
             Decision::Handoff(reason) => match &self.config().alternate_http {
                 Some(base) => {
                     self.count_handoff(reason);

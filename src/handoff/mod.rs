@@ -9,7 +9,8 @@
 //! node's service address (raw socket) or relays the answer back through
 //! the first node, which keeps no per-request state either way.
 //!
-//! - [`policy`]: the per-request decision (sans-IO).
+//! - [`policy`]: the work-conserving admission and the per-request
+//!   decision (sans-IO).
 //! - [`frame`]: the versioned, MAC'd frame and the replay guard (sans-IO).
 //! - [`liveness`]: the heartbeat state machine (sans-IO).
 //! - [`reject`]: overload answers (DNS SERVFAIL, function error text).
@@ -17,6 +18,7 @@
 //! - [`config`]: the `[handoff]` table and its checks.
 //! - [`shard`]: one shard's hand-off state, counters and sends.
 //! - [`io`]: the gated UDP handlers, the hand-off port, the heartbeat, HTTP.
+//! - [`worker`]: the gate of a shard's DNS UDP worker thread.
 
 pub mod config;
 pub mod frame;
@@ -26,5 +28,6 @@ pub mod policy;
 pub mod raw;
 pub mod reject;
 pub mod shard;
+pub mod worker;
 
 pub use shard::HandoffShard;

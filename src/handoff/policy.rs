@@ -1,94 +1,73 @@
 //! The hand-off decision (sans-IO): given what a shard knows locally about
 //! one request and its own load, serve it here, hand it to the paired
-//! alternate, or refuse it at once.
+//! alternate, or refuse it at once. Time comes in as a parameter (ns of a
+//! monotonic clock); nothing here reads a clock or touches a socket.
 //!
-//! Overload is measured from two shard-local signals, both cheap and both
-//! taken by the UDP receive loop (no clock read inside this module):
+//! # Work-conserving admission
 //!
-//! - `waited_us`: how long this request has already waited on this shard
-//!   since its receive batch was taken off the socket. Invocations (and DNS
-//!   answers) run synchronously and replies leave after the whole batch, so
-//!   this is the local service time of the requests ahead of it in the batch:
-//!   a direct measure of queueing delay inside the shard.
-//! - `backlogged`: the previous receive batch came back full, i.e. the
-//!   socket still held datagrams behind it (receive backlog in the kernel,
-//!   whose waiting time the shard cannot see).
+//! A shard keeps every request it can serve within its latency budget and
+//! hands off only the excess. [`Admission`] is a *virtual queue* of the
+//! shard's committed work, in nanoseconds of CPU:
 //!
-//! A request is overloaded when `waited_us >= max_wait_us`, or when the
-//! socket is backlogged and `waited_us` has reached the loop's backlog
-//! budget. The time datagrams spend in the kernel queue is invisible to
-//! the shard, so that budget adapts ([`Budget`]): every full receive batch
-//! cuts it by a quarter (the queue is not draining: serve fewer locally, hand
-//! more off), every partial batch raises it by 1/32 of `max_wait_us` (the
-//! queue drained: keep more work here), between `backlog_wait_us` and
-//! `max_wait_us`. Under sustained overload it settles where the shard serves
-//! as much as it can while still draining its socket.
+//! - it drains at `target_busy` (e.g. 0.97) nanoseconds per nanosecond of
+//!   wall time: the share of the core the shard may spend on work;
+//! - a request is admitted locally when the queue plus the request's
+//!   estimated service time fits in `budget` (the latency budget,
+//!   `handoff.max_wait_us`); the estimate is then added to the queue;
+//! - every measured cost is charged: the difference between a local
+//!   request's measured and estimated service time, the CPU a hand-off took
+//!   (sealing and sending the frame), what the receive/send loop spent
+//!   around the requests, and *foreign* work on the same core (serving
+//!   requests the alternate handed to us, another service's loop). The
+//!   estimate is an exponentially weighted mean of measured local costs.
+//!
+//! Why it converges: the queue is a leaky bucket. Its level stays within
+//! `[0, budget + one request]`, so over any long interval the local work
+//! admitted equals what drained plus at most one budget; while requests
+//! are being handed off the level is at the budget, so it drains at the
+//! full `target_busy` rate. Hence at offered load `f` × capacity the local
+//! work settles at `target_busy` of the core and the handed-off share at
+//! `1 - target_busy / f` (plus the hand-off's own cost), i.e. within a few
+//! points of the ideal `1 - 1/f`. The decision is per request at a level
+//! boundary, with no mode to flip, so the share cannot oscillate between
+//! all-local and all-handed-off; a burst fills the budget within one
+//! budget's worth of work and everything past it is handed off at once;
+//! when the burst ends the queue empties within `budget / target_busy` and
+//! the share returns to 0. Measuring real costs (not assuming them) is what
+//! keeps the shard from idling while its alternate drowns: nothing is
+//! handed off while the core has headroom.
+//!
+//! # The alternate protects itself
+//!
+//! The alternate's heartbeat replies carry its own busy share. While it
+//! reports saturation, [`Admission`] stops growing the handed-off share:
+//! overloaded requests are handed off only while this shard's share of
+//! hand-offs in the current window stays under the share it had when the
+//! saturation was first reported, and the rest are refused at once
+//! ([`Decision::RejectOverloaded`]: DNS SERVFAIL, function `unavailable`,
+//! HTTP 503 with Retry-After), so the pair degrades like one node.
+//! A cold function is served here (built inline) rather than handed to a
+//! saturated alternate.
 
-/// Thresholds of the overload test (from `[handoff]`).
+/// Settings of the admission (from `[handoff]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Thresholds {
-    /// Queueing delay inside the shard at which a request is overloaded.
+    /// Latency budget: local work queued ahead of a request, at most, µs.
     pub max_wait_us: u64,
-    /// Floor of the adaptive budget that applies while the socket is
-    /// backlogged (previous batch full); see [`Budget`].
-    pub backlog_wait_us: u64,
+    /// Share of the core the shard keeps busy before handing off, percent.
+    pub target_busy_percent: u8,
+    /// The alternate's reported busy share at which it counts as
+    /// saturated, percent.
+    pub alternate_saturated_percent: u8,
 }
 
 impl Default for Thresholds {
     fn default() -> Self {
         Thresholds {
             max_wait_us: 2_000,
-            backlog_wait_us: 100,
+            target_busy_percent: 97,
+            alternate_saturated_percent: 95,
         }
-    }
-}
-
-/// Shard-local load signals for one request (see the module docs).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Load {
-    pub waited_us: u64,
-    pub backlogged: bool,
-    /// The backlog budget in force ([`Budget::current`]).
-    pub budget_us: u64,
-}
-
-impl Load {
-    /// Whether this load is past `t`.
-    pub fn overloaded(&self, t: &Thresholds) -> bool {
-        self.waited_us >= t.max_wait_us || (self.backlogged && self.waited_us >= self.budget_us)
-    }
-}
-
-/// The adaptive backlog budget of one receive loop (see the module docs).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Budget {
-    us: u64,
-    floor: u64,
-    ceil: u64,
-}
-
-impl Budget {
-    /// Starts at `max_wait_us` (no backlog seen yet).
-    pub fn new(t: &Thresholds) -> Budget {
-        let ceil = t.max_wait_us.max(t.backlog_wait_us);
-        Budget {
-            us: ceil,
-            floor: t.backlog_wait_us,
-            ceil,
-        }
-    }
-
-    pub fn current(&self) -> u64 {
-        self.us
-    }
-
-    /// A receive batch was handled; `full`: it filled the batch (backlog).
-    pub fn batch_done(&mut self, full: bool) {
-        self.us = if full {
-            (self.us - self.us / 4).max(self.floor)
-        } else {
-            (self.us + (self.ceil / 32).max(1)).min(self.ceil)
-        };
     }
 }
 
@@ -99,7 +78,6 @@ pub struct Request {
     pub handed_off: bool,
     /// It names a function that is configured but not warm on this shard.
     pub cold: bool,
-    pub load: Load,
 }
 
 /// Why a request is handed off.
@@ -112,13 +90,13 @@ pub enum HandoffReason {
 /// Why a request is served here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum LocalReason {
-    /// Nothing wrong: warm and not overloaded.
+    /// Nothing wrong: warm and within the latency budget.
     Normal,
     /// It was handed to us; it is served here whatever our state.
     AlreadyHandedOff,
     /// It is cold here and would have gone to the alternate, which is
-    /// down: served here (an instance is built inline). An overloaded
-    /// request with the alternate down is [`Decision::RejectOverloaded`].
+    /// down or saturated: served here (an instance is built inline). An
+    /// overloaded request then is [`Decision::RejectOverloaded`].
     AlternateDown,
 }
 
@@ -127,21 +105,30 @@ pub enum LocalReason {
 pub enum Decision {
     Local(LocalReason),
     Handoff(HandoffReason),
-    /// Overloaded and the alternate is down: answer with an overload error
-    /// at once (DNS SERVFAIL, function `Unavailable`, HTTP 503) instead of
-    /// queueing without bound.
+    /// Overloaded and the alternate is down or saturated: answer with an
+    /// overload error at once (DNS SERVFAIL, function `Unavailable`, HTTP
+    /// 503) instead of queueing without bound.
     RejectOverloaded,
 }
 
-/// Decide for one request. `alternate_up` is the heartbeat's view of the
-/// paired node. Overload wins over coldness as the hand-off reason (a cold
-/// request on an overloaded shard is counted as overloaded).
-pub fn decide(req: &Request, alternate_up: bool, t: &Thresholds) -> Decision {
+/// The heartbeat's view of the alternate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Alternate {
+    Down,
+    /// Up; `busy_percent` as it last reported (`None`: it reports nothing).
+    Up { busy_percent: Option<u8> },
+}
+
+/// Decide for one request from its facts alone: `overloaded` is the
+/// admission's verdict, `alternate_takes_more` whether a saturated
+/// alternate still has room within the frozen share. Overload wins over
+/// coldness as the hand-off reason.
+pub fn decide(req: &Request, overloaded: bool, alt: Alternate, alternate_takes_more: bool) -> Decision {
     if req.handed_off {
         return Decision::Local(LocalReason::AlreadyHandedOff);
     }
-    let overloaded = req.load.overloaded(t);
-    match (overloaded, req.cold, alternate_up) {
+    let up = matches!(alt, Alternate::Up { .. });
+    match (overloaded, req.cold, up && alternate_takes_more) {
         (false, false, _) => Decision::Local(LocalReason::Normal),
         (true, _, true) => Decision::Handoff(HandoffReason::Overloaded),
         (false, true, true) => Decision::Handoff(HandoffReason::Cold),
@@ -150,118 +137,164 @@ pub fn decide(req: &Request, alternate_up: bool, t: &Thresholds) -> Decision {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
+/// Length of the window over which the handed-off share is measured.
+pub const SHARE_WINDOW_NS: u64 = 100_000_000;
 
-    const T: Thresholds = Thresholds {
-        max_wait_us: 1000,
-        backlog_wait_us: 100,
-    };
+/// A service-time estimate before anything was measured, ns.
+const INITIAL_ESTIMATE_NS: u64 = 2_000;
 
-    fn req(handed_off: bool, cold: bool, waited_us: u64, backlogged: bool) -> Request {
-        Request {
-            handed_off,
-            cold,
-            load: Load {
-                waited_us,
-                backlogged,
-                budget_us: T.backlog_wait_us,
-            },
+/// One shard's work-conserving admission (see the module docs).
+#[derive(Debug, Clone)]
+pub struct Admission {
+    budget_ns: u64,
+    /// Drain rate, parts per 1024 of wall time.
+    drain_per_1024: u64,
+    saturated_percent: u8,
+    /// Committed work not yet drained, ns.
+    level_ns: u64,
+    last_ns: u64,
+    /// Estimated service time of a local request (EWMA, 1/8 weight), ns.
+    estimate_ns: u64,
+    /// Current share window: requests offered (not already handed off)
+    /// and handed off for overload, since `window_start_ns`.
+    window_start_ns: u64,
+    window_offered: u64,
+    window_handed: u64,
+    /// Handed-off share of the last complete window, parts per million.
+    share_ppm: u32,
+    /// While the alternate reports saturation: the most this shard may
+    /// hand off, parts per million of offered requests.
+    cap_ppm: Option<u32>,
+    /// Error-diffusion credit under the cap: each offered request adds the
+    /// cap, each hand-off takes one whole request (1,000,000).
+    credit_ppm: u64,
+}
+
+/// Hand-offs a saturated alternate may take in a row after a lull.
+const MAX_CREDIT_PPM: u64 = 4_000_000;
+
+impl Admission {
+    pub fn new(t: &Thresholds) -> Admission {
+        Admission {
+            budget_ns: t.max_wait_us.saturating_mul(1000),
+            drain_per_1024: u64::from(t.target_busy_percent.clamp(1, 100)) * 1024 / 100,
+            saturated_percent: t.alternate_saturated_percent,
+            level_ns: 0,
+            last_ns: 0,
+            estimate_ns: INITIAL_ESTIMATE_NS,
+            window_start_ns: 0,
+            window_offered: 0,
+            window_handed: 0,
+            share_ppm: 0,
+            cap_ppm: None,
+            credit_ppm: 0,
         }
     }
 
-    #[test]
-    fn budget_shrinks_on_backlog_and_recovers() {
-        let mut b = Budget::new(&T);
-        assert_eq!(b.current(), 1000);
-        b.batch_done(true);
-        assert_eq!(b.current(), 750);
-        for _ in 0..50 {
-            b.batch_done(true);
+    /// Let the queue drain up to `now_ns` and roll the share window.
+    fn advance(&mut self, now_ns: u64) {
+        let dt = now_ns.saturating_sub(self.last_ns);
+        self.last_ns = self.last_ns.max(now_ns);
+        self.level_ns = self.level_ns.saturating_sub(dt.saturating_mul(self.drain_per_1024) / 1024);
+        if now_ns.saturating_sub(self.window_start_ns) >= SHARE_WINDOW_NS {
+            self.share_ppm = if self.window_offered == 0 {
+                0
+            } else {
+                (self.window_handed * 1_000_000 / self.window_offered) as u32
+            };
+            self.window_start_ns = now_ns;
+            self.window_offered = 0;
+            self.window_handed = 0;
         }
-        assert_eq!(b.current(), 100, "never below backlog_wait_us");
-        b.batch_done(false);
-        assert_eq!(b.current(), 131);
-        for _ in 0..100 {
-            b.batch_done(false);
+    }
+
+    /// The heartbeat's latest report of the alternate: freezes the share
+    /// while it is saturated, lifts the cap when it is not.
+    pub fn alternate_report(&mut self, alt: Alternate) {
+        let saturated = matches!(alt, Alternate::Up { busy_percent: Some(b) } if b >= self.saturated_percent);
+        match (saturated, self.cap_ppm) {
+            (true, None) => {
+                let current = if self.window_offered > 0 {
+                    (self.window_handed * 1_000_000 / self.window_offered) as u32
+                } else {
+                    0
+                };
+                self.cap_ppm = Some(self.share_ppm.max(current));
+                self.credit_ppm = 0;
+            }
+            (false, Some(_)) => self.cap_ppm = None,
+            _ => {}
         }
-        assert_eq!(b.current(), 1000, "never above max_wait_us");
     }
 
-    #[test]
-    fn warm_and_idle_is_local() {
-        assert_eq!(
-            decide(&req(false, false, 0, false), true, &T),
-            Decision::Local(LocalReason::Normal)
-        );
+    /// Whether the alternate is saturated (the share is frozen).
+    pub fn alternate_saturated(&self) -> bool {
+        self.cap_ppm.is_some()
     }
 
-    #[test]
-    fn cold_goes_to_a_live_alternate_and_stays_when_it_is_down() {
-        assert_eq!(
-            decide(&req(false, true, 0, false), true, &T),
-            Decision::Handoff(HandoffReason::Cold)
-        );
-        assert_eq!(
-            decide(&req(false, true, 0, false), false, &T),
-            Decision::Local(LocalReason::AlternateDown)
-        );
-    }
-
-    #[test]
-    fn overload_thresholds() {
-        assert_eq!(
-            decide(&req(false, false, 999, false), true, &T),
-            Decision::Local(LocalReason::Normal)
-        );
-        assert_eq!(
-            decide(&req(false, false, 1000, false), true, &T),
-            Decision::Handoff(HandoffReason::Overloaded)
-        );
-        // Backlogged: the tighter budget applies.
-        assert_eq!(
-            decide(&req(false, false, 99, true), true, &T),
-            Decision::Local(LocalReason::Normal)
-        );
-        assert_eq!(
-            decide(&req(false, false, 100, true), true, &T),
-            Decision::Handoff(HandoffReason::Overloaded)
-        );
-        assert_eq!(
-            decide(&req(false, true, 5000, false), true, &T),
-            Decision::Handoff(HandoffReason::Overloaded)
-        );
-    }
-
-    #[test]
-    fn overloaded_with_alternate_down_is_rejected() {
-        assert_eq!(
-            decide(&req(false, false, 5000, false), false, &T),
-            Decision::RejectOverloaded
-        );
-        assert_eq!(
-            decide(&req(false, true, 5000, true), false, &T),
-            Decision::RejectOverloaded
-        );
-    }
-
-    proptest! {
-        /// A handed-off request is always served here, whatever the state.
-        #[test]
-        fn handed_off_is_never_handed_on(cold: bool, waited in 0u64..10_000_000, backlogged: bool, up: bool) {
-            prop_assert_eq!(
-                decide(&req(true, cold, waited, backlogged), up, &T),
-                Decision::Local(LocalReason::AlreadyHandedOff)
-            );
+    /// Decide for one request at `now_ns`. A local decision commits the
+    /// service-time estimate; correct it with [`Admission::charge`] once
+    /// the real cost is known.
+    pub fn decide(&mut self, now_ns: u64, req: &Request, alt: Alternate) -> Decision {
+        self.advance(now_ns);
+        if req.handed_off {
+            self.level_ns += self.estimate_ns;
+            return Decision::Local(LocalReason::AlreadyHandedOff);
         }
-
-        /// With the alternate down nothing is handed off.
-        #[test]
-        fn nothing_goes_to_a_dead_alternate(cold: bool, waited in 0u64..10_000_000, backlogged: bool, hop: bool) {
-            let d = decide(&req(hop, cold, waited, backlogged), false, &T);
-            prop_assert!(!matches!(d, Decision::Handoff(_)));
+        self.window_offered += 1;
+        // An empty queue always admits (a request heavier than the whole
+        // budget is still served when the shard is idle).
+        let overloaded = self.level_ns > 0 && self.level_ns + self.estimate_ns > self.budget_ns;
+        let takes_more = match self.cap_ppm {
+            None => true,
+            Some(cap) => {
+                self.credit_ppm = (self.credit_ppm + u64::from(cap)).min(MAX_CREDIT_PPM);
+                self.credit_ppm >= 1_000_000
+            }
+        };
+        let d = decide(req, overloaded, alt, takes_more);
+        match d {
+            Decision::Local(_) => self.level_ns += self.estimate_ns,
+            Decision::Handoff(HandoffReason::Overloaded) => {
+                self.window_handed += 1;
+                self.credit_ppm = self.credit_ppm.saturating_sub(1_000_000);
+            }
+            Decision::Handoff(HandoffReason::Cold) | Decision::RejectOverloaded => {}
         }
+        d
+    }
+
+    /// A local request took `measured_ns` (the estimate was committed by
+    /// [`Admission::decide`]): correct the queue and learn the estimate.
+    pub fn served(&mut self, measured_ns: u64) {
+        let est = self.estimate_ns;
+        self.level_ns = (self.level_ns + measured_ns).saturating_sub(est);
+        self.estimate_ns = (est * 7 + measured_ns) / 8;
+        self.estimate_ns = self.estimate_ns.max(1);
+    }
+
+    /// Work that is not a local request's service: a hand-off's cost,
+    /// the loop's own receive/send time, foreign work on this core.
+    pub fn charge(&mut self, ns: u64) {
+        self.level_ns = self.level_ns.saturating_add(ns);
+    }
+
+    /// Handed-off share (for overload) of the last complete window, in
+    /// parts per million.
+    pub fn share_ppm(&self) -> u32 {
+        self.share_ppm
+    }
+
+    /// Committed work not yet drained, ns.
+    pub fn level_ns(&self) -> u64 {
+        self.level_ns
+    }
+
+    /// Current local service-time estimate, ns.
+    pub fn estimate_ns(&self) -> u64 {
+        self.estimate_ns
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -5,14 +5,17 @@
 
 use std::cell::{Cell, RefCell};
 use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::os::fd::{AsRawFd, BorrowedFd};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use super::config::{HandoffConfig, ReplyMode};
 use super::frame::{self, DropReason, Frame, FrameType, Key, Opener, ServiceKind};
 use super::liveness::{Liveness, Transition};
-use super::policy::{HandoffReason, Thresholds};
+use super::policy::{Admission, Alternate, Decision, HandoffReason, Request};
 use super::raw::RawSender;
+use super::worker::{GateLink, WorkerGate};
 use crate::metrics::shard::HandoffCounts;
 
 /// Shard-local running totals.
@@ -54,7 +57,6 @@ pub struct HandoffShard {
     cfg: HandoffConfig,
     alternate: SocketAddr,
     key: Key,
-    thresholds: Thresholds,
     opener: RefCell<Opener>,
     liveness: RefCell<Liveness>,
     up: Cell<bool>,
@@ -68,9 +70,28 @@ pub struct HandoffShard {
     raw: RefCell<Option<RawSender>>,
     reply: Cell<ReplyMode>,
     buf: RefCell<Vec<u8>>,
-    /// The function UDP socket's last receive batch was full (HTTP uses it).
-    fn_backlogged: Cell<bool>,
+    /// The work-conserving admission of this shard's executor (every gate
+    /// on it shares it: one core, one virtual queue).
+    admission: RefCell<Admission>,
+    /// Monotonic origin of the admission's clock.
+    epoch: Instant,
+    /// Busy time of this shard's request work (gates, hand-off port), ns:
+    /// what the heartbeat reports to the alternate as our load.
+    busy_ns: Cell<u64>,
+    /// (wall ns, busy ns) at the last load sample, and the busy percent
+    /// measured between the two last samples.
+    load_sample: Cell<(u64, u64)>,
+    load_percent: Cell<u8>,
+    /// The alternate's busy percent from its last pong (None: it sent none).
+    alternate_busy: Cell<Option<u8>>,
+    /// Shared with this shard's DNS worker threads (see `super::worker`).
+    link: Arc<GateLink>,
+    /// The workers' busy ns already charged to this shard's admission.
+    worker_seen_ns: Cell<u64>,
 }
+
+/// Shortest interval between two load samples, ns.
+const LOAD_SAMPLE_NS: u64 = 50_000_000;
 
 /// A random 64-bit value from the kernel (nonce base).
 fn random_u64() -> u64 {
@@ -118,8 +139,7 @@ impl HandoffShard {
         };
         HandoffShard {
             index,
-            thresholds: cfg.thresholds(),
-            opener: RefCell::new(Opener::new(key.clone(), alternate, window_us)),
+            opener: RefCell::new(Opener::new(key.for_sender(alternate), alternate, window_us)),
             liveness: RefCell::new(Liveness::new(cfg.heartbeat_misses)),
             up: Cell::new(false),
             nonce: Cell::new(random_u64()),
@@ -133,9 +153,16 @@ impl HandoffShard {
             }),
             raw: RefCell::new(raw),
             buf: RefCell::new(Vec::with_capacity(2048)),
-            fn_backlogged: Cell::new(false),
+            admission: RefCell::new(Admission::new(&cfg.thresholds())),
+            epoch: Instant::now(),
+            busy_ns: Cell::new(0),
+            load_sample: Cell::new((0, 0)),
+            load_percent: Cell::new(0),
+            alternate_busy: Cell::new(None),
+            link: Arc::new(GateLink::default()),
+            worker_seen_ns: Cell::new(0),
             alternate,
-            key,
+            key: key.for_sender(cfg.listen),
             cfg,
         }
     }
@@ -152,10 +179,6 @@ impl HandoffShard {
         self.alternate
     }
 
-    pub fn thresholds(&self) -> &Thresholds {
-        &self.thresholds
-    }
-
     /// The heartbeat's view of the alternate.
     #[inline]
     pub fn is_up(&self) -> bool {
@@ -168,12 +191,102 @@ impl HandoffShard {
         self.reply.get()
     }
 
-    pub fn set_fn_backlogged(&self, b: bool) {
-        self.fn_backlogged.set(b);
+    /// Nanoseconds on the admission's monotonic clock.
+    #[inline]
+    pub fn now_ns(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
     }
 
-    pub fn fn_backlogged(&self) -> bool {
-        self.fn_backlogged.get()
+    /// The alternate as the admission sees it.
+    fn alternate_state(&self) -> Alternate {
+        if self.up.get() {
+            Alternate::Up {
+                busy_percent: self.alternate_busy.get(),
+            }
+        } else {
+            Alternate::Down
+        }
+    }
+
+    /// The admission's decision for one request at `now_ns`.
+    pub fn decide(&self, now_ns: u64, req: &Request) -> Decision {
+        self.admission
+            .borrow_mut()
+            .decide(now_ns, req, self.alternate_state())
+    }
+
+    /// A locally served request took `ns`.
+    pub fn served(&self, ns: u64) {
+        self.admission.borrow_mut().served(ns);
+        self.add_busy(ns);
+    }
+
+    /// Other work of this shard took `ns` (a hand-off's send, a loop's
+    /// receive and send, serving a handed-in request).
+    pub fn charge(&self, ns: u64) {
+        self.admission.borrow_mut().charge(ns);
+        self.add_busy(ns);
+    }
+
+    fn add_busy(&self, ns: u64) {
+        let busy = self.busy_ns.get() + ns;
+        self.busy_ns.set(busy);
+        self.link.executor_busy_ns.store(busy, Ordering::Relaxed);
+    }
+
+    /// Charge what this shard's DNS worker threads did on the core since
+    /// the last call (foreign work to the executor's admission). Called
+    /// once per receive batch of the executor's gates.
+    pub fn absorb_worker_busy(&self) {
+        let worker = self.link.worker_busy_ns.load(Ordering::Relaxed);
+        let new = worker.saturating_sub(self.worker_seen_ns.get());
+        if new > 0 {
+            self.worker_seen_ns.set(worker);
+            self.admission.borrow_mut().charge(new);
+        }
+    }
+
+    /// The gate for a DNS worker thread serving `service` (see
+    /// `super::worker`): its own admission and sending socket.
+    pub fn worker_gate(&self, service: SocketAddr) -> std::io::Result<WorkerGate> {
+        WorkerGate::new(
+            self.link.clone(),
+            &self.cfg.thresholds(),
+            self.key.clone(),
+            self.alternate,
+            self.cfg.listen.ip(),
+            service,
+            random_u64(),
+        )
+    }
+
+    /// Handed-off share (overload) of the last window, parts per million.
+    pub fn share_ppm(&self) -> u32 {
+        self.admission.borrow().share_ppm()
+    }
+
+    /// The alternate's last reported busy percent.
+    pub fn alternate_busy(&self) -> Option<u8> {
+        self.alternate_busy.get()
+    }
+
+    /// Whether the alternate reports saturation (our share is frozen).
+    pub fn alternate_saturated(&self) -> bool {
+        self.admission.borrow().alternate_saturated()
+    }
+
+    /// This shard's busy percent over the last sample interval (what our
+    /// pongs report).
+    pub fn load_percent(&self) -> u8 {
+        let now = self.now_ns();
+        let (t0, b0) = self.load_sample.get();
+        if now.saturating_sub(t0) >= LOAD_SAMPLE_NS {
+            let busy = self.busy_ns.get() + self.link.worker_busy_ns.load(Ordering::Relaxed);
+            let pct = (busy.saturating_sub(b0) * 100 / now.saturating_sub(t0).max(1)).min(100);
+            self.load_percent.set(pct as u8);
+            self.load_sample.set((now, busy));
+        }
+        self.load_percent.get()
     }
 
     pub fn next_nonce(&self) -> u64 {
@@ -182,9 +295,15 @@ impl HandoffShard {
         n
     }
 
-    /// Use (a duplicate of) `sock`, the shard's hand-off socket, for sends.
-    pub fn attach_tx(&self, sock: &impl AsRawFd) -> std::io::Result<()> {
-        *self.tx.borrow_mut() = Some(dup_udp(sock)?);
+    /// Open this shard's own sending socket: bound to the hand-off
+    /// address's IP with a port of its own, so that frames from different
+    /// shards are different flows and spread over the alternate's shards
+    /// (its SO_REUSEPORT hash and SO_INCOMING_CPU steering). Nonblocking:
+    /// a full send buffer fails the hand-off, which is then served here.
+    pub fn open_tx(&self) -> std::io::Result<()> {
+        let sock = UdpSocket::bind(SocketAddr::new(self.cfg.listen.ip(), 0))?;
+        sock.set_nonblocking(true)?;
+        *self.tx.borrow_mut() = Some(sock);
         Ok(())
     }
 
@@ -353,6 +472,10 @@ impl HandoffShard {
     /// Seal a heartbeat frame (ping, or a pong echoing `nonce`) into `out`.
     pub fn heartbeat_frame(&self, ty: FrameType, nonce: u64, out: &mut Vec<u8>) {
         let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
+        // A pong carries this shard's busy percent (one byte); a ping
+        // carries nothing.
+        let load = [self.load_percent()];
+        let payload: &[u8] = if ty == FrameType::Pong { &load } else { &[] };
         let f = Frame {
             ty,
             hop: false,
@@ -361,7 +484,7 @@ impl HandoffShard {
             nonce,
             client: unspecified,
             service_addr: unspecified,
-            payload: &[],
+            payload,
         };
         let _ = frame::seal(&self.key, &f, out);
     }
@@ -383,20 +506,28 @@ impl HandoffShard {
         nonce
     }
 
-    /// An authenticated pong arrived.
-    pub fn on_pong(&self, nonce: u64, now_ms: u64) {
+    /// An authenticated pong arrived; `payload` is the alternate's busy
+    /// percent (empty from a node that reports none).
+    pub fn on_pong(&self, nonce: u64, now_ms: u64, payload: &[u8]) {
         let t = self.liveness.borrow_mut().pong(nonce, now_ms);
         self.transition(t);
+        self.alternate_busy.set(payload.first().map(|&b| b.min(100)));
+        self.admission
+            .borrow_mut()
+            .alternate_report(self.alternate_state());
+        self.link.set_alternate(self.alternate_state());
     }
 
     fn transition(&self, t: Option<Transition>) {
         match t {
             Some(Transition::WentUp) => {
                 self.up.set(true);
+                self.link.set_alternate(self.alternate_state());
                 tracing::info!(shard = self.index, alternate = %self.alternate, "hand-off alternate up");
             }
             Some(Transition::WentDown) => {
                 self.up.set(false);
+                self.link.set_alternate(Alternate::Down);
                 tracing::warn!(
                     shard = self.index,
                     alternate = %self.alternate,
@@ -411,9 +542,10 @@ impl HandoffShard {
     /// The totals in the metrics' shape.
     pub fn snapshot(&self) -> HandoffCounts {
         let c = &self.counts;
+        let w = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
         HandoffCounts {
             cold: c.cold.get(),
-            overloaded: c.overloaded.get(),
+            overloaded: c.overloaded.get() + w(&self.link.overloaded),
             frames_received: c.received.get(),
             dropped_bad_mac: c.bad_mac.get(),
             dropped_stale: c.stale.get(),
@@ -422,8 +554,12 @@ impl HandoffShard {
             dropped_malformed: c.malformed.get(),
             replies_direct: c.direct.get(),
             replies_relay: c.relay.get(),
-            overload_rejects: c.rejects.get(),
+            overload_rejects: c.rejects.get() + w(&self.link.rejects),
             alternate_up: self.is_up(),
+            share_ppm: self.share_ppm(),
+            alternate_busy_percent: self.alternate_busy(),
+            alternate_saturated: self.alternate_saturated(),
+            busy_percent: self.load_percent(),
         }
     }
 }

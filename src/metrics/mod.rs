@@ -96,6 +96,10 @@ pub mod names {
     pub const HANDOFF_DROPPED: &str = "shardgate_handoff_frames_dropped_total";
     pub const HANDOFF_REPLIES: &str = "shardgate_handoff_replies_total";
     pub const HANDOFF_ALTERNATE_UP: &str = "shardgate_handoff_alternate_up";
+    pub const HANDOFF_SHARE: &str = "shardgate_handoff_share_ratio";
+    pub const HANDOFF_ALTERNATE_BUSY: &str = "shardgate_handoff_alternate_busy_ratio";
+    pub const HANDOFF_ALTERNATE_SATURATED: &str = "shardgate_handoff_alternate_saturated";
+    pub const HANDOFF_SHARD_BUSY: &str = "shardgate_handoff_shard_busy_ratio";
     pub const OVERLOAD_REJECTS: &str = "shardgate_overload_rejects_total";
     pub const ADMIN_REQUESTS: &str = "shardgate_admin_requests_total";
     pub const BUILD_INFO: &str = "shardgate_build_info";
@@ -259,6 +263,26 @@ pub const CATALOGUE: &[(&str, Kind, &str)] = &[
         names::HANDOFF_ALTERNATE_UP,
         Kind::Gauge,
         "1 while the heartbeat sees the alternate node alive.",
+    ),
+    (
+        names::HANDOFF_SHARE,
+        Kind::Gauge,
+        "Share of this shard's requests handed off for overload over the last 100 ms window (0..1).",
+    ),
+    (
+        names::HANDOFF_ALTERNATE_BUSY,
+        Kind::Gauge,
+        "The alternate's busy share as its last heartbeat reply reported it (0..1; -1 when it reports none).",
+    ),
+    (
+        names::HANDOFF_ALTERNATE_SATURATED,
+        Kind::Gauge,
+        "1 while the alternate reports saturation: this shard's handed-off share is frozen and the excess is refused here.",
+    ),
+    (
+        names::HANDOFF_SHARD_BUSY,
+        Kind::Gauge,
+        "This shard's busy share from request work, as its heartbeat replies report it to the alternate (0..1).",
     ),
     (
         names::OVERLOAD_REJECTS,

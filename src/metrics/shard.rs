@@ -150,6 +150,13 @@ pub struct HandoffCounts {
     pub replies_relay: u64,
     pub overload_rejects: u64,
     pub alternate_up: bool,
+    /// Handed-off share of the last window, parts per million.
+    pub share_ppm: u32,
+    /// The alternate's reported busy percent (None: reports none).
+    pub alternate_busy_percent: Option<u8>,
+    pub alternate_saturated: bool,
+    /// This shard's busy percent as reported to the alternate.
+    pub busy_percent: u8,
 }
 
 /// Handles of one function on one shard.
@@ -180,6 +187,10 @@ struct HandoffHandles {
     relay: Counter,
     rejects: Counter,
     alternate_up: Gauge,
+    share: Gauge,
+    alternate_busy: Gauge,
+    alternate_saturated: Gauge,
+    busy: Gauge,
 }
 
 /// One shard's metric handles and latency histograms. Lives on its shard
@@ -302,6 +313,10 @@ impl ShardMetrics {
                 relay: c(names::HANDOFF_REPLIES, &[("mode", "relay")]),
                 rejects: c(names::OVERLOAD_REJECTS, &[]),
                 alternate_up: g(names::HANDOFF_ALTERNATE_UP, &[]),
+                share: g(names::HANDOFF_SHARE, &[]),
+                alternate_busy: g(names::HANDOFF_ALTERNATE_BUSY, &[]),
+                alternate_saturated: g(names::HANDOFF_ALTERNATE_SATURATED, &[]),
+                busy: g(names::HANDOFF_SHARD_BUSY, &[]),
             },
             shard: label,
         };
@@ -565,6 +580,12 @@ impl ShardMetrics {
         x.relay.absolute(h.replies_relay);
         x.rejects.absolute(h.overload_rejects);
         x.alternate_up.set(if h.alternate_up { 1.0 } else { 0.0 });
+        x.share.set(f64::from(h.share_ppm) / 1e6);
+        x.alternate_busy
+            .set(h.alternate_busy_percent.map_or(-1.0, |b| f64::from(b) / 100.0));
+        x.alternate_saturated
+            .set(if h.alternate_saturated { 1.0 } else { 0.0 });
+        x.busy.set(f64::from(h.busy_percent) / 100.0);
     }
 
     /// Publish the DNS latency histograms and stamp the publish time.

@@ -1,5 +1,6 @@
-//! A shard's DNS UDP worker thread (`dns.udp_io = "thread"`, the default
-//! when `[handoff]` is not configured).
+//! A shard's DNS UDP worker thread: every DNS UDP socket of a shard is
+//! served by one, hand-off included (the hand-off gate runs here, as a
+//! [`Screen`] with state of its own).
 //!
 //! The worker is part of its shard: it is pinned to the shard's CPU and
 //! serves one of the shard's DNS UDP sockets (bound by the shard, with the
@@ -53,6 +54,18 @@ const REPORT_EVERY: Duration = Duration::from_millis(250);
 /// Batches between two clock reads for [`REPORT_EVERY`].
 const BATCHES_PER_CLOCK_CHECK: u32 = 64;
 
+/// Something in front of the worker's answer path with state of its own
+/// (the hand-off gate, `crate::handoff::worker`): it sees every batch and
+/// may deal with a datagram itself.
+pub trait Screen: Send {
+    fn begin_batch(&mut self);
+    /// `None`: the worker answers; `Some(send)`: the screen dealt with it
+    /// (`send`: a reply was written into `out`).
+    fn screen(&mut self, d: &[u8], from: SocketAddr, out: &mut Vec<u8>) -> Option<bool>;
+    /// After the batch's replies went out.
+    fn end_batch(&mut self);
+}
+
 /// What a worker hands to its shard.
 #[derive(Debug, Default, Clone)]
 pub struct WorkerReport {
@@ -87,6 +100,10 @@ impl WorkerLink {
 pub struct DnsWorker {
     link: Arc<WorkerLink>,
     thread: JoinHandle<()>,
+    /// The shard's own handle on the socket (the thread serves a clone):
+    /// relayed hand-off answers leave from it.
+    sock: UdpSocket,
+    local: SocketAddr,
 }
 
 impl DnsWorker {
@@ -98,6 +115,7 @@ impl DnsWorker {
     pub fn spawn(
         ctx: &ShardCtx,
         sock: UdpSocket,
+        screen: Option<Box<dyn Screen>>,
     ) -> Result<DnsWorker, (std::io::Error, UdpSocket)> {
         let prepared = sock
             .set_nonblocking(false)
@@ -124,6 +142,7 @@ impl DnsWorker {
             batches_unchecked: 0,
             dirty: false,
             last_report: Instant::now(),
+            screen,
         };
         worker.views_changed();
         let settings = LoopSettings::for_dns(&ctx.shared.startup.dns);
@@ -140,12 +159,27 @@ impl DnsWorker {
                 worker.run(&thread_sock, settings, index, local);
             });
         match spawned {
-            Ok(thread) => Ok(DnsWorker { link, thread }),
+            Ok(thread) => Ok(DnsWorker {
+                link,
+                thread,
+                sock,
+                local,
+            }),
             Err(e) => {
                 let _ = sock.set_nonblocking(true);
                 Err((e, sock))
             }
         }
+    }
+
+    /// The address the worker serves.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// The served socket (shared with the thread).
+    pub fn socket(&self) -> &UdpSocket {
+        &self.sock
     }
 
     /// The shard's handle on the worker's reports.
@@ -179,6 +213,7 @@ struct Worker {
     /// Batches were served since the last report.
     dirty: bool,
     last_report: Instant,
+    screen: Option<Box<dyn Screen>>,
 }
 
 impl Worker {
@@ -234,10 +269,18 @@ impl DatagramHandler for Worker {
         self.refresh();
         self.meter.begin_batch();
         self.stats.udp_batch();
+        if let Some(s) = &mut self.screen {
+            s.begin_batch();
+        }
     }
 
     #[inline]
     fn handle(&mut self, datagram: &[u8], from: SocketAddr, out: &mut Vec<u8>) -> bool {
+        if let Some(s) = &mut self.screen {
+            if let Some(send) = s.screen(datagram, from, out) {
+                return send;
+            }
+        }
         let map = &self.served.map;
         let outcome = dns::answer(map, datagram, from.ip(), Transport::Udp, out);
         self.meter.answered(map, from.ip(), outcome);
@@ -255,6 +298,9 @@ impl DatagramHandler for Worker {
 
     #[inline]
     fn end_batch(&mut self) {
+        if let Some(s) = &mut self.screen {
+            s.end_batch();
+        }
         self.meter.end_batch();
         self.dirty = true;
         self.batches_unchecked += 1;

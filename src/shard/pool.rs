@@ -225,7 +225,7 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
                 .join(", ")
         },
         io_memory_kib,
-        services::dns_udp_served_by(&shared.startup),
+        "DNS UDP on worker threads",
         match &source {
             ConfigSource::Embedded => "<embedded default>".to_string(),
             ConfigSource::File(p) => p.display().to_string(),

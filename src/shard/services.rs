@@ -13,7 +13,6 @@ use std::rc::Rc;
 use glommio::net::{TcpListener, UdpSocket};
 use glommio::Task;
 
-use crate::config::{Config, UdpIo};
 use crate::dns::{self, Transport};
 
 use super::context::ShardCtx;
@@ -26,11 +25,9 @@ use super::udp::{self, DatagramHandler};
 /// Sockets one shard owns.
 #[derive(Default)]
 pub struct ShardSockets {
-    /// One per `dns.listen` address, served by the executor...
-    pub dns_udp: Vec<UdpSocket>,
-    /// ... or, with `dns.udp_io = "thread"` (and no `[handoff]`), by the
-    /// shard's DNS worker threads (`super::dns_worker`).
-    pub dns_udp_threads: Vec<std::net::UdpSocket>,
+    /// One worker thread per `dns.listen` address serves its UDP socket
+    /// (`super::dns_worker`), hand-off gate included.
+    pub dns_udp_workers: Vec<DnsWorker>,
     pub dns_tcp: Vec<TcpListener>,
     /// One per `functions.listen` address, when functions are served.
     pub fn_udp: Vec<UdpSocket>,
@@ -39,18 +36,35 @@ pub struct ShardSockets {
     pub handoff: Option<UdpSocket>,
 }
 
-/// Bind every socket of this shard (SO_REUSEPORT, steered to its CPU).
+/// Bind every socket of this shard (SO_REUSEPORT, steered to its CPU) and
+/// start its DNS UDP worker threads (a thread that cannot start stops
+/// start-up, as a bind error does).
 pub fn bind_services(ctx: &ShardCtx) -> anyhow::Result<ShardSockets> {
     let mut s = ShardSockets::default();
     let startup = &ctx.shared.startup;
-    let threads = dns_udp_on_threads(startup);
+    let dns_handoff = ctx.handoff.clone().filter(|h| h.config().dns);
     for &addr in &startup.dns.listen {
-        if threads {
-            s.dns_udp_threads
-                .push(sockets::bind_udp_std(addr, ctx.cpu)?);
-        } else {
-            s.dns_udp.push(sockets::bind_udp(addr, ctx.cpu)?);
-        }
+        let sock = sockets::bind_udp_std(addr, ctx.cpu)?;
+        let screen: Option<Box<dyn super::dns_worker::Screen>> = match &dns_handoff {
+            Some(h) => Some(Box::new(h.worker_gate(addr).map_err(|e| {
+                anyhow::anyhow!(
+                    "shard {}: cannot open the DNS worker's hand-off socket on {}: {e}",
+                    ctx.index,
+                    h.config().listen.ip()
+                )
+            })?)),
+            None => None,
+        };
+        let worker = DnsWorker::spawn(ctx, sock, screen).map_err(|(e, _)| {
+            anyhow::anyhow!(
+                "shard {}: cannot start the DNS UDP worker thread for {addr}: {e}; \
+                 raise the process's thread limit (ulimit -u, TasksMax=) and start again",
+                ctx.index
+            )
+        })?;
+        ctx.metrics.udp_latency_published_by_worker();
+        ctx.udp_workers.borrow_mut().push(worker.link());
+        s.dns_udp_workers.push(worker);
         s.dns_tcp.push(sockets::bind_tcp(addr, ctx.cpu)?);
     }
     if ctx.functions.is_some() {
@@ -71,31 +85,18 @@ pub fn bind_services(ctx: &ShardCtx) -> anyhow::Result<ShardSockets> {
     Ok(s)
 }
 
-/// Whether the DNS UDP sockets are served by worker threads: `dns.udp_io =
-/// "thread"` and no `[handoff]` (whose gate runs on the executor).
-pub fn dns_udp_on_threads(config: &Config) -> bool {
-    config.dns.udp_io == UdpIo::Thread && config.handoff.is_none()
-}
-
-/// How DNS UDP is served, for the start-up line.
-pub fn dns_udp_served_by(config: &Config) -> &'static str {
-    if dns_udp_on_threads(config) {
-        "DNS UDP on worker threads"
-    } else if config.dns.udp_io == UdpIo::Thread {
-        "DNS UDP on the executors, as [handoff] needs"
-    } else {
-        "DNS UDP on the executors"
-    }
-}
-
 /// Start the shard's service tasks. Each returns after `ctx.stop` fires;
 /// the caller awaits them during shutdown.
 pub fn spawn_services(ctx: &Rc<ShardCtx>, sockets: ShardSockets) -> Vec<Task<()>> {
     let mut tasks = Vec::new();
     if let (Some(h), Some(port)) = (&ctx.handoff, &sockets.handoff) {
-        let attached = h.attach_tx(port).and_then(|()| {
-            for sock in sockets.dns_udp.iter().chain(&sockets.fn_udp) {
+        let _ = port;
+        let attached = h.open_tx().and_then(|()| {
+            for sock in &sockets.fn_udp {
                 h.attach_service(sock.local_addr()?, sock)?;
+            }
+            for worker in &sockets.dns_udp_workers {
+                h.attach_service(worker.local_addr(), worker.socket())?;
             }
             Ok(())
         });
@@ -126,39 +127,8 @@ pub fn spawn_services(ctx: &Rc<ShardCtx>, sockets: ShardSockets) -> Vec<Task<()>
             }
         }
     }
-    let mut dns_udp = sockets.dns_udp;
-    for sock in sockets.dns_udp_threads {
-        match DnsWorker::spawn(ctx, sock) {
-            Ok(worker) => {
-                ctx.metrics.udp_latency_published_by_worker();
-                ctx.udp_workers.borrow_mut().push(worker.link());
-                tasks.push(glommio::spawn_local(worker.supervise(ctx.stop.clone())));
-            }
-            Err((e, sock)) => {
-                tracing::error!(
-                    shard = ctx.index,
-                    "cannot start a DNS UDP worker thread ({e}); this shard's executor serves the socket"
-                );
-                dns_udp.push(sockets::into_glommio_udp(sock));
-            }
-        }
-    }
-    let dns_handoff = ctx.handoff.clone().filter(|h| h.config().dns);
-    for sock in dns_udp {
-        if let Some(h) = &dns_handoff {
-            tasks.push(glommio::spawn_local(crate::handoff::io::serve_dns_udp(
-                ctx.clone(),
-                h.clone(),
-                sock,
-            )));
-            continue;
-        }
-        let ctx = ctx.clone();
-        tasks.push(glommio::spawn_local(async move {
-            let mut handler = DnsUdp { ctx: ctx.clone() };
-            let settings = udp::LoopSettings::for_dns(&ctx.shared.startup.dns);
-            udp::serve_batched(&sock, &mut handler, &ctx.stop, settings).await;
-        }));
+    for worker in sockets.dns_udp_workers {
+        tasks.push(glommio::spawn_local(worker.supervise(ctx.stop.clone())));
     }
     for listener in sockets.dns_tcp {
         tasks.push(glommio::spawn_local(tcp::serve_listener(

@@ -181,7 +181,6 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
             "dns.udp_coalesce_min_batch",
             o.dns.udp_coalesce_min_batch != n.dns.udp_coalesce_min_batch,
         ),
-        ("dns.udp_io", o.dns.udp_io != n.dns.udp_io),
         ("server.shards", o.server.shards != n.server.shards),
         (
             "server.io_memory_kib",
@@ -213,14 +212,12 @@ mod tests {
         new.dns.udp_coalesce_us += 1;
         new.dns.udp_batch += 1;
         new.server.shards += 1;
-        new.dns.udp_io = config::UdpIo::Executor;
         new.dns.max_udp_payload += 1; // applied by a reload: not named
         assert_eq!(
             restart_only_changes(&old, &new),
             vec![
                 "dns.udp_batch",
                 "dns.udp_coalesce_us",
-                "dns.udp_io",
                 "server.shards"
             ]
         );
