@@ -118,7 +118,7 @@ python3 scripts/bench/gen.py scripts/bench/views.toml "$OUT/config" \
 cp scripts/bench/queries.txt "$OUT/queries.txt"
 if [ "$HANDOFF" = 1 ]; then
     # A: the bench config plus [handoff]; B: the same map on 127.0.0.3.
-    head -c 32 /dev/urandom >"$OUT/config/handoff.key"
+    head -c 32 /dev/urandom >"$OUT/config/handoff.key"; chmod 600 "$OUT/config/handoff.key"
     handoff_table() { # listen alternate
         printf '\n[handoff]\nalternate = "%s"\nlisten = "%s"\nkey_file = "%s"\nreply = "relay"\n' \
             "$2" "$1" "$OUT/config/handoff.key"

@@ -65,7 +65,7 @@ trap cleanup EXIT
 base=$((21000 + RANDOM % 9000))
 A_FN=$base; A_DNS=$((base + 1)); A_ADMIN=$((base + 2)); A_HO=$((base + 3))
 B_FN=$((base + 4)); B_DNS=$((base + 5)); B_ADMIN=$((base + 6)); B_HO=$((base + 7))
-head -c 32 /dev/urandom >"$work/handoff.key"
+head -c 32 /dev/urandom >"$work/handoff.key"; chmod 600 "$work/handoff.key"
 # B's copy marks its output: first byte 'B'.
 sed 's/(i32.store (i32.const 0) (local.get $acc))/(i32.store (i32.const 0) (local.get $acc)) (i32.store8 (local.get $ptr) (i32.const 66))/' \
   "$SPIN" >"$work/spin_b.wat"

@@ -1005,7 +1005,6 @@ fn tcp_connections_over_the_per_shard_cap_are_closed_at_once() {
 /// Valid and invalid reloads while two clients query over UDP.
 #[test]
 fn sighup_reload_under_load_never_serves_a_wrong_or_mixed_answer() {
-    let udp_io = "thread";
     let mut srv = Server::start(Opts::default());
     let v1: BTreeSet<Ipv4Addr> = [Ipv4Addr::new(10, 0, 1, 5), Ipv4Addr::new(10, 0, 1, 6)].into();
     let v2: BTreeSet<Ipv4Addr> = [Ipv4Addr::new(10, 0, 9, 5), Ipv4Addr::new(10, 0, 9, 6)].into();

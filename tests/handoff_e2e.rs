@@ -59,6 +59,13 @@ fn port() -> u16 {
 
 // ---------------------------------------------------------------- nodes
 
+/// A key file as an operator makes it: readable by its owner only.
+fn write_key(path: &Path, key: &[u8]) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, key).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
 #[derive(Clone, Copy)]
 struct Ports {
     dns: u16,
@@ -219,7 +226,7 @@ struct Node {
 
 impl Node {
     fn start(spec: &Spec, dir: &Path) -> Node {
-        std::fs::write(dir.join("handoff.key"), KEY).unwrap();
+        write_key(&dir.join("handoff.key"), KEY);
         let config = dir.join(format!("node-{}.toml", spec.ip[3]));
         std::fs::write(&config, spec.config(dir)).unwrap();
         let mut node = Node {
@@ -1074,7 +1081,7 @@ fn check_config_rejects_self_pairing_and_short_or_missing_keys() {
         std::fs::write(&path, text).unwrap();
         let _ = std::fs::remove_file(dir.path().join("handoff.key"));
         if let Some(k) = key {
-            std::fs::write(dir.path().join("handoff.key"), k).unwrap();
+            write_key(&dir.path().join("handoff.key"), k);
         }
         let out = Command::new(BIN)
             .arg("check-config")

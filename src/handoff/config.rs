@@ -114,7 +114,11 @@ impl HandoffConfig {
         base_dir.join(&self.key_file)
     }
 
-    /// Read and check the key (trailing newline and spaces trimmed).
+    /// Read and check the key. A text key (printable ASCII, e.g. from
+    /// `openssl rand -hex 32`) loses its trailing newline and spaces; a
+    /// binary key (`head -c 32 /dev/urandom`) is used byte for byte, so a
+    /// random key that happens to end in 0x20 or 0x0a keeps its length.
+    /// A key file readable or writable by others is refused.
     pub fn read_key(&self, base_dir: &Path) -> Result<Key, String> {
         let path = self.key_path(base_dir);
         let bytes = std::fs::read(&path).map_err(|e| {
@@ -125,8 +129,36 @@ impl HandoffConfig {
                 path.display()
             )
         })?;
-        let trimmed = bytes.trim_ascii_end();
-        Key::new(trimmed).map_err(|e| format!("{}: {e}", path.display()))
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            if let Ok(meta) = std::fs::metadata(&path) {
+                let mode = meta.permissions().mode();
+                if mode & 0o007 != 0 {
+                    return Err(format!(
+                        "{}: the key file is accessible to every user (mode {:o}); \
+                         `chmod 640 {}` (readable by shardgate's group only)",
+                        path.display(),
+                        mode & 0o777,
+                        path.display()
+                    ));
+                }
+            }
+        }
+        Key::new(key_bytes(&bytes)).map_err(|e| format!("{}: {e}", path.display()))
+    }
+}
+
+/// The key in a key file's bytes: text keys lose trailing whitespace,
+/// binary keys are kept whole (see [`HandoffConfig::read_key`]).
+pub fn key_bytes(file: &[u8]) -> &[u8] {
+    let text = file
+        .iter()
+        .all(|&b| b.is_ascii_graphic() || b.is_ascii_whitespace());
+    if text {
+        file.trim_ascii_end()
+    } else {
+        file
     }
 }
 
@@ -314,5 +346,39 @@ pub fn check_files(config: &Config, base_dir: &Path) -> Vec<Problem> {
                 e
             },
         )],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binary_keys_keep_trailing_whitespace_bytes_and_text_keys_lose_a_newline() {
+        let mut binary = vec![0x9au8; 31];
+        binary.push(b' ');
+        assert_eq!(key_bytes(&binary).len(), 32, "a random key ending in 0x20 keeps it");
+        binary[0] = 0x0a;
+        *binary.last_mut().unwrap() = b'\n';
+        assert_eq!(key_bytes(&binary).len(), 32);
+        let text = b"0123456789abcdef0123456789abcdef0123456789abcdef\n";
+        assert_eq!(key_bytes(text), &text[..48]);
+    }
+
+    #[test]
+    fn a_world_readable_key_file_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k");
+        std::fs::write(&path, [7u8; 32]).unwrap();
+        let cfg = HandoffConfig {
+            key_file: path.clone(),
+            ..HandoffConfig::default()
+        };
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = cfg.read_key(dir.path()).unwrap_err();
+        assert!(e.contains("chmod 640"), "{e}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        assert!(cfg.read_key(dir.path()).is_ok());
     }
 }

@@ -33,12 +33,25 @@ use crate::shard::udp::{self, DatagramHandler};
 #[derive(Default)]
 struct Meter {
     last_ns: u64,
+    /// CLOCK_REALTIME minus the admission's clock at the batch's start (to
+    /// turn the kernel's receive timestamps into waiting times).
+    realtime_offset_ns: u64,
+    /// Kernel receive time of the datagram about to be handled (0: none).
+    rx_ns: u64,
     /// The request before: `Some(true)` served here, `Some(false)` handed
     /// off or refused, `None` none yet in this batch.
     previous_local: Option<bool>,
 }
 
 impl Meter {
+    /// How long the datagram about to be handled waited before `now_ns`.
+    fn waited_ns(&self, now_ns: u64) -> u64 {
+        if self.rx_ns == 0 {
+            return 0;
+        }
+        (now_ns + self.realtime_offset_ns).saturating_sub(self.rx_ns)
+    }
+
     /// Charge the time since the last reading to what ran in it.
     fn settle(&mut self, h: &HandoffShard, now_ns: u64) {
         let spent = now_ns.saturating_sub(self.last_ns);
@@ -68,6 +81,7 @@ fn consult(
     kind: ServiceKind,
     cold: bool,
     now_ns: u64,
+    waited_ns: u64,
     from: SocketAddr,
     service: SocketAddr,
     d: &[u8],
@@ -75,6 +89,7 @@ fn consult(
     let req = policy::Request {
         handed_off: false,
         cold,
+        waited_ns,
     };
     match h.decide(now_ns, &req) {
         Decision::Handoff(reason) if h.hand_off(kind, from, service, d) => {
@@ -99,6 +114,7 @@ pub trait Gated: DatagramHandler {
         d: &[u8],
         from: SocketAddr,
         now_ns: u64,
+        waited_ns: u64,
         gate: &GateCtx,
         out: &mut Vec<u8>,
     ) -> Option<bool>;
@@ -124,6 +140,8 @@ impl<S: Gated> DatagramHandler for Gate<S> {
     fn begin_batch(&mut self) {
         self.ctx.h.absorb_worker_busy();
         self.meter.last_ns = self.ctx.h.now_ns();
+        self.meter.realtime_offset_ns =
+            udp::realtime_ns().saturating_sub(self.meter.last_ns);
         self.meter.previous_local = None;
         self.inner.begin_batch();
     }
@@ -131,7 +149,8 @@ impl<S: Gated> DatagramHandler for Gate<S> {
     fn handle(&mut self, d: &[u8], from: SocketAddr, out: &mut Vec<u8>) -> bool {
         let now = self.ctx.h.now_ns();
         self.meter.settle(&self.ctx.h, now);
-        match self.inner.screen(d, from, now, &self.ctx, out) {
+        let waited = self.meter.waited_ns(now);
+        match self.inner.screen(d, from, now, waited, &self.ctx, out) {
             Some(send) => {
                 self.meter.previous_local = Some(false);
                 send
@@ -145,6 +164,14 @@ impl<S: Gated> DatagramHandler for Gate<S> {
 
     fn dropped(&mut self, why: DropKind) {
         self.inner.dropped(why);
+    }
+
+    fn wants_timestamps(&self) -> bool {
+        true
+    }
+
+    fn received_at(&mut self, realtime_ns: u64) {
+        self.meter.rx_ns = realtime_ns;
     }
 
     /// After the replies went out: the last request's cost, then the
@@ -171,6 +198,7 @@ impl Gated for FunctionUdp {
         d: &[u8],
         from: SocketAddr,
         now_ns: u64,
+        waited_ns: u64,
         gate: &GateCtx,
         out: &mut Vec<u8>,
     ) -> Option<bool> {
@@ -183,7 +211,7 @@ impl Gated for FunctionUdp {
             _ => (None, false),
         };
         let kind = ServiceKind::Function;
-        match consult(&gate.h, kind, cold, now_ns, from, gate.service, d) {
+        match consult(&gate.h, kind, cold, now_ns, waited_ns, from, gate.service, d) {
             Verdict::Local => None,
             Verdict::HandedOff => {
                 if let (Some(i), true) = (index, cold) {
@@ -460,6 +488,7 @@ impl HandoffShard {
         let req = policy::Request {
             handed_off: has_hop_marker(head),
             cold,
+            waited_ns: 0,
         };
         match self.decide(self.now_ns(), &req) {
             Decision::Handoff(reason) => match &self.config().alternate_http {

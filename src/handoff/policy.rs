@@ -78,6 +78,9 @@ pub struct Request {
     pub handed_off: bool,
     /// It names a function that is configured but not warm on this shard.
     pub cold: bool,
+    /// How long it already waited before this decision (from the kernel's
+    /// receive timestamp), ns; 0 when unknown.
+    pub waited_ns: u64,
 }
 
 /// Why a request is handed off.
@@ -140,6 +143,10 @@ pub fn decide(req: &Request, overloaded: bool, alt: Alternate, alternate_takes_m
 /// Length of the window over which the handed-off share is measured.
 pub const SHARE_WINDOW_NS: u64 = 100_000_000;
 
+/// A request that waited `STALE_FACTOR` latency budgets in the socket
+/// before the loop reached it is handed off at once.
+pub const STALE_FACTOR: u64 = 2;
+
 /// A service-time estimate before anything was measured, ns.
 const INITIAL_ESTIMATE_NS: u64 = 2_000;
 
@@ -147,6 +154,9 @@ const INITIAL_ESTIMATE_NS: u64 = 2_000;
 #[derive(Debug, Clone)]
 pub struct Admission {
     budget_ns: u64,
+    /// A request that already waited this long in the socket is handed off
+    /// whatever the queue (a burst outran the loop), ns.
+    stale_ns: u64,
     /// Drain rate, parts per 1024 of wall time.
     drain_per_1024: u64,
     saturated_percent: u8,
@@ -177,6 +187,7 @@ impl Admission {
     pub fn new(t: &Thresholds) -> Admission {
         Admission {
             budget_ns: t.max_wait_us.saturating_mul(1000),
+            stale_ns: t.max_wait_us.saturating_mul(STALE_FACTOR * 1000),
             drain_per_1024: u64::from(t.target_busy_percent.clamp(1, 100)) * 1024 / 100,
             saturated_percent: t.alternate_saturated_percent,
             level_ns: 0,
@@ -244,7 +255,8 @@ impl Admission {
         self.window_offered += 1;
         // An empty queue always admits (a request heavier than the whole
         // budget is still served when the shard is idle).
-        let overloaded = self.level_ns > 0 && self.level_ns + self.estimate_ns > self.budget_ns;
+        let overloaded = (self.level_ns > 0 && self.level_ns + self.estimate_ns > self.budget_ns)
+            || req.waited_ns > self.stale_ns;
         let takes_more = match self.cap_ppm {
             None => true,
             Some(cap) => {

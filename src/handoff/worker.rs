@@ -26,6 +26,7 @@ use super::policy::{Admission, Alternate, Decision, HandoffReason, Request, Thre
 use super::reject;
 use super::shard::unix_us;
 use crate::shard::dns_worker::Screen;
+use crate::shard::udp::realtime_ns;
 
 /// The executor side's and the worker side's shared facts (see the
 /// module docs).
@@ -85,6 +86,10 @@ pub struct WorkerGate {
     /// request was served here.
     last_ns: u64,
     previous_local: Option<bool>,
+    /// CLOCK_REALTIME minus our clock at the batch's start, and the kernel
+    /// receive time of the datagram about to be screened (0: none).
+    realtime_offset_ns: u64,
+    rx_ns: u64,
     /// Busy ns of this worker (published to the link per batch), and the
     /// executor's busy ns seen at the last batch (the delta is foreign).
     busy_ns: u64,
@@ -120,6 +125,8 @@ impl WorkerGate {
             alt,
             last_ns: 0,
             previous_local: None,
+            realtime_offset_ns: 0,
+            rx_ns: 0,
             busy_ns: 0,
         })
     }
@@ -154,7 +161,12 @@ impl Screen for WorkerGate {
             .charge(executor.saturating_sub(self.executor_seen_ns));
         self.executor_seen_ns = executor;
         self.last_ns = self.now_ns();
+        self.realtime_offset_ns = realtime_ns().saturating_sub(self.last_ns);
         self.previous_local = None;
+    }
+
+    fn received_at(&mut self, realtime_ns: u64) {
+        self.rx_ns = realtime_ns;
     }
 
     /// Screen one datagram: `None` lets the worker answer it; `Some(send)`
@@ -168,9 +180,15 @@ impl Screen for WorkerGate {
             self.previous_local = Some(true);
             return None;
         }
+        let waited_ns = if self.rx_ns == 0 {
+            0
+        } else {
+            (now + self.realtime_offset_ns).saturating_sub(self.rx_ns)
+        };
         let req = Request {
             handed_off: false,
             cold: false,
+            waited_ns,
         };
         match self.admission.decide(now, &req, self.alt) {
             Decision::Handoff(HandoffReason::Overloaded | HandoffReason::Cold) => {

@@ -64,6 +64,9 @@ pub trait Screen: Send {
     fn screen(&mut self, d: &[u8], from: SocketAddr, out: &mut Vec<u8>) -> Option<bool>;
     /// After the batch's replies went out.
     fn end_batch(&mut self);
+    /// The next datagram reached the socket at `realtime_ns` (see
+    /// [`super::udp::DatagramHandler::received_at`]).
+    fn received_at(&mut self, _realtime_ns: u64) {}
 }
 
 /// What a worker hands to its shard.
@@ -294,6 +297,16 @@ impl DatagramHandler for Worker {
 
     fn coalescing(&mut self) {
         self.stats.udp_coalescing_wait();
+    }
+
+    fn wants_timestamps(&self) -> bool {
+        self.screen.is_some()
+    }
+
+    fn received_at(&mut self, realtime_ns: u64) {
+        if let Some(s) = &mut self.screen {
+            s.received_at(realtime_ns);
+        }
     }
 
     #[inline]

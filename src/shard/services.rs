@@ -20,7 +20,7 @@ use super::dns_worker::DnsWorker;
 use super::sockets;
 use super::stats::{DropKind, Proto};
 use super::tcp;
-use super::udp::{self, DatagramHandler};
+use super::udp::DatagramHandler;
 
 /// Sockets one shard owns.
 #[derive(Default)]

@@ -112,7 +112,26 @@ pub trait DatagramHandler {
     /// A blocking loop's receive timed out with nothing to do
     /// ([`serve_blocking`] only): a chance for periodic upkeep.
     fn idle(&mut self) {}
+    /// Whether the loop should ask the kernel for each datagram's receive
+    /// time (`SO_TIMESTAMPNS`, one control message per datagram) and pass
+    /// it to [`DatagramHandler::received_at`] before `handle`.
+    fn wants_timestamps(&self) -> bool {
+        false
+    }
+    /// The next datagram reached the socket at `realtime_ns`
+    /// (CLOCK_REALTIME, ns since the epoch); 0 when the kernel gave none.
+    fn received_at(&mut self, _realtime_ns: u64) {}
 }
+
+/// Current CLOCK_REALTIME in ns (the clock of `SO_TIMESTAMPNS`).
+pub fn realtime_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// Receive timestamps: room for one `SCM_TIMESTAMPNS` message per datagram.
+type RxCmsgBuf = [u64; 6];
 
 /// Reusable buffers and headers for one batched socket.
 struct Batch {
@@ -143,6 +162,9 @@ struct Batch {
     gso: bool,
     /// Messages sent with more than one segment (for tests and debugging).
     gso_messages: u64,
+    /// Receive timestamps, when enabled ([`Batch::enable_timestamps`]).
+    rx_ctrl: Vec<RxCmsgBuf>,
+    timestamps: bool,
 }
 
 impl Batch {
@@ -174,6 +196,8 @@ impl Batch {
             msg_start: vec![0; n + 1],
             gso: true,
             gso_messages: 0,
+            rx_ctrl: Vec::new(),
+            timestamps: false,
         });
         // The vectors above are never resized, so these pointers stay valid
         // for the life of the batch.
@@ -195,14 +219,67 @@ impl Batch {
         b
     }
 
+    /// Ask the kernel for receive timestamps on `fd` and make room for
+    /// them; false (and no timestamps) when it refuses.
+    fn enable_timestamps(&mut self, fd: i32) -> bool {
+        let on: libc::c_int = 1;
+        // SAFETY: setsockopt reads an int from a live local.
+        let r = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_TIMESTAMPNS,
+                (&on as *const libc::c_int).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if r != 0 {
+            return false;
+        }
+        self.rx_ctrl = vec![[0u64; 6]; self.n];
+        for (h, c) in self.rx_hdr.iter_mut().zip(&mut self.rx_ctrl) {
+            h.msg_hdr.msg_control = c.as_mut_ptr().cast();
+        }
+        self.timestamps = true;
+        true
+    }
+
+    /// The receive time of datagram `i` (ns since the epoch), 0 if none.
+    fn rx_time_ns(&self, i: usize) -> u64 {
+        let h = &self.rx_hdr[i].msg_hdr;
+        if !self.timestamps || h.msg_controllen == 0 {
+            return 0;
+        }
+        // SAFETY: the kernel filled msg_control (inside rx_ctrl[i]) with
+        // msg_controllen bytes of well-formed control messages; CMSG_*
+        // walk only within that length.
+        unsafe {
+            let mut c = libc::CMSG_FIRSTHDR(h);
+            while !c.is_null() {
+                if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
+                    let ts: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
+                    return ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
+                }
+                c = libc::CMSG_NXTHDR(h, c);
+            }
+        }
+        0
+    }
+
     /// One `recvmmsg` with `flags` (`MSG_DONTWAIT`: never block; on a
     /// blocking socket, `MSG_WAITFORONE`: block for the first datagram
     /// only): number of datagrams, or the error (`WouldBlock` when the
     /// socket is empty or its receive timeout passed).
     fn recv(&mut self, fd: i32, flags: libc::c_int) -> io::Result<usize> {
+        let ctrl_len = if self.timestamps {
+            size_of::<RxCmsgBuf>()
+        } else {
+            0
+        };
         for h in &mut self.rx_hdr {
             h.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
             h.msg_hdr.msg_flags = 0;
+            h.msg_hdr.msg_controllen = ctrl_len as _;
             h.msg_len = 0;
         }
         loop {
@@ -431,6 +508,9 @@ pub async fn serve_batched<H: DatagramHandler>(
 ) {
     let fd = sock.as_raw_fd();
     let mut b = Batch::new(settings.batch);
+    if handler.wants_timestamps() && !b.enable_timestamps(fd) {
+        tracing::warn!("SO_TIMESTAMPNS refused: socket waiting time is not seen by the hand-off");
+    }
     // What to do before the next recvmmsg. After a partial batch the socket
     // is almost surely empty: go straight to the wakeup (whose first,
     // nonblocking peek still sees a datagram that arrived meanwhile) instead
@@ -525,6 +605,9 @@ fn handle_received<H: DatagramHandler>(b: &mut Batch, got: usize, handler: &mut 
             continue;
         };
         let len = (h.msg_len as usize).min(RX_SLOT);
+        if b.timestamps {
+            handler.received_at(b.rx_time_ns(i));
+        }
         let (rx, out) = (&b.rx, &mut b.out[k]);
         if handler.handle(&rx[i * RX_SLOT..i * RX_SLOT + len], from, out) {
             b.queue_reply(k, i, from);
@@ -552,6 +635,9 @@ pub fn serve_blocking<H: DatagramHandler>(
     settings: LoopSettings,
 ) {
     let mut b = Batch::new(settings.batch);
+    if handler.wants_timestamps() && !b.enable_timestamps(fd) {
+        tracing::warn!("SO_TIMESTAMPNS refused: socket waiting time is not seen by the hand-off");
+    }
     let mut next = Next::WaitReadable;
     while !stop.load(Ordering::Relaxed) {
         let after_coalescing = next == Next::Coalesce;

@@ -18,7 +18,11 @@ const UP: Alternate = Alternate::Up {
 };
 
 fn req(handed_off: bool, cold: bool) -> Request {
-    Request { handed_off, cold }
+    Request {
+        handed_off,
+        cold,
+        waited_ns: 0,
+    }
 }
 
 #[test]
@@ -181,7 +185,11 @@ impl Sim {
                 let a = alt(now);
                 adm.alternate_report(a);
                 let is_cold = cold(now, Decision::Local(LocalReason::Normal));
-                let d = adm.decide(now, &req(false, is_cold), a);
+                let r = Request {
+                    waited_ns: now - arrived,
+                    ..req(false, is_cold)
+                };
+                let d = adm.decide(now, &r, a);
                 cold(now, d);
                 match d {
                     Decision::Local(_) => {
@@ -202,6 +210,13 @@ impl Sim {
         }
         out
     }
+}
+
+/// The most a locally served request may wait before it starts: up to
+/// `STALE_FACTOR` budgets in the socket (older ones are handed off), then at
+/// most one budget of committed work plus one request's estimate error.
+fn delay_bound(sim: &Sim) -> u64 {
+    (STALE_FACTOR + 1) * T.max_wait_us * 1000 + sim.service_ns as u64
 }
 
 const MS: u64 = 1_000_000;
@@ -240,7 +255,7 @@ fn share_settles_at_the_excess_for_every_load_factor() {
         assert!(busy >= 0.93, "f = {f}: local work only {busy:.3} of the core");
         let delay = out.max_local_delay(S, 4 * S);
         assert!(
-            delay <= 2 * T.max_wait_us * 1000 + 16 * sim.handoff_ns + sim.service_ns as u64,
+            delay <= delay_bound(&sim),
             "f = {f}: a local request waited {} µs",
             delay / 1000
         );
@@ -288,7 +303,7 @@ fn a_burst_is_absorbed_and_the_share_returns_to_zero() {
     // Local requests of the burst stayed within the latency budget.
     let delay = out.max_local_delay(burst_from, burst_to + 100 * MS);
     assert!(
-        delay <= 2 * T.max_wait_us * 1000 + 16 * sim.handoff_ns + sim.service_ns as u64,
+        delay <= delay_bound(&sim),
         "a local request waited {} µs in the burst",
         delay / 1000
     );
@@ -373,7 +388,7 @@ fn a_saturated_alternate_stops_the_share_growing() {
     assert!(rejected > 0, "excess refused");
     let delay = out.max_local_delay(rise + 500 * MS, 4 * S);
     assert!(
-        delay <= 2 * T.max_wait_us * 1000 + 16 * sim.handoff_ns + sim.service_ns as u64,
+        delay <= delay_bound(&sim),
         "local requests waited {} µs",
         delay / 1000
     );
