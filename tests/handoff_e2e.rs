@@ -211,7 +211,10 @@ warm_on_demand = {wod}
             saturated = self.saturated_percent,
             wod = self.warm_on_demand,
             shards = self.shards,
-            extra_fn = self.extra_fn_listen.map(|a| format!(", \"{a}\"")).unwrap_or_default(),
+            extra_fn = self
+                .extra_fn_listen
+                .map(|a| format!(", \"{a}\""))
+                .unwrap_or_default(),
             misses = self.misses,
         )
     }
@@ -968,7 +971,10 @@ fn frames_from_two_shards_land_on_both_of_the_alternates_shards() {
     for (cpu, t) in clients.into_iter().enumerate() {
         let got = t.join().unwrap();
         let (status, body, from) = got.get(&(cpu as u64)).expect("answered");
-        assert_eq!((*status, body.as_slice(), *from), (Ok(Status::Ok), &b"spread"[..], fn_addr));
+        assert_eq!(
+            (*status, body.as_slice(), *from),
+            (Ok(Status::Ok), &b"spread"[..], fn_addr)
+        );
     }
     let cold = |shard: usize| {
         na.metric(&format!(
@@ -976,7 +982,10 @@ fn frames_from_two_shards_land_on_both_of_the_alternates_shards() {
         ))
     };
     na.wait_metric("shardgate_handoffs_total{", |v| v >= 2.0);
-    assert!(cold(0) >= 1.0 && cold(1) >= 1.0, "both of A's shards handed off");
+    assert!(
+        cold(0) >= 1.0 && cold(1) >= 1.0,
+        "both of A's shards handed off"
+    );
     for shard in 0..2 {
         let served = nb.wait_metric(
             &format!("shardgate_handoff_replies_total{{shard=\"{shard}\",mode=\"relay\"}}"),
@@ -1059,11 +1068,15 @@ fn ipv6_clients_are_answered_through_the_relay() {
     // Cold on A: handed to B, which has no raw IPv6 path and relays the
     // answer back; A forwards it from the address the client used.
     let c = UdpSocket::bind("[::1]:0").unwrap();
-    c.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    c.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
     send_invoke(&c, v6, 9, "spin", b"over-v6");
     let got = collect(&c, 1, Duration::from_millis(100));
     let (status, body, from) = got.get(&9).expect("answered");
-    assert_eq!((*status, body.as_slice(), *from), (Ok(Status::Ok), &b"over-v6"[..], v6));
+    assert_eq!(
+        (*status, body.as_slice(), *from),
+        (Ok(Status::Ok), &b"over-v6"[..], v6)
+    );
     na.wait_metric(&format!("{HANDOFFS}\"cold\"}}"), |v| v == 1.0);
     nb.wait_metric(
         "shardgate_handoff_replies_total{shard=\"0\",mode=\"relay\"}",

@@ -951,7 +951,11 @@ fn pointer_chain_query(base: &[u8], owners: u16, links: usize) -> Vec<u8> {
     q.extend_from_slice(&((links * 2) as u16).to_be_bytes());
     let chain_start = q.len();
     for i in 0..links {
-        let target = if i == 0 { 12 } else { chain_start + 2 * (i - 1) };
+        let target = if i == 0 {
+            12
+        } else {
+            chain_start + 2 * (i - 1)
+        };
         q.extend_from_slice(&(0xC000 | target as u16).to_be_bytes());
     }
     let chain_end = chain_start + 2 * (links - 1);

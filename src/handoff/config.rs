@@ -357,7 +357,11 @@ mod tests {
     fn binary_keys_keep_trailing_whitespace_bytes_and_text_keys_lose_a_newline() {
         let mut binary = vec![0x9au8; 31];
         binary.push(b' ');
-        assert_eq!(key_bytes(&binary).len(), 32, "a random key ending in 0x20 keeps it");
+        assert_eq!(
+            key_bytes(&binary).len(),
+            32,
+            "a random key ending in 0x20 keeps it"
+        );
         binary[0] = 0x0a;
         *binary.last_mut().unwrap() = b'\n';
         assert_eq!(key_bytes(&binary).len(), 32);

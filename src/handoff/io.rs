@@ -74,24 +74,18 @@ enum Verdict {
     Reject,
 }
 
-/// Consult the admission for one request of `kind` at `now_ns` and carry
-/// out a hand-off. A hand-off that cannot be sent is served locally.
+/// Consult the admission for request `req` of `kind` at `now_ns` and
+/// carry out a hand-off. A hand-off that cannot be sent is served locally.
 fn consult(
     h: &HandoffShard,
     kind: ServiceKind,
-    cold: bool,
+    req: &policy::Request,
     now_ns: u64,
-    waited_ns: u64,
     from: SocketAddr,
     service: SocketAddr,
     d: &[u8],
 ) -> Verdict {
-    let req = policy::Request {
-        handed_off: false,
-        cold,
-        waited_ns,
-    };
-    match h.decide(now_ns, &req) {
+    match h.decide(now_ns, req) {
         Decision::Handoff(reason) if h.hand_off(kind, from, service, d) => {
             h.count_handoff(reason);
             Verdict::HandedOff
@@ -140,8 +134,7 @@ impl<S: Gated> DatagramHandler for Gate<S> {
     fn begin_batch(&mut self) {
         self.ctx.h.absorb_worker_busy();
         self.meter.last_ns = self.ctx.h.now_ns();
-        self.meter.realtime_offset_ns =
-            udp::realtime_ns().saturating_sub(self.meter.last_ns);
+        self.meter.realtime_offset_ns = udp::realtime_ns().saturating_sub(self.meter.last_ns);
         self.meter.previous_local = None;
         self.inner.begin_batch();
     }
@@ -210,8 +203,13 @@ impl Gated for FunctionUdp {
             Lookup::Found(i, _) => (Some(i), fs.warmth(i) != Warmth::Warm),
             _ => (None, false),
         };
+        let req = policy::Request {
+            handed_off: false,
+            cold,
+            waited_ns,
+        };
         let kind = ServiceKind::Function;
-        match consult(&gate.h, kind, cold, now_ns, waited_ns, from, gate.service, d) {
+        match consult(&gate.h, kind, &req, now_ns, from, gate.service, d) {
             Verdict::Local => None,
             Verdict::HandedOff => {
                 if let (Some(i), true) = (index, cold) {

@@ -119,14 +119,21 @@ pub enum Decision {
 pub enum Alternate {
     Down,
     /// Up; `busy_percent` as it last reported (`None`: it reports nothing).
-    Up { busy_percent: Option<u8> },
+    Up {
+        busy_percent: Option<u8>,
+    },
 }
 
 /// Decide for one request from its facts alone: `overloaded` is the
 /// admission's verdict, `alternate_takes_more` whether a saturated
 /// alternate still has room within the frozen share. Overload wins over
 /// coldness as the hand-off reason.
-pub fn decide(req: &Request, overloaded: bool, alt: Alternate, alternate_takes_more: bool) -> Decision {
+pub fn decide(
+    req: &Request,
+    overloaded: bool,
+    alt: Alternate,
+    alternate_takes_more: bool,
+) -> Decision {
     if req.handed_off {
         return Decision::Local(LocalReason::AlreadyHandedOff);
     }
@@ -206,31 +213,32 @@ impl Admission {
     fn advance(&mut self, now_ns: u64) {
         let dt = now_ns.saturating_sub(self.last_ns);
         self.last_ns = self.last_ns.max(now_ns);
-        self.level_ns = self.level_ns.saturating_sub(dt.saturating_mul(self.drain_per_1024) / 1024);
+        self.level_ns = self
+            .level_ns
+            .saturating_sub(dt.saturating_mul(self.drain_per_1024) / 1024);
         if now_ns.saturating_sub(self.window_start_ns) >= SHARE_WINDOW_NS {
-            self.share_ppm = if self.window_offered == 0 {
-                0
-            } else {
-                (self.window_handed * 1_000_000 / self.window_offered) as u32
-            };
+            self.share_ppm = self.window_share_ppm();
             self.window_start_ns = now_ns;
             self.window_offered = 0;
             self.window_handed = 0;
         }
     }
 
+    /// Handed-off share of the current window so far, ppm.
+    fn window_share_ppm(&self) -> u32 {
+        (self.window_handed * 1_000_000)
+            .checked_div(self.window_offered)
+            .unwrap_or(0) as u32
+    }
+
     /// The heartbeat's latest report of the alternate: freezes the share
     /// while it is saturated, lifts the cap when it is not.
     pub fn alternate_report(&mut self, alt: Alternate) {
-        let saturated = matches!(alt, Alternate::Up { busy_percent: Some(b) } if b >= self.saturated_percent);
+        let saturated =
+            matches!(alt, Alternate::Up { busy_percent: Some(b) } if b >= self.saturated_percent);
         match (saturated, self.cap_ppm) {
             (true, None) => {
-                let current = if self.window_offered > 0 {
-                    (self.window_handed * 1_000_000 / self.window_offered) as u32
-                } else {
-                    0
-                };
-                self.cap_ppm = Some(self.share_ppm.max(current));
+                self.cap_ppm = Some(self.share_ppm.max(self.window_share_ppm()));
                 self.credit_ppm = 0;
             }
             (false, Some(_)) => self.cap_ppm = None,

@@ -5,9 +5,9 @@
 
 use std::cell::{Cell, RefCell};
 use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::os::fd::{AsRawFd, BorrowedFd};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use super::config::{HandoffConfig, ReplyMode};
@@ -511,7 +511,8 @@ impl HandoffShard {
     pub fn on_pong(&self, nonce: u64, now_ms: u64, payload: &[u8]) {
         let t = self.liveness.borrow_mut().pong(nonce, now_ms);
         self.transition(t);
-        self.alternate_busy.set(payload.first().map(|&b| b.min(100)));
+        self.alternate_busy
+            .set(payload.first().map(|&b| b.min(100)));
         self.admission
             .borrow_mut()
             .alternate_report(self.alternate_state());

@@ -144,7 +144,6 @@ impl WorkerGate {
         self.busy_ns += spent;
         self.last_ns = now_ns;
     }
-
 }
 
 impl Screen for WorkerGate {

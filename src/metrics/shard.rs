@@ -581,8 +581,10 @@ impl ShardMetrics {
         x.rejects.absolute(h.overload_rejects);
         x.alternate_up.set(if h.alternate_up { 1.0 } else { 0.0 });
         x.share.set(f64::from(h.share_ppm) / 1e6);
-        x.alternate_busy
-            .set(h.alternate_busy_percent.map_or(-1.0, |b| f64::from(b) / 100.0));
+        x.alternate_busy.set(
+            h.alternate_busy_percent
+                .map_or(-1.0, |b| f64::from(b) / 100.0),
+        );
         x.alternate_saturated
             .set(if h.alternate_saturated { 1.0 } else { 0.0 });
         x.busy.set(f64::from(h.busy_percent) / 100.0);

@@ -215,11 +215,7 @@ mod tests {
         new.dns.max_udp_payload += 1; // applied by a reload: not named
         assert_eq!(
             restart_only_changes(&old, &new),
-            vec![
-                "dns.udp_batch",
-                "dns.udp_coalesce_us",
-                "server.shards"
-            ]
+            vec!["dns.udp_batch", "dns.udp_coalesce_us", "server.shards"]
         );
     }
 
