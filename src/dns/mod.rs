@@ -42,6 +42,7 @@
 //!   with SCOPE 0 (RFC 7871 §7.2.1: "not used for this answer").
 
 pub mod parse;
+pub mod rrl;
 
 use std::net::IpAddr;
 

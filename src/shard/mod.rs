@@ -17,10 +17,12 @@
 //! - [`stats`]: shard-local counters and their periodic publication.
 //! - [`stop`]: the shard-local stop signal.
 
+pub mod client_cap;
 pub mod context;
 pub mod control;
 pub mod dns_worker;
 pub mod pool;
+pub mod rrl;
 pub mod services;
 pub mod sockets;
 pub mod state;
