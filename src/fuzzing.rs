@@ -15,8 +15,11 @@ use crate::addrmap::AddressMap;
 use crate::config::Config;
 use crate::dns::{answer, Outcome, Transport};
 
+/// A fuzz entry point: arbitrary bytes in, a panic on a broken invariant.
+pub type Entry = fn(&[u8]);
+
 /// Every target, by the name of its fuzz binary and corpus directory.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Entry)] = &[
     ("answer", dns_message),
     ("handoff_frame", handoff_frame),
     ("fn_frame", fn_frame),
