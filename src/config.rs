@@ -857,17 +857,13 @@ pub fn validate(config: &Config) -> Vec<Problem> {
         MAX_TCP_CONNECTIONS_PER_SHARD as u64,
         "",
     );
-    // (Against a per-shard cap that is itself out of range, only that one
-    // is reported.)
-    if dns.tcp_max_connections_per_shard >= 1 {
-        range(
-            "dns.tcp_max_connections_per_client",
-            u64::from(dns.tcp_max_connections_per_client),
-            0,
-            dns.tcp_max_connections_per_shard as u64,
-            " (0 = no per-client cap; at most dns.tcp_max_connections_per_shard)",
-        );
-    }
+    range(
+        "dns.tcp_max_connections_per_client",
+        u64::from(dns.tcp_max_connections_per_client),
+        0,
+        MAX_TCP_CONNECTIONS_PER_SHARD as u64,
+        " (0 = no per-client cap; above dns.tcp_max_connections_per_shard it has no effect)",
+    );
     range(
         "dns.tcp_max_query_bytes",
         dns.tcp_max_query_bytes as u64,
@@ -1258,7 +1254,7 @@ admin_connections_per_client = 0
 [dns]
 listen = [\"127.0.0.1:8053\"]
 tcp_max_connections_per_shard = 10
-tcp_max_connections_per_client = 11
+tcp_max_connections_per_client = 2000000
 
 [dns.rrl]
 enabled = true
@@ -1270,7 +1266,7 @@ table_size = 0
 
 [functions]
 http_max_connections_per_shard = 5
-http_max_connections_per_client = 6
+http_max_connections_per_client = 2000000
 
 {ZONE}"
         );

@@ -358,15 +358,13 @@ pub fn validate(functions: &FunctionsConfig, entries: &[FunctionConfig]) -> Vec<
         HTTP_MAX_CONNECTIONS,
         "",
     );
-    if functions.http_max_connections_per_shard >= 1 {
-        range(
-            &mut out,
-            "functions.http_max_connections_per_client".into(),
-            functions.http_max_connections_per_client,
-            (0, functions.http_max_connections_per_shard),
-            " (0 = no per-client cap; at most functions.http_max_connections_per_shard)",
-        );
-    }
+    range(
+        &mut out,
+        "functions.http_max_connections_per_client".into(),
+        functions.http_max_connections_per_client,
+        (0, HTTP_MAX_CONNECTIONS.1),
+        " (0 = no per-client cap; above functions.http_max_connections_per_shard it has no effect)",
+    );
     if functions.enabled && functions.listen.is_empty() {
         out.push(problem(
             "functions.listen".into(),
