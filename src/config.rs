@@ -72,6 +72,16 @@ pub struct ServerConfig {
     /// Time every request and publish per-shard metrics (false only to
     /// measure what metrics cost; /metrics then has process series only).
     pub metrics: bool,
+    /// Names the admin listener answers to in the `Host` header besides IP
+    /// literals and `localhost` (DNS-rebinding defence).
+    pub admin_hosts: Vec<String>,
+    /// Admin: a request head must arrive within this (milliseconds) of the
+    /// connection opening or the previous response.
+    pub admin_header_timeout_ms: u64,
+    /// Admin: the whole request must arrive within this (milliseconds).
+    pub admin_request_timeout_ms: u64,
+    /// Admin: connections one source address may hold.
+    pub admin_connections_per_client: usize,
 }
 
 impl Default for ServerConfig {
@@ -85,6 +95,10 @@ impl Default for ServerConfig {
             admin_token_file: None,
             state_dir: None,
             metrics: true,
+            admin_hosts: Vec::new(),
+            admin_header_timeout_ms: 5000,
+            admin_request_timeout_ms: 30_000,
+            admin_connections_per_client: 8,
         }
     }
 }
@@ -103,6 +117,9 @@ pub struct DnsConfig {
     pub tcp_idle_timeout_ms: u64,
     /// TCP: open connections per shard; more are refused (closed at once).
     pub tcp_max_connections_per_shard: usize,
+    /// TCP: open connections one client (IPv4 address, IPv6 /64) may hold
+    /// per shard; 0 = no per-client cap.
+    pub tcp_max_connections_per_client: u32,
     /// TCP: largest accepted query length prefix (bytes); larger closes the connection.
     pub tcp_max_query_bytes: u16,
     /// UDP: datagrams per `recvmmsg`/`sendmmsg` call.
@@ -116,6 +133,63 @@ pub struct DnsConfig {
     /// Removed: DNS UDP is always served by each shard's worker thread,
     /// hand-off included. Kept only so check-config can name it.
     pub udp_io: Option<toml::Value>,
+    /// UDP: response rate limiting (`[dns.rrl]`, see `crate::dns::rrl`).
+    pub rrl: RrlConfig,
+}
+
+/// `[dns.rrl]` settings.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RrlConfig {
+    /// Off by default.
+    pub enabled: bool,
+    /// Answers per second per source prefix (1..=1000000).
+    pub rate: u32,
+    /// Every `slip`-th limited answer is sent truncated (0..=100; 0 = none).
+    pub slip: u32,
+    /// IPv4 clients are grouped by this prefix length (1..=32).
+    pub ipv4_prefix: u8,
+    /// IPv6 clients are grouped by this prefix length (1..=128).
+    pub ipv6_prefix: u8,
+    /// Sources never limited.
+    pub whitelist: Vec<ipnet::IpNet>,
+    /// Buckets per shard (a power of two is not required; 1..=16777216).
+    pub table_size: u32,
+}
+
+impl Default for RrlConfig {
+    fn default() -> Self {
+        RrlConfig {
+            enabled: false,
+            rate: 20,
+            slip: 2,
+            ipv4_prefix: 24,
+            ipv6_prefix: 56,
+            whitelist: Vec::new(),
+            table_size: 65_536,
+        }
+    }
+}
+
+/// Problems of `[dns.rrl]` as (key, message).
+pub fn validate_rrl(c: &RrlConfig) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut range = |key: &str, v: u64, lo: u64, hi: u64| {
+        if v < lo || v > hi {
+            out.push((
+                format!("dns.rrl.{key}"),
+                format!(
+                    "{v} is out of range: use {lo}..={hi} (see [dns.rrl] in config/shardgate.toml)"
+                ),
+            ));
+        }
+    };
+    range("rate", c.rate.into(), 1, 1_000_000);
+    range("slip", c.slip.into(), 0, 100);
+    range("ipv4_prefix", c.ipv4_prefix.into(), 1, 32);
+    range("ipv6_prefix", c.ipv6_prefix.into(), 1, 128);
+    range("table_size", c.table_size.into(), 1, 1 << 24);
+    out
 }
 
 impl Default for DnsConfig {
@@ -126,11 +200,13 @@ impl Default for DnsConfig {
             trusted_resolvers: Vec::new(),
             tcp_idle_timeout_ms: 10_000,
             tcp_max_connections_per_shard: 1024,
+            tcp_max_connections_per_client: 64,
             tcp_max_query_bytes: 4096,
             udp_batch: 64,
             udp_coalesce_us: 200,
             udp_coalesce_min_batch: 8,
             udp_io: None,
+            rrl: RrlConfig::default(),
         }
     }
 }
@@ -766,6 +842,13 @@ pub fn validate(config: &Config) -> Vec<Problem> {
         "",
     );
     range(
+        "dns.tcp_max_connections_per_client",
+        u64::from(dns.tcp_max_connections_per_client),
+        0,
+        MAX_TCP_CONNECTIONS_PER_SHARD as u64,
+        " (0 = no per-client cap; above dns.tcp_max_connections_per_shard it has no effect)",
+    );
+    range(
         "dns.tcp_max_query_bytes",
         dns.tcp_max_query_bytes as u64,
         512,
@@ -793,6 +876,12 @@ pub fn validate(config: &Config) -> Vec<Problem> {
         MAX_UDP_BATCH as u64,
         " datagrams",
     );
+
+    if dns.rrl.enabled {
+        for (key, message) in validate_rrl(&dns.rrl) {
+            problems.push(Problem::at(&key, message));
+        }
+    }
 
     if dns.listen.is_empty() {
         problems.push(Problem::at(
@@ -1126,6 +1215,56 @@ udp_coalesce_min_batch = 5000
         assert!(at(&ps, "dns.max_udp_payload")
             .message
             .contains("512..=65535"));
+    }
+
+    #[test]
+    fn hardening_keys_are_checked() {
+        let text = format!(
+            "\
+[server]
+admin_hosts = [\"bad host\", \"10.0.0.1\", \"ok.example\"]
+admin_header_timeout_ms = 40000
+admin_connections_per_client = 0
+
+[dns]
+listen = [\"127.0.0.1:8053\"]
+tcp_max_connections_per_shard = 10
+tcp_max_connections_per_client = 2000000
+
+[dns.rrl]
+enabled = true
+rate = 0
+slip = 101
+ipv4_prefix = 33
+ipv6_prefix = 0
+table_size = 0
+
+[functions]
+http_max_connections_per_shard = 5
+http_max_connections_per_client = 2000000
+
+{ZONE}"
+        );
+        let ps = problems(&text);
+        for key in [
+            "server.admin_hosts[0]",
+            "server.admin_hosts[1]",
+            "server.admin_header_timeout_ms",
+            "server.admin_connections_per_client",
+            "dns.tcp_max_connections_per_client",
+            "dns.rrl.rate",
+            "dns.rrl.slip",
+            "dns.rrl.ipv4_prefix",
+            "dns.rrl.ipv6_prefix",
+            "dns.rrl.table_size",
+            "functions.http_max_connections_per_client",
+        ] {
+            at(&ps, key);
+        }
+        assert_eq!(ps.len(), 11, "{ps:#?}");
+        // off: the limiter's settings are not checked (nothing uses them)
+        let off = text.replace("enabled = true", "enabled = false");
+        assert!(problems(&off).iter().all(|p| !p.key.starts_with("dns.rrl")));
     }
 
     #[test]

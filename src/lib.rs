@@ -9,6 +9,7 @@ pub mod admin;
 pub mod config;
 pub mod dns;
 pub mod functions;
+pub mod fuzzing;
 pub mod handoff;
 pub mod load;
 pub mod metrics;

@@ -33,6 +33,8 @@ pub trait Key: Copy + Ord + Eq + std::fmt::Debug {
     fn last(self, len: u8) -> Self;
     /// `self + 1`, `None` on overflow.
     fn succ(self) -> Option<Self>;
+    /// `self - 1`, `None` on underflow.
+    fn pred(self) -> Option<Self>;
     /// The `n` bits starting at bit `from` (0 = most significant), as an index.
     fn bits(self, from: u8, n: u8) -> usize;
     /// Build from an index placed at bit `from` on top of `base`.
@@ -67,6 +69,10 @@ macro_rules! impl_key {
             #[inline]
             fn succ(self) -> Option<Self> {
                 self.checked_add(1)
+            }
+            #[inline]
+            fn pred(self) -> Option<Self> {
+                self.checked_sub(1)
             }
             #[inline]
             fn bits(self, from: u8, n: u8) -> usize {
@@ -134,6 +140,16 @@ fn unpack(p: u32) -> Option<Match> {
     })
 }
 
+/// The value a packed range answers, NONE when no prefix covers it.
+#[inline]
+fn value_of(packed: u32) -> u32 {
+    if packed == 0 {
+        NONE
+    } else {
+        packed & MAX_VALUE
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct PrefixInfo {
     packed: u32,
@@ -154,6 +170,9 @@ pub struct Table<K: Key> {
     ranges: Vec<(K, u32)>,
     /// Per range: which prefix decided it (index into `prefixes`), or NONE.
     range_prefix: Vec<u32>,
+    /// Per range: the first and last range of the run of neighbouring
+    /// ranges answering the same value (for [`Table::uniform_len`]).
+    run: Vec<(u32, u32)>,
     prefixes: Vec<PrefixInfo>,
 }
 
@@ -166,6 +185,7 @@ impl<K: Key> Default for Table<K> {
             index: Vec::new(),
             ranges: Vec::new(),
             range_prefix: Vec::new(),
+            run: Vec::new(),
             prefixes: Vec::new(),
         }
     }
@@ -313,6 +333,23 @@ impl<K: Key> Table<K> {
         }
         index.push((ranges.len() - 1) as u32);
 
+        // Runs of neighbouring ranges with the same value.
+        let mut run: Vec<(u32, u32)> = Vec::with_capacity(ranges.len());
+        for i in 0..ranges.len() {
+            let first = match run.last() {
+                Some(&(f, _)) if value_of(ranges[i - 1].1) == value_of(ranges[i].1) => f,
+                _ => i as u32,
+            };
+            run.push((first, i as u32));
+        }
+        let mut last = ranges.len() as u32 - 1;
+        for i in (0..ranges.len()).rev() {
+            if i + 1 < ranges.len() && value_of(ranges[i + 1].1) != value_of(ranges[i].1) {
+                last = i as u32;
+            }
+            run[i].1 = last;
+        }
+
         Table {
             base,
             shift,
@@ -320,6 +357,7 @@ impl<K: Key> Table<K> {
             index,
             ranges,
             range_prefix,
+            run,
             prefixes,
         }
     }
@@ -366,6 +404,42 @@ impl<K: Key> Table<K> {
         None
     }
 
+    /// The shortest prefix length `l` such that every address of
+    /// `addr/l` gets the same lookup value as `addr` (whatever prefix
+    /// decides it): the widest block an answer for `addr` holds for.
+    /// Addresses no stored prefix covers count as one value. At most
+    /// `K::BITS + 1` comparisons after one lookup.
+    pub fn uniform_len(&self, addr: K) -> u8 {
+        if self.ranges.is_empty() {
+            return 0;
+        }
+        let Some(r) = self.range_of(addr) else {
+            // Outside the block every address misses: the largest aligned
+            // block around `addr` that stays clear of `base/shift`.
+            return (addr.common(self.base) + 1).min(K::BITS);
+        };
+        let (first, last) = self.run.get(r).copied().unwrap_or((r as u32, r as u32));
+        let unmatched = self.ranges.get(r).map_or(0, |x| x.1) == 0;
+        // Inclusive bounds of the uniform run; `None` = unbounded (an
+        // unmatched run touching the block's edge goes on outside it).
+        let lo = if first == 0 && unmatched {
+            None
+        } else {
+            self.ranges.get(first as usize).map(|x| x.0)
+        };
+        let hi = match self.ranges.get(last as usize + 1) {
+            Some(next) => next.0.pred(),
+            None if unmatched => None,
+            None => Some(self.base.last(self.shift)),
+        };
+        for l in 0..K::BITS {
+            if lo.is_none_or(|lo| addr.mask(l) >= lo) && hi.is_none_or(|hi| addr.last(l) <= hi) {
+                return l;
+            }
+        }
+        K::BITS
+    }
+
     /// Number of distinct prefixes stored.
     pub fn len(&self) -> usize {
         self.prefixes.len()
@@ -385,6 +459,7 @@ impl<K: Key> Table<K> {
         self.index.capacity() * 4
             + self.ranges.capacity() * std::mem::size_of::<(K, u32)>()
             + self.range_prefix.capacity() * 4
+            + self.run.capacity() * 8
             + self.prefixes.capacity() * std::mem::size_of::<PrefixInfo>()
     }
 }
@@ -576,6 +651,56 @@ mod tests {
         assert_eq!(o.len(), t.len());
     }
 
+    /// Oracle for `uniform_len`: the lookup value changes only at the
+    /// first address of a stored prefix or just past its last one, so
+    /// `addr/l` is uniform iff every such point inside it (and its first
+    /// address) gets the value `addr` gets.
+    fn uniform_oracle4(entries: &[(u32, u8, u32)], addr: u32, l: u8) -> bool {
+        let o = oracle4(entries);
+        let val = |a: u32| o.get_lpm(&(a, 32)).map(|(_, v)| *v);
+        let want = val(addr);
+        let (lo, hi) = (addr.mask(l), addr.last(l));
+        let mut points = vec![lo];
+        for &(a, pl, _) in entries {
+            let pl = pl.min(32);
+            points.push(a.mask(pl));
+            if let Some(s) = a.last(pl).succ() {
+                points.push(s);
+            }
+        }
+        points
+            .into_iter()
+            .filter(|&p| p >= lo && p <= hi)
+            .all(|p| val(p) == want)
+    }
+
+    #[test]
+    fn uniform_len_excludes_nested_prefixes_with_other_values() {
+        // 10.1/16 and 10.2/16 carry values; 10.0.0.0/12 as a whole does not
+        // answer like its first address: the block that does is 10.0/16.
+        let e = vec![(0x0a01_0000, 16, 1), (0x0a02_0000, 16, 2)];
+        let t = Table::<u32>::build(e.clone());
+        assert_eq!(t.uniform_len(0x0a00_0000), 16);
+        assert_eq!(t.uniform_len(0x0a01_0000), 16);
+        assert_eq!(t.uniform_len(0x0a03_0000), 16);
+        assert_eq!(t.uniform_len(0x0a04_0000), 14);
+        assert_eq!(t.uniform_len(0x0b00_0000), 8, "outside the block");
+        assert_eq!(t.uniform_len(0x8000_0000), 1, "far outside the block");
+        // a /32 inside a /16 of another value
+        let e = vec![(0x0a01_0000, 16, 1), (0x0a01_0007, 32, 2)];
+        let t = Table::<u32>::build(e.clone());
+        assert_eq!(t.uniform_len(0x0a01_0000), 30);
+        assert_eq!(t.uniform_len(0x0a01_0006), 32);
+        assert_eq!(t.uniform_len(0x0a01_0007), 32);
+        assert_eq!(t.uniform_len(0x0a01_0008), 29);
+        assert_eq!(t.uniform_len(0x0a01_8000), 17);
+        // the same value nested: no split needed
+        let e = vec![(0x0a01_0000, 16, 1), (0x0a01_0007, 32, 1)];
+        let t = Table::<u32>::build(e);
+        assert_eq!(t.uniform_len(0x0a01_0000), 16);
+        assert_eq!(Table::<u32>::build(vec![]).uniform_len(0x0a01_0000), 0);
+    }
+
     fn arb_v4_entries() -> impl Strategy<Value = Vec<(u32, u8, u32)>> {
         // Clustered addresses so prefixes nest and collide often.
         let addr = prop_oneof![
@@ -601,6 +726,20 @@ mod tests {
                 probes.push(a.mask(l).wrapping_sub(1));
             }
             check4(&entries, &probes);
+        }
+
+        #[test]
+        fn uniform_len_is_the_widest_uniform_block(entries in arb_v4_entries(), probes in prop::collection::vec(
+            prop_oneof![any::<u32>(), (0u32..4096).prop_map(|x| 0x0a00_0000 | x),
+                        (0u32..256).prop_map(|x| 0x0a01_0000 | x)], 1..10)) {
+            let t = Table::<u32>::build(entries.clone());
+            for a in probes {
+                let l = t.uniform_len(a);
+                prop_assert!(uniform_oracle4(&entries, a, l), "{a:#x}/{l} is not uniform");
+                if l > 0 {
+                    prop_assert!(!uniform_oracle4(&entries, a, l - 1), "{a:#x}/{} is uniform too", l - 1);
+                }
+            }
         }
 
         #[test]

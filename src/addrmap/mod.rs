@@ -35,7 +35,7 @@ use std::path::{Path, PathBuf};
 
 use crate::config::Config;
 
-use self::lpm::{Lpm, Match};
+use self::lpm::{Key, Lpm, Match};
 use self::names::{display, label_offsets, lower, parse_name, NameTable};
 use self::prefixes::{canonical, parse_prefix, parse_prefix_lines, Net};
 use self::records::{push_rr_tail, MAX_TTL};
@@ -736,14 +736,40 @@ impl AddressMap {
         }
     }
 
-    /// Whether any view has a prefix in this family (then an answer from
-    /// the `default` view only holds for the subnet that was asked).
-    pub(crate) fn has_prefixes(&self, v4: bool) -> bool {
-        if v4 {
-            !self.lpm.v4.is_empty()
-        } else {
-            !self.lpm.v6.is_empty()
+    /// View and ECS scope for a client subnet `ip/source_len` sent by a
+    /// trusted resolver (RFC 7871). The subnet's first address picks the
+    /// view by longest-prefix match; the scope is the shortest prefix of
+    /// that address whose every address gets the same view (RFC 7871
+    /// §7.2.1: the answer must hold for the whole scope). It is shorter
+    /// than the source when the deciding prefix is, and longer when other
+    /// views' prefixes lie inside the source subnet (10.0.0.0/12 holding
+    /// 10.1.0.0/16 of another view answers with scope /16), telling the
+    /// resolver its source prefix was not specific enough. A source of 0
+    /// ("do not use my address") keeps scope 0 and the views of /0
+    /// prefixes only. An IPv4-mapped subnet is matched as IPv4 and its
+    /// scope counts the 96 mapping bits.
+    pub(crate) fn select_ecs(&self, ip: IpAddr, source_len: u8) -> (u32, u8) {
+        if source_len == 0 {
+            return (self.select(ip, Some(0)).view, 0);
         }
+        let (m, scope) = match canonical(ip) {
+            IpAddr::V4(a) => {
+                let (len, mapped) = match ip {
+                    IpAddr::V6(_) => (source_len.saturating_sub(96), 96u8),
+                    IpAddr::V4(_) => (source_len, 0),
+                };
+                let a = u32::from(a).mask(len);
+                let t = &self.lpm.v4;
+                (t.lookup(a), t.uniform_len(a).saturating_add(mapped))
+            }
+            IpAddr::V6(a) => {
+                let a = u128::from(a).mask(source_len);
+                let t = &self.lpm.v6;
+                (t.lookup(a), t.uniform_len(a))
+            }
+        };
+        let view = m.map_or(self.default_view, |m| m.value);
+        (view, scope)
     }
 
     /// Whether ECS from this client may pick the view.

@@ -353,3 +353,53 @@ fn oversized_rrset_is_rejected() {
     );
     assert!(errs[0].message.contains("TXT"));
 }
+
+#[test]
+fn ecs_scope_holds_for_the_whole_scope() {
+    // Issue 16 finding 7: 10.1.0.0/12 (first address 10.0.0.0) is answered
+    // from `default`, but 10.1.0.0/16 and 10.2.0.0/16 inside it have views
+    // of their own: the scope must exclude them (/16), not be the /12.
+    let c: Config = toml::from_str(crate::config::EMBEDDED_DEFAULT).unwrap();
+    let m = AddressMap::build(&c, Path::new(".")).unwrap();
+    let default = m.default_view().unwrap() as u32;
+    let view = |n: &str| m.view_index(n).unwrap() as u32;
+    for (addr, source, want_view, want_scope) in [
+        ("10.1.0.0", 12, default, 16),
+        ("10.0.0.0", 8, default, 16),
+        ("10.3.0.0", 16, default, 16),
+        // the deciding prefix is shorter than the source: its length
+        ("10.3.7.0", 24, default, 16),
+        ("10.1.2.0", 24, view("site-a"), 16),
+        ("10.2.0.0", 16, view("site-b"), 16),
+        // canary's /32 inside site-a's 127.0.0.0/25
+        ("127.0.0.0", 24, view("site-a"), 30),
+        ("127.0.0.7", 32, view("canary"), 32),
+        ("127.0.0.0", 25, view("site-a"), 30),
+        ("127.0.0.128", 25, view("site-b"), 25),
+        ("0.0.0.0", 0, default, 0),
+        ("fd00:a::", 48, view("site-a"), 48),
+        ("fd00::", 16, default, 29),
+        ("::ffff:10.1.0.0", 108, default, 112),
+        ("::ffff:10.2.0.0", 120, view("site-b"), 112),
+    ] {
+        assert_eq!(
+            m.select_ecs(ip(addr), source),
+            (want_view, want_scope),
+            "{addr}/{source}"
+        );
+    }
+    // Every address inside each answered scope selects the same view.
+    for (addr, source) in [("10.1.0.0", 12), ("127.0.0.0", 24), ("10.0.0.0", 8)] {
+        let (v, scope) = m.select_ecs(ip(addr), source);
+        let IpAddr::V4(a) = ip(addr) else {
+            unreachable!()
+        };
+        // the scope is a prefix of the subnet's first address
+        let first = u32::from(a) & (u32::MAX << (32 - source)) & (u32::MAX << (32 - scope));
+        for k in (0..1u32 << (32 - scope)).step_by(((1u32 << (32 - scope)) / 4096).max(1) as usize)
+        {
+            let probe = IpAddr::V4((first + k).into());
+            assert_eq!(m.select(probe, None).view, v, "{probe} in {addr}/{scope}");
+        }
+    }
+}

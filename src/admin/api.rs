@@ -464,10 +464,18 @@ fn change(b: &dyn Backend, changes: Vec<Change>) -> Response {
         Err(_) => "rejected",
     });
     match result {
-        Ok(Applied { version: Some(v) }) => {
-            Response::json(200, &json!({ "changed": true, "version": v }))
-        }
-        Ok(Applied { version: None }) => {
+        Ok(Applied {
+            version: Some(v),
+            warning: None,
+        }) => Response::json(200, &json!({ "changed": true, "version": v })),
+        Ok(Applied {
+            version: Some(v),
+            warning: Some(w),
+        }) => Response::json(
+            200,
+            &json!({ "changed": true, "version": v, "durable": false, "warning": w }),
+        ),
+        Ok(Applied { version: None, .. }) => {
             Response::json(200, &json!({ "changed": false, "version": b.version() }))
         }
         Err(Refused::Change(e)) => Response::error(e.status, &e.message),
@@ -533,8 +541,8 @@ mod tests {
             path: "/metrics".into(),
             query: None,
             authorization: auth.map(str::to_owned),
-            body: Vec::new(),
             keep_alive: true,
+            ..Request::default()
         };
         assert!(authorized(&req(Some("Bearer s3cret")), "s3cret"));
         assert!(authorized(&req(Some("bearer  s3cret ")), "s3cret"));

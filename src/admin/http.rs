@@ -16,7 +16,7 @@ pub const MAX_BODY: usize = 4 * 1024 * 1024;
 const MAX_HEADERS: usize = 48;
 
 /// A parsed request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Request {
     pub method: String,
     /// Path without the query string, still percent-encoded.
@@ -25,6 +25,12 @@ pub struct Request {
     pub query: Option<String>,
     /// The `Authorization` header value.
     pub authorization: Option<String>,
+    /// `Host`, `Origin`, `Sec-Fetch-Site` and `Content-Type` (for the
+    /// browser defence in [`super::access`]).
+    pub host: Option<String>,
+    pub origin: Option<String>,
+    pub sec_fetch_site: Option<String>,
+    pub content_type: Option<String>,
     pub body: Vec<u8>,
     /// Whether the connection stays open after the response.
     pub keep_alive: bool,
@@ -80,6 +86,7 @@ pub fn parse(buf: &[u8]) -> Parsed {
 
     let mut content_length: Option<usize> = None;
     let mut authorization = None;
+    let (mut host, mut origin, mut sec_fetch_site, mut content_type) = (None, None, None, None);
     let mut connection_close = http10;
     for h in req.headers.iter() {
         let value = std::str::from_utf8(h.value).unwrap_or("").trim();
@@ -95,6 +102,18 @@ pub fn parse(buf: &[u8]) -> Parsed {
             ));
         } else if h.name.eq_ignore_ascii_case("authorization") {
             authorization = Some(value.to_owned());
+        } else if h.name.eq_ignore_ascii_case("host") {
+            // Two different Host headers: refuse rather than pick one.
+            if host.as_deref().is_some_and(|h: &str| h != value) {
+                return Parsed::Invalid(Response::text(400, "more than one Host header\n"));
+            }
+            host = Some(value.to_owned());
+        } else if h.name.eq_ignore_ascii_case("origin") {
+            origin = Some(value.to_owned());
+        } else if h.name.eq_ignore_ascii_case("sec-fetch-site") {
+            sec_fetch_site = Some(value.to_owned());
+        } else if h.name.eq_ignore_ascii_case("content-type") {
+            content_type = Some(value.to_owned());
         } else if h.name.eq_ignore_ascii_case("connection") {
             let v = value.to_ascii_lowercase();
             if v.contains("close") {
@@ -125,11 +144,23 @@ pub fn parse(buf: &[u8]) -> Parsed {
             path,
             query,
             authorization,
+            host,
+            origin,
+            sec_fetch_site,
+            content_type,
             body: buf[head_len..total].to_vec(),
             keep_alive: !connection_close,
         },
         consumed: total,
     }
+}
+
+/// Whether `buf` starts with a whole request head (its body may still be
+/// on the way).
+pub fn head_complete(buf: &[u8]) -> bool {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    matches!(req.parse(buf), Ok(httparse::Status::Complete(_)))
 }
 
 /// A response to send.
@@ -207,8 +238,10 @@ pub fn reason(status: u16) -> &'static str {
         201 => "Created",
         400 => "Bad Request",
         401 => "Unauthorized",
+        403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        408 => "Request Timeout",
         409 => "Conflict",
         411 => "Length Required",
         413 => "Content Too Large",

@@ -13,12 +13,14 @@
 //! [`start`] wires them to the running process; [`validate`] holds the
 //! config checks of the admin settings.
 
+pub mod access;
 pub mod api;
 pub mod health;
 pub mod http;
 pub mod overlay;
 pub mod persist;
 pub mod server;
+pub mod slots;
 pub mod store;
 
 use std::net::{SocketAddr, TcpListener};
@@ -62,6 +64,50 @@ pub fn validate(server: &ServerConfig) -> Vec<Problem> {
                 ),
             );
         }
+    }
+    for (i, h) in server.admin_hosts.iter().enumerate() {
+        let bad = h.is_empty()
+            || h.parse::<std::net::IpAddr>().is_ok()
+            || !h
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
+        if bad {
+            problem(
+                &format!("server.admin_hosts[{i}]"),
+                format!(
+                    "{h:?} is not a host name: list the names clients use in the Host header                      (e.g. \"admin.node7.example\", no port); IP addresses and localhost are always accepted"
+                ),
+            );
+        }
+    }
+    if server.admin_header_timeout_ms == 0 || server.admin_request_timeout_ms == 0 {
+        problem(
+            "server.admin_header_timeout_ms",
+            "admin_header_timeout_ms and admin_request_timeout_ms must be above 0 (defaults 5000 and 30000)".into(),
+        );
+    } else if server.admin_header_timeout_ms > server.admin_request_timeout_ms {
+        problem(
+            "server.admin_header_timeout_ms",
+            format!(
+                "{} exceeds server.admin_request_timeout_ms ({}): the head is part of the request; \
+                 lower it or raise the request timeout",
+                server.admin_header_timeout_ms, server.admin_request_timeout_ms
+            ),
+        );
+    }
+    if server.admin_connections_per_client == 0
+        || server.admin_connections_per_client > server::MAX_CONNECTIONS
+    {
+        problem(
+            "server.admin_connections_per_client",
+            format!(
+                "{} is outside 1..={}: one address may hold at most that many of the admin listener's {} \
+                 connections (default 8)",
+                server.admin_connections_per_client,
+                server::MAX_CONNECTIONS,
+                server::MAX_CONNECTIONS
+            ),
+        );
     }
     let has_token = server.admin_token.is_some() || server.admin_token_file.is_some();
     if !server.admin_listen.ip().is_loopback() && !has_token {
@@ -127,6 +173,17 @@ pub fn load_token(server: &ServerConfig, base_dir: &Path) -> anyhow::Result<Opti
     Ok(Some(token))
 }
 
+/// The listener's policy from `[server]` and the loaded token.
+pub fn policy(server: &ServerConfig, token: Option<String>) -> server::Policy {
+    server::Policy {
+        token,
+        hosts: server.admin_hosts.clone(),
+        header_timeout: std::time::Duration::from_millis(server.admin_header_timeout_ms),
+        request_timeout: std::time::Duration::from_millis(server.admin_request_timeout_ms),
+        per_client: server.admin_connections_per_client,
+    }
+}
+
 /// Bind the admin listener. Refuses a non-loopback address without a token
 /// (also checked by `check-config`; checked again here because a token file
 /// is only read at start).
@@ -148,7 +205,7 @@ pub fn bind(addr: SocketAddr, token: Option<&str>) -> anyhow::Result<TcpListener
 /// What start-up prepared for the admin plane before the shards start.
 pub struct Prepared {
     listener: TcpListener,
-    token: Option<String>,
+    policy: server::Policy,
     health: &'static health::Health,
 }
 
@@ -185,7 +242,7 @@ pub fn prepare(
         store,
         Prepared {
             listener,
-            token,
+            policy: policy(&server, token),
             health,
         },
     ))
@@ -199,7 +256,7 @@ impl Prepared {
 
     /// Start serving the admin listener; returns its address.
     pub fn start(self, shared: Arc<Shared>, ctl: Arc<Controller>) -> anyhow::Result<SocketAddr> {
-        start(self.listener, self.token, shared, ctl, self.health)
+        start(self.listener, self.policy, shared, ctl, self.health)
     }
 }
 
@@ -221,7 +278,7 @@ pub fn report_functions(health: &health::Health, node: &crate::functions::Functi
 /// address. Call after the metrics recorder is installed.
 pub fn start(
     listener: TcpListener,
-    token: Option<String>,
+    policy: server::Policy,
     shared: Arc<Shared>,
     ctl: Arc<Controller>,
     health: &'static health::Health,
@@ -232,7 +289,7 @@ pub fn start(
         ctl,
         health,
     });
-    let addr = server::spawn(listener, backend, token)
+    let addr = server::spawn(listener, backend, policy)
         .map_err(|e| anyhow::anyhow!("cannot start the admin listener thread: {e}"))?;
     // Exporter housekeeping, off the shards.
     std::thread::Builder::new()

@@ -9,8 +9,36 @@ use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-/// Replace `path` with `bytes` atomically and durably.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+/// How far a successful [`write_atomic`] got.
+#[derive(Debug)]
+pub enum Written {
+    /// Replaced, and the directory entry is on disk.
+    Durable,
+    /// Replaced (readers and a restart without a power cut see the new
+    /// content), but the directory fsync after the rename failed: a power
+    /// cut may bring the old file back. Not an error: the change *was*
+    /// made; report it and warn.
+    DirSyncFailed(io::Error),
+}
+
+/// Replace `path` with `bytes` atomically and durably. `Err` means the
+/// file was not replaced; see [`Written`] for a replaced file whose
+/// directory could not be synced.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<Written> {
+    write_atomic_with(path, bytes, sync_dir)
+}
+
+/// fsync a directory.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// [`write_atomic`] with the directory sync given (a failing one in tests).
+pub fn write_atomic_with(
+    path: &Path,
+    bytes: &[u8],
+    sync: impl FnOnce(&Path) -> io::Result<()>,
+) -> io::Result<Written> {
     let dir = parent_dir(path);
     let name = path.file_name().ok_or_else(|| {
         io::Error::new(
@@ -32,13 +60,17 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
         f.write_all(bytes)?;
         f.sync_all()?;
         drop(f);
-        fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
+        fs::rename(&tmp, path)
     })();
-    if result.is_err() {
+    if let Err(e) = result {
         let _ = fs::remove_file(&tmp);
+        return Err(e);
     }
-    result
+    // From here on the file is replaced, whatever the sync says.
+    Ok(match sync(dir) {
+        Ok(()) => Written::Durable,
+        Err(e) => Written::DirSyncFailed(e),
+    })
 }
 
 /// Read `path`; `Ok(None)` when it does not exist.
@@ -55,7 +87,10 @@ pub fn read_if_exists(path: &Path) -> io::Result<Option<Vec<u8>>> {
 pub fn prepare_dir(dir: &Path) -> io::Result<()> {
     fs::create_dir_all(dir)?;
     let probe = dir.join(".shardgate-write-test");
-    write_atomic(&probe, b"ok\n")?;
+    if let Written::DirSyncFailed(e) = write_atomic(&probe, b"ok\n")? {
+        let _ = fs::remove_file(&probe);
+        return Err(e);
+    }
     fs::remove_file(&probe)
 }
 
@@ -97,6 +132,20 @@ mod tests {
         assert!(write_atomic(&blocked, b"new").is_err());
         assert_eq!(fs::read(&path).unwrap(), b"old");
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 2);
+    }
+
+    #[test]
+    fn a_failed_directory_sync_still_reports_the_file_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        write_atomic(&path, b"old").unwrap();
+        let w = write_atomic_with(&path, b"new", |_| Err(io::Error::other("EIO"))).unwrap();
+        assert!(matches!(w, Written::DirSyncFailed(_)), "{w:?}");
+        assert_eq!(fs::read(&path).unwrap(), b"new");
+        assert!(matches!(
+            write_atomic(&path, b"x").unwrap(),
+            Written::Durable
+        ));
     }
 
     #[test]

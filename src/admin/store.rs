@@ -52,6 +52,9 @@ pub struct Applied {
     /// The map version now served; `None` when the change changed nothing
     /// (e.g. adding a prefix the view already has).
     pub version: Option<u64>,
+    /// Applied and persisted, but not surely durable (the state
+    /// directory's fsync failed): what to tell the operator.
+    pub warning: Option<String>,
 }
 
 /// A change that was refused; nothing was applied.
@@ -74,6 +77,8 @@ struct Inner {
 pub struct MapStore {
     file: Option<PathBuf>,
     inner: Mutex<Inner>,
+    /// fsyncs the state directory after a rename (a failing one in tests).
+    sync_dir: fn(&Path) -> std::io::Result<()>,
 }
 
 impl std::fmt::Debug for MapStore {
@@ -90,6 +95,7 @@ impl MapStore {
     pub fn detached(base: &Config) -> MapStore {
         MapStore {
             file: None,
+            sync_dir: persist::sync_dir,
             inner: Mutex::new(Inner {
                 base: base.clone(),
                 overlay: Overlay::default(),
@@ -128,6 +134,7 @@ impl MapStore {
         };
         let store = MapStore {
             file: Some(file),
+            sync_dir: persist::sync_dir,
             inner: Mutex::new(Inner {
                 base: loaded.config.clone(),
                 overlay,
@@ -184,25 +191,39 @@ impl MapStore {
         let mut inner = self.lock();
         let next = overlay::apply(&inner.base, &inner.overlay, changes).map_err(Refused::Change)?;
         if next == inner.overlay {
-            return Ok(Applied { version: None });
+            return Ok(Applied {
+                version: None,
+                warning: None,
+            });
         }
         let serving = self
             .merged(&inner.base, &next, None, base_dir)
             .map_err(Refused::Invalid)?;
+        let mut warning = None;
         if let Some(file) = &self.file {
             let mut bytes = serde_json::to_vec_pretty(&next)
                 .map_err(|e| Refused::Persist(format!("cannot encode the state: {e}")))?;
             bytes.push(b'\n');
-            persist::write_atomic(file, &bytes).map_err(|e| {
+            let written = persist::write_atomic_with(file, &bytes, self.sync_dir).map_err(|e| {
                 Refused::Persist(format!(
                     "cannot write {}: {e}; nothing was applied (check the disk and the state directory's permissions)",
                     file.display()
                 ))
             })?;
+            if let persist::Written::DirSyncFailed(e) = written {
+                let m = format!(
+                    "the change was applied and {} replaced, but syncing its directory failed ({e}): \
+                     a power cut may bring back the previous state; check the disk",
+                    file.display()
+                );
+                tracing::warn!("{m}");
+                warning = Some(m);
+            }
         }
         inner.overlay = next;
         Ok(Applied {
             version: Some(publish(serving)),
+            warning,
         })
     }
 
@@ -362,6 +383,27 @@ mod tests {
         let (reopened, serving) = MapStore::open(dir.path(), loaded(), Path::new(".")).unwrap();
         assert!(serving.config.views.iter().any(|v| v.name == "inst-1"));
         assert_eq!(reopened.snapshot().1, store.snapshot().1);
+    }
+
+    #[test]
+    fn a_failed_directory_sync_reports_the_change_applied_with_a_warning() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut store, _) = MapStore::open(dir.path(), loaded(), Path::new(".")).unwrap();
+        store.sync_dir = |_| Err(std::io::Error::other("injected EIO"));
+        let applied = store
+            .change(
+                &[add_instance("inst-1", "127.0.0.77")],
+                Path::new("."),
+                |_| 9,
+            )
+            .expect("the file was replaced: the change is applied, not refused");
+        assert_eq!(applied.version, Some(9));
+        let w = applied.warning.expect("a warning about durability");
+        assert!(w.contains("applied") && w.contains("injected EIO"), "{w}");
+        // Served and persisted: it comes back at the next open.
+        assert!(store.snapshot().1.views.contains_key("inst-1"));
+        let (_, serving) = MapStore::open(dir.path(), loaded(), Path::new(".")).unwrap();
+        assert!(serving.config.views.iter().any(|v| v.name == "inst-1"));
     }
 
     #[test]

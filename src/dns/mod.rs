@@ -29,22 +29,24 @@
 //!   (`Outcome` rcode 16). A response over the limit is sent with TC set,
 //!   the question only, and OPT if the query had one.
 //! - EDNS Client Subnet (RFC 7871): when the client address is inside
-//!   `dns.trusted_resolvers` and the query has ECS, the view is chosen from
-//!   the ECS address using only prefixes no longer than its source prefix
-//!   length; the answer echoes the option with SCOPE = the length of the
-//!   view prefix that decided, or the source length when the answer would
-//!   not hold for that whole prefix (a longer prefix of another view sits
-//!   inside it), and for the default view the source length (0 when the
-//!   family has no view prefixes at all: the answer is the same for all).
+//!   `dns.trusted_resolvers` and the query has ECS, the view is the one of
+//!   the ECS subnet's first address (a source of 0 means "do not use my
+//!   address": only /0 prefixes or `default`, scope 0), and the answer
+//!   echoes the option with SCOPE = the shortest prefix of that address
+//!   whose every address gets the same view
+//!   ([`AddressMap::select_ecs`](crate::addrmap::AddressMap)): the answer
+//!   holds for the whole scope (RFC 7871 §7.2.1). It is longer than the
+//!   source when other views' prefixes lie inside the source subnet
+//!   (10.0.0.0/12 holding views' 10.1.0.0/16 and 10.2.0.0/16 gets /16).
 //!   From an untrusted client ECS is ignored for view selection and echoed
 //!   with SCOPE 0 (RFC 7871 §7.2.1: "not used for this answer").
 
 pub mod parse;
+pub mod rrl;
 
 use std::net::IpAddr;
 
 use crate::addrmap::names::{hash, NAME_BUF};
-use crate::addrmap::prefixes::canonical;
 use crate::addrmap::records::{AXFR, CLASS_IN, IXFR};
 use crate::addrmap::{AddressMap, RrSet, NONE};
 
@@ -145,18 +147,9 @@ pub fn answer(
         }
         if let Some(ecs) = e.ecs {
             if map.is_trusted(client) {
-                let sel = map.select(ecs.addr, Some(ecs.source_len));
-                // an IPv4-mapped IPv6 subnet was matched as IPv4
-                let v4 = canonical(ecs.addr).is_ipv4();
-                let mapped = if v4 && ecs.family == 2 { 96 } else { 0 };
-                let scope = match sel.matched {
-                    Some(m) if m.nested_differs => ecs.source_len,
-                    Some(m) => m.len + mapped,
-                    None if map.has_prefixes(v4) => ecs.source_len,
-                    None => 0,
-                };
+                let (view, scope) = map.select_ecs(ecs.addr, ecs.source_len);
                 ctx.ecs = Some((ecs, scope));
-                selected = Some(sel.view);
+                selected = Some(view);
             } else {
                 ctx.ecs = Some((ecs, 0));
             }

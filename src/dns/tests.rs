@@ -652,13 +652,17 @@ fn ecs_from_trusted_resolver_picks_view_and_scope() {
     for (addr, len, want, scope) in [
         ("10.1.2.0", 24, "10.0.2.5", 24), // site-b's /24, nothing inside it
         ("10.1.0.7", 32, "10.0.3.5", 32), // canary /32
-        // site-a's /16 has other views' prefixes inside: scope = source
-        ("10.1.0.0", 24, "10.0.1.5", 24),
-        ("10.1.0.0", 20, "10.0.1.5", 20),
-        // /24 source cannot select the /32 canary entry inside it
-        ("10.1.0.0", 24, "10.0.1.5", 24),
+        // site-a's /16 has other views' prefixes inside (site-b's
+        // 10.1.2.0/24, canary's 10.1.0.7): the scope is the widest block
+        // around the subnet's first address that excludes them (RFC 7871
+        // §7.2.1), 10.1.0.0/30, longer than the source
+        ("10.1.0.0", 24, "10.0.1.5", 30),
+        ("10.1.0.0", 20, "10.0.1.5", 30),
+        ("10.1.0.8", 29, "10.0.1.5", 29),
         ("10.2.0.0", 24, "10.0.2.5", 16), // site-b /16, nothing inside
-        ("10.3.0.0", 16, "10.0.9.5", 16), // default: scope = source
+        ("10.3.0.0", 16, "10.0.9.5", 16), // default: 10.3/16 is all default
+        ("10.0.0.0", 12, "10.0.9.5", 16), // 10.0/16, not the /12 holding 10.1 and 10.2
+        ("10.4.0.0", 24, "10.0.9.5", 14), // 10.4.0.0/14 is all default
         ("0.0.0.0", 0, "10.0.9.5", 0),    // "don't use my address"
     ] {
         let q = query("upf.svc.example.", Rtype::A, ecs(addr, len));
@@ -674,7 +678,11 @@ fn ecs_from_trusted_resolver_picks_view_and_scope() {
     let r = udp(&m, &q, "2001:db8::53");
     assert_eq!(a_data(&r), vec!["10.0.1.5"]);
     let e = r.opt.unwrap().3.unwrap();
-    assert_eq!(e.scope_prefix_len(), 64, "site-a /48 holds canary's /128");
+    assert_eq!(
+        e.scope_prefix_len(),
+        126,
+        "site-a /48 holds canary's fd00:a::7/128: fd00:a::/126 excludes it"
+    );
     // an IPv4-mapped IPv6 subnet selects like the IPv4 one
     let q = query("upf.svc.example.", Rtype::A, ecs("::ffff:10.1.2.0", 120));
     let r = udp(&m, &q, trusted);

@@ -39,6 +39,9 @@ pub struct FunctionsConfig {
     pub http_idle_timeout_ms: u64,
     /// HTTP: open connections per shard; more are closed at once.
     pub http_max_connections_per_shard: u32,
+    /// HTTP: open connections one client (IPv4 address, IPv6 /64) may hold
+    /// per shard; 0 = no per-client cap.
+    pub http_max_connections_per_client: u32,
     /// Limits for functions that do not set their own.
     pub defaults: LimitsConfig,
 }
@@ -55,6 +58,7 @@ impl Default for FunctionsConfig {
             http_max_header_bytes: 8192,
             http_idle_timeout_ms: 10_000,
             http_max_connections_per_shard: 1024,
+            http_max_connections_per_client: 64,
             defaults: LimitsConfig::default(),
         }
     }
@@ -353,6 +357,13 @@ pub fn validate(functions: &FunctionsConfig, entries: &[FunctionConfig]) -> Vec<
         functions.http_max_connections_per_shard,
         HTTP_MAX_CONNECTIONS,
         "",
+    );
+    range(
+        &mut out,
+        "functions.http_max_connections_per_client".into(),
+        functions.http_max_connections_per_client,
+        (0, HTTP_MAX_CONNECTIONS.1),
+        " (0 = no per-client cap; above functions.http_max_connections_per_shard it has no effect)",
     );
     if functions.enabled && functions.listen.is_empty() {
         out.push(problem(

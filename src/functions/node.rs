@@ -12,7 +12,7 @@ use std::time::Duration;
 use wasmtime::Engine;
 
 use super::arena::slots_per_ring;
-use super::compile::{build_engine, load_function, EngineSettings, LoadedFunction};
+use super::compile::{build_engine, load_function, ArtifactCache, EngineSettings, LoadedFunction};
 use super::config::{FunctionSpec, FunctionsConfig};
 use crate::config::Config;
 
@@ -167,8 +167,15 @@ impl FunctionNode {
         // The ticker runs before loading: a module's start function is
         // bounded by the deadline too.
         let ticker = start_ticker(&engine, settings.epoch_tick_ms)?;
-        let cache_dir =
-            (!settings.cache_dir.as_os_str().is_empty()).then_some(settings.cache_dir.as_path());
+        let cache = (!settings.cache_dir.as_os_str().is_empty())
+            .then(|| ArtifactCache::open(&settings.cache_dir))
+            .and_then(|r| {
+                r.map_err(|e| {
+                    tracing::warn!("not using the compiled-function cache: {e}; functions are compiled at every start")
+                })
+                .ok()
+            });
+        let cache = cache.as_ref();
 
         let results: Vec<Mutex<Option<Result<LoadedFunction, String>>>> =
             specs.iter().map(|_| Mutex::new(None)).collect();
@@ -183,8 +190,8 @@ impl FunctionNode {
                 s.spawn(|| loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(spec) = specs.get(i) else { break };
-                    let r = load_function(&engine, spec, cache_dir, settings.epoch_tick_ms)
-                        .and_then(|f| {
+                    let r =
+                        load_function(&engine, spec, cache, settings.epoch_tick_ms).and_then(|f| {
                             check_instantiates(&f)?;
                             Ok(f)
                         });

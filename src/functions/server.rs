@@ -97,6 +97,7 @@ pub async fn serve_http(
     gate: Gate,
 ) {
     let cap = u64::from(shard.node().settings().http_max_connections_per_shard);
+    let per_client = shard.node().settings().http_max_connections_per_client;
     loop {
         let accepted = future::or(async { Some(listener.accept().await) }, async {
             stop.stopped().await;
@@ -118,6 +119,15 @@ pub async fn serve_http(
             drop(stream);
             continue;
         }
+        let Ok(peer) = stream.peer_addr() else {
+            continue;
+        };
+        let client = peer.ip();
+        if !stats.http_clients.try_open(client, per_client) {
+            bump(&stats.http_client_refused);
+            drop(stream);
+            continue;
+        }
         bump(&stats.http_accepted);
         stats.http_open.set(stats.http_open.get() + 1);
         let (conn_shard, conn_stop) = (shard.clone(), stop.clone());
@@ -125,27 +135,55 @@ pub async fn serve_http(
             serve_connection(&conn_shard, stream, &conn_stop).await;
             let open = &conn_shard.surface.http_open;
             open.set(open.get() - 1);
+            conn_shard.surface.http_clients.close(client);
         }) {
             Ok(task) => {
                 task.detach();
             }
             Err(_) => {
                 stats.http_open.set(stats.http_open.get() - 1);
+                stats.http_clients.close(client);
                 break;
             }
         }
     }
 }
 
-/// Answer every complete request at the front of `rbuf` into `wbuf`;
-/// returns (bytes consumed, close after writing, a `100 Continue` is due).
+/// Requests of one connection answered before its task yields to the
+/// shard's other tasks: a read carrying hundreds of pipelined invocations
+/// is served in turns of this many, so other connections and the DNS and
+/// datagram loops of the shard run in between.
+pub const MAX_REQUESTS_PER_TURN: usize = 16;
+
+/// What [`answer_buffered`] did with the front of the read buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Turn {
+    /// Bytes of `rbuf` answered.
+    consumed: usize,
+    /// Close after writing.
+    close: bool,
+    /// A `100 Continue` is due.
+    wants_continue: bool,
+    /// Stopped at `max_requests`: more complete requests may be buffered.
+    more: bool,
+}
+
+/// Answer up to `max_requests` complete requests at the front of `rbuf`
+/// into `wbuf`.
 fn answer_buffered(
     shard: &FunctionShard,
     rbuf: &[u8],
     wbuf: &mut Vec<u8>,
     fn_out: &mut Vec<u8>,
     limits: &HttpLimits,
-) -> (usize, bool, bool) {
+    max_requests: usize,
+) -> Turn {
+    let done = |consumed, close, wants_continue, more| Turn {
+        consumed,
+        close,
+        wants_continue,
+        more,
+    };
     let stats = &shard.surface;
     let shard_no = Some(shard.index());
     let max_input = |name: &str| match shard.lookup(name.as_bytes()) {
@@ -155,9 +193,11 @@ fn answer_buffered(
         Lookup::NotFound => None,
     };
     let mut pos = 0;
-    loop {
+    for _ in 0..max_requests {
         match http::next_request(&rbuf[pos..], limits, max_input) {
-            Step::NeedMore { expects_continue } => return (pos, false, expects_continue),
+            Step::NeedMore { expects_continue } => {
+                return done(pos, false, expects_continue, false)
+            }
             Step::Invoke {
                 name,
                 body,
@@ -178,7 +218,7 @@ fn answer_buffered(
                         write_http_verdict(wbuf, &verdict, keep_alive, shard_no);
                         pos += consumed;
                         if !keep_alive {
-                            return (pos, true, false);
+                            return done(pos, true, false, false);
                         }
                         continue;
                     }
@@ -214,7 +254,7 @@ fn answer_buffered(
                 stats.http_latency.finish(t0);
                 pos += consumed;
                 if !keep_alive {
-                    return (pos, true, false);
+                    return done(pos, true, false, false);
                 }
             }
             Step::Respond {
@@ -236,11 +276,12 @@ fn answer_buffered(
                 );
                 pos += consumed;
                 if !keep_alive {
-                    return (pos, true, false);
+                    return done(pos, true, false, false);
                 }
             }
         }
     }
+    done(pos, false, false, pos < rbuf.len())
 }
 
 /// Serve one connection until the peer closes, it idles out, a request
@@ -268,8 +309,19 @@ async fn serve_connection(shard: &FunctionShard, mut stream: TcpStream, stop: &S
     let mut continue_sent = false;
     let mut deadline = Instant::now() + idle;
     loop {
-        let (consumed, close, wants_continue) =
-            answer_buffered(shard, &rbuf, &mut wbuf, &mut fn_out, &limits);
+        let Turn {
+            consumed,
+            close,
+            wants_continue,
+            more,
+        } = answer_buffered(
+            shard,
+            &rbuf,
+            &mut wbuf,
+            &mut fn_out,
+            &limits,
+            MAX_REQUESTS_PER_TURN,
+        );
         if consumed > 0 {
             rbuf.drain(..consumed);
             continue_sent = false;
@@ -294,6 +346,11 @@ async fn serve_connection(shard: &FunctionShard, mut stream: TcpStream, stop: &S
         if close {
             let _ = stream.flush().await;
             return;
+        }
+        if more {
+            // Let the shard's other tasks run before the next turn.
+            future::yield_now().await;
+            continue;
         }
         let stopping = stop.is_stopped();
         if stopping && rbuf.is_empty() {
@@ -321,5 +378,63 @@ async fn serve_connection(shard: &FunctionShard, mut stream: TcpStream, stop: &S
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::functions::config::{FunctionSpec, FunctionsConfig, Limits};
+    use crate::functions::FunctionNode;
+
+    #[test]
+    fn pipelined_requests_are_answered_in_bounded_turns() {
+        let cache = tempfile::tempdir().unwrap();
+        let settings = FunctionsConfig {
+            cache_dir: cache.path().to_path_buf(),
+            ..FunctionsConfig::default()
+        };
+        let spec = FunctionSpec {
+            name: "checksum".into(),
+            module: Path::new(env!("CARGO_MANIFEST_DIR")).join("functions/checksum.wat"),
+            limits: Limits::default(),
+        };
+        let node = FunctionNode::start(&settings, vec![spec], 1).unwrap();
+        let shard = FunctionShard::new(&node);
+        let one = b"POST /fn/checksum HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nab";
+        let n = 3 * MAX_REQUESTS_PER_TURN + 5;
+        let rbuf: Vec<u8> = one.iter().copied().cycle().take(one.len() * n).collect();
+        let limits = HttpLimits {
+            max_header_bytes: 8192,
+            max_skip_body: 65_536,
+        };
+        let (mut wbuf, mut out) = (Vec::new(), Vec::new());
+        let mut pos = 0;
+        let mut turns = Vec::new();
+        for _ in 0..10 {
+            let t = answer_buffered(
+                &shard,
+                &rbuf[pos..],
+                &mut wbuf,
+                &mut out,
+                &limits,
+                MAX_REQUESTS_PER_TURN,
+            );
+            turns.push((t.consumed / one.len(), t.more));
+            pos += t.consumed;
+            if !t.more {
+                break;
+            }
+        }
+        assert_eq!(
+            turns,
+            vec![(16, true), (16, true), (16, true), (5, false)],
+            "a read of {n} pipelined requests is served 16 at a time"
+        );
+        assert_eq!(pos, rbuf.len());
+        let answers = wbuf.windows(12).filter(|w| w == b"HTTP/1.1 200").count();
+        assert_eq!(answers, n);
     }
 }

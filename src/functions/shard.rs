@@ -63,6 +63,11 @@ pub struct SurfaceStats {
     pub http_accepted: Cell<u64>,
     /// Connections closed at once because the shard was at its cap.
     pub http_refused: Cell<u64>,
+    /// Connections closed at once because their client held its share
+    /// (`functions.http_max_connections_per_client`).
+    pub http_client_refused: Cell<u64>,
+    /// Open connections per client.
+    pub http_clients: crate::shard::client_cap::ClientCounts,
     pub http_idle_closed: Cell<u64>,
     /// Replies by status (its HTTP equivalent), for the metrics.
     pub udp_status: crate::metrics::shard::StatusCounts,

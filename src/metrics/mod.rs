@@ -72,6 +72,8 @@ pub mod names {
     pub const DNS_TRUNCATED: &str = "shardgate_dns_truncated_total";
     pub const IN_FLIGHT: &str = "shardgate_in_flight_requests";
     pub const TCP_REFUSED: &str = "shardgate_tcp_connections_refused_total";
+    pub const RRL_LIMITED: &str = "shardgate_dns_rrl_limited_total";
+    pub const RRL_SLIPPED: &str = "shardgate_dns_rrl_slipped_total";
     pub const UDP_BATCHES: &str = "shardgate_udp_receive_batches_total";
     pub const UDP_COALESCING_WAITS: &str = "shardgate_udp_coalescing_waits_total";
     pub const VIEW_HITS: &str = "shardgate_view_hits_total";
@@ -142,7 +144,17 @@ pub const CATALOGUE: &[(&str, Kind, &str)] = &[
     (
         names::TCP_REFUSED,
         Kind::Counter,
-        "TCP connections closed at once because the per-shard cap was reached.",
+        "TCP connections (DNS, function HTTP) closed at once, by reason: shard_cap (the per-shard cap was reached) or client_cap (the client held its per-client share).",
+    ),
+    (
+        names::RRL_LIMITED,
+        Kind::Counter,
+        "DNS UDP answers over the response rate limit of their source prefix ([dns.rrl]): dropped, or sent truncated (slipped).",
+    ),
+    (
+        names::RRL_SLIPPED,
+        Kind::Counter,
+        "Rate-limited DNS UDP answers sent truncated (TC=1) so a real client retries over TCP (the rest were dropped).",
     ),
     (
         names::UDP_BATCHES,

@@ -58,6 +58,7 @@ fn drop_reason(kind: usize) -> &'static str {
         (DropKind::Oversized, "oversized"),
         (DropKind::SendFailed, "send_failed"),
         (DropKind::BadSource, "bad_source"),
+        (DropKind::RateLimited, "rate_limited"),
     ];
     KINDS
         .iter()
@@ -208,9 +209,14 @@ pub struct ShardMetrics {
     responses: RefCell<[[Option<Counter>; RCODE_SLOTS]; 2]>,
     truncated: Counter,
     dropped: [Counter; DROP_KINDS],
-    tcp_refused: Counter,
+    /// DNS TCP refusals: `[shard_cap, client_cap]`.
+    tcp_refused: [Counter; 2],
+    /// Function HTTP refusals: `[shard_cap, client_cap]`.
+    http_refused: [Counter; 2],
     udp_batches: Counter,
     udp_coalescing_waits: Counter,
+    rrl_limited: Counter,
+    rrl_slipped: Counter,
     in_flight: [Gauge; 4],
     up: Gauge,
     map_version: Gauge,
@@ -279,16 +285,32 @@ impl ShardMetrics {
                     &[("protocol", "dns"), ("reason", drop_reason(k))],
                 )
             }),
-            tcp_refused: c(
-                names::TCP_REFUSED,
-                &[("protocol", Protocol::DnsTcp.label())],
-            ),
+            tcp_refused: ["shard_cap", "client_cap"].map(|reason| {
+                c(
+                    names::TCP_REFUSED,
+                    &[("protocol", Protocol::DnsTcp.label()), ("reason", reason)],
+                )
+            }),
+            http_refused: ["shard_cap", "client_cap"].map(|reason| {
+                c(
+                    names::TCP_REFUSED,
+                    &[("protocol", Protocol::FnHttp.label()), ("reason", reason)],
+                )
+            }),
             udp_batches: c(
                 names::UDP_BATCHES,
                 &[("protocol", Protocol::DnsUdp.label())],
             ),
             udp_coalescing_waits: c(
                 names::UDP_COALESCING_WAITS,
+                &[("protocol", Protocol::DnsUdp.label())],
+            ),
+            rrl_limited: c(
+                names::RRL_LIMITED,
+                &[("protocol", Protocol::DnsUdp.label())],
+            ),
+            rrl_slipped: c(
+                names::RRL_SLIPPED,
                 &[("protocol", Protocol::DnsUdp.label())],
             ),
             in_flight: per_protocol_g(names::IN_FLIGHT),
@@ -500,10 +522,13 @@ impl ShardMetrics {
             counter.absolute(value);
         }
         self.in_flight[Protocol::DnsTcp as usize].set(snap.tcp_open as f64);
-        self.tcp_refused.absolute(snap.tcp_refused);
+        self.tcp_refused[0].absolute(snap.tcp_refused);
+        self.tcp_refused[1].absolute(snap.tcp_client_refused);
         self.udp_batches.absolute(snap.udp_batches);
         self.udp_coalescing_waits
             .absolute(snap.udp_coalescing_waits);
+        self.rrl_limited.absolute(snap.rrl_limited);
+        self.rrl_slipped.absolute(snap.rrl_slipped);
         self.map_version.set(snap.map_version as f64);
     }
 
@@ -636,6 +661,8 @@ impl ShardMetrics {
             &surface.http_status,
             surface.http_open.get(),
         );
+        self.http_refused[0].absolute(surface.http_refused.get());
+        self.http_refused[1].absolute(surface.http_client_refused.get());
         surface
             .udp_latency
             .publish(&self.published[Protocol::FnUdp as usize]);

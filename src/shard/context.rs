@@ -43,9 +43,11 @@ pub struct ShardCtx {
     /// This shard's hand-off state, when `[handoff]` is configured and its
     /// key could be read (`services::bind_services` refuses to start if not).
     pub handoff: Option<std::rc::Rc<crate::handoff::HandoffShard>>,
-    /// This shard's DNS UDP worker threads (`dns.udp_io = "thread"`), whose
+    /// This shard's DNS UDP worker threads , whose
     /// reports are added to the shard's own counters when it publishes.
     pub udp_workers: RefCell<Vec<Arc<WorkerLink>>>,
+    /// Response rate limiting of the executor's DNS UDP answers.
+    pub rrl: RefCell<super::rrl::RrlGate>,
 }
 
 impl ShardCtx {
@@ -86,6 +88,7 @@ impl ShardCtx {
             std::rc::Rc::new(fs)
         });
         let served = shared.current();
+        let (version, rrl) = (served.version, served.dns.rrl.clone());
         let stats = ShardStats::default();
         stats.reloaded(served.version);
         let metrics = ShardMetrics::register(index);
@@ -105,6 +108,7 @@ impl ShardCtx {
             functions,
             handoff,
             udp_workers: RefCell::new(Vec::new()),
+            rrl: RefCell::new(super::rrl::RrlGate::new(version, &rrl)),
         }
     }
 

@@ -136,9 +136,11 @@ impl DnsWorker {
             Err(e) => return Err((e, sock)),
         };
         let link = Arc::new(WorkerLink::default());
+        let served = ctx.shared.current();
         let mut worker = Worker {
             shared: ctx.shared.clone(),
-            served: ctx.shared.current(),
+            rrl: super::rrl::RrlGate::new(served.version, &served.dns.rrl),
+            served,
             stats: ShardStats::default(),
             meter: ctx.metrics.worker_meter(),
             link: link.clone(),
@@ -208,6 +210,8 @@ impl DnsWorker {
 struct Worker {
     shared: Arc<Shared>,
     served: Arc<Served>,
+    /// Response rate limiting of this worker's answers (its own table).
+    rrl: super::rrl::RrlGate,
     stats: ShardStats,
     meter: WorkerMeter,
     link: Arc<WorkerLink>,
@@ -272,6 +276,8 @@ impl DatagramHandler for Worker {
         self.refresh();
         self.meter.begin_batch();
         self.stats.udp_batch();
+        self.rrl
+            .begin_batch(self.served.version, &self.served.dns.rrl);
         if let Some(s) = &mut self.screen {
             s.begin_batch();
         }
@@ -287,6 +293,9 @@ impl DatagramHandler for Worker {
         let map = &self.served.map;
         let outcome = dns::answer(map, datagram, from.ip(), Transport::Udp, out);
         self.meter.answered(map, from.ip(), outcome);
+        let Some(outcome) = self.rrl.filter(from.ip(), outcome, out, &self.stats) else {
+            return false;
+        };
         self.stats.record(Proto::Udp, outcome);
         matches!(outcome, dns::Outcome::Answered { .. })
     }

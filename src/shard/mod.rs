@@ -8,7 +8,7 @@
 //! - [`pool`]: start-up (config, shard count, memlock), the shard pool, shutdown.
 //! - [`services`]: what each shard binds and spawns (the place to add services).
 //! - [`udp`]: batched `recvmmsg`/`sendmmsg` loops (and the plain baseline).
-//! - [`dns_worker`]: a shard's DNS UDP worker thread (`dns.udp_io = "thread"`).
+//! - [`dns_worker`]: a shard's DNS UDP worker thread.
 //! - [`tcp`]: DNS over TCP: framing, pipelining, limits.
 //! - [`sockets`]: SO_REUSEPORT + SO_INCOMING_CPU sockets via socket2.
 //! - [`state`]: the swapped address map generation and other shared state.
@@ -17,10 +17,12 @@
 //! - [`stats`]: shard-local counters and their periodic publication.
 //! - [`stop`]: the shard-local stop signal.
 
+pub mod client_cap;
 pub mod context;
 pub mod control;
 pub mod dns_worker;
 pub mod pool;
+pub mod rrl;
 pub mod services;
 pub mod sockets;
 pub mod state;

@@ -182,6 +182,9 @@ impl DatagramHandler for DnsUdp {
         self.ctx.refresh();
         self.ctx.metrics.begin_batch();
         self.ctx.stats.udp_batch();
+        let version = self.ctx.served_version();
+        self.ctx
+            .with_served(|s| self.ctx.rrl.borrow_mut().begin_batch(version, &s.dns.rrl));
     }
 
     #[inline]
@@ -193,6 +196,14 @@ impl DatagramHandler for DnsUdp {
             metrics.count_view(&s.map, from.ip(), outcome);
             outcome
         });
+        let Some(outcome) =
+            self.ctx
+                .rrl
+                .borrow_mut()
+                .filter(from.ip(), outcome, out, &self.ctx.stats)
+        else {
+            return false;
+        };
         self.ctx.stats.record(Proto::Udp, outcome);
         matches!(outcome, dns::Outcome::Answered { .. })
     }

@@ -34,9 +34,11 @@ pub enum DropKind {
     SendFailed = 3,
     /// A sender address family we do not serve.
     BadSource = 4,
+    /// Response rate limiting dropped the answer (`[dns.rrl]`).
+    RateLimited = 5,
 }
 
-pub const DROP_KINDS: usize = 5;
+pub const DROP_KINDS: usize = 6;
 
 /// The counters of one shard. Single-threaded: only its shard touches it.
 #[derive(Debug, Default)]
@@ -47,10 +49,15 @@ pub struct ShardStats {
     tcp_accepted: Cell<u64>,
     tcp_open: Cell<u64>,
     tcp_refused: Cell<u64>,
+    tcp_client_refused: Cell<u64>,
     tcp_idle_closed: Cell<u64>,
     tcp_oversize_closed: Cell<u64>,
+    /// Open DNS TCP connections per client (`dns.tcp_max_connections_per_client`).
+    pub tcp_clients: super::client_cap::ClientCounts,
     udp_batches: Cell<u64>,
     udp_coalescing_waits: Cell<u64>,
+    rrl_limited: Cell<u64>,
+    rrl_slipped: Cell<u64>,
     reloads: Cell<u64>,
     map_version: Cell<u64>,
 }
@@ -98,6 +105,11 @@ impl ShardStats {
         bump(&self.tcp_refused);
     }
 
+    /// A connection refused because its client held its share already.
+    pub fn tcp_client_refused(&self) {
+        bump(&self.tcp_client_refused);
+    }
+
     pub fn tcp_idle_closed(&self) {
         bump(&self.tcp_idle_closed);
     }
@@ -110,6 +122,15 @@ impl ShardStats {
     #[inline]
     pub fn udp_batch(&self) {
         bump(&self.udp_batches);
+    }
+
+    /// Response rate limiting limited an answer: sent truncated
+    /// (`slipped`) or dropped.
+    pub fn rrl_limited(&self, slipped: bool) {
+        bump(&self.rrl_limited);
+        if slipped {
+            bump(&self.rrl_slipped);
+        }
     }
 
     /// The UDP loop waited to coalesce the next receive (it was busy).
@@ -136,10 +157,13 @@ impl ShardStats {
             tcp_accepted: self.tcp_accepted.get(),
             tcp_open: self.tcp_open.get(),
             tcp_refused: self.tcp_refused.get(),
+            tcp_client_refused: self.tcp_client_refused.get(),
             tcp_idle_closed: self.tcp_idle_closed.get(),
             tcp_oversize_closed: self.tcp_oversize_closed.get(),
             udp_batches: self.udp_batches.get(),
             udp_coalescing_waits: self.udp_coalescing_waits.get(),
+            rrl_limited: self.rrl_limited.get(),
+            rrl_slipped: self.rrl_slipped.get(),
             reloads: self.reloads.get(),
             map_version: self.map_version.get(),
         }
@@ -157,11 +181,17 @@ pub struct StatsSnapshot {
     pub tcp_accepted: u64,
     pub tcp_open: u64,
     pub tcp_refused: u64,
+    /// Refused by the per-client cap (not counted in `tcp_refused`).
+    pub tcp_client_refused: u64,
     pub tcp_idle_closed: u64,
     pub tcp_oversize_closed: u64,
     /// DNS UDP receive batches, and coalescing waits between them.
     pub udp_batches: u64,
     pub udp_coalescing_waits: u64,
+    /// Answers limited by response rate limiting, and of those the ones
+    /// sent truncated (slipped).
+    pub rrl_limited: u64,
+    pub rrl_slipped: u64,
     pub reloads: u64,
     /// Address-map version this shard serves (max over shards in a sum).
     pub map_version: u64,
@@ -191,10 +221,13 @@ impl StatsSnapshot {
         self.tcp_accepted += o.tcp_accepted;
         self.tcp_open += o.tcp_open;
         self.tcp_refused += o.tcp_refused;
+        self.tcp_client_refused += o.tcp_client_refused;
         self.tcp_idle_closed += o.tcp_idle_closed;
         self.tcp_oversize_closed += o.tcp_oversize_closed;
         self.udp_batches += o.udp_batches;
         self.udp_coalescing_waits += o.udp_coalescing_waits;
+        self.rrl_limited += o.rrl_limited;
+        self.rrl_slipped += o.rrl_slipped;
         self.reloads += o.reloads;
         self.map_version = self.map_version.max(o.map_version);
     }

@@ -1,6 +1,7 @@
 //! DNS over TCP (RFC 7766): 2-byte length framing, several queries per
 //! connection, pipelined queries answered in order, an idle timeout, a
-//! per-shard connection cap and a bound on the length field.
+//! per-shard connection cap, a per-client cap within it
+//! ([`super::client_cap`]) and a bound on the length field.
 //!
 //! Each connection is its own task under the shard's gate, so a slow or
 //! stalled client only holds its own connection: every read and write has a
@@ -69,10 +70,25 @@ pub async fn serve_listener(ctx: Rc<ShardCtx>, listener: TcpListener) {
                 continue;
             }
         };
-        let cap = ctx.with_served(|s| s.dns.tcp_max_connections_per_shard);
+        let (cap, per_client) = ctx.with_served(|s| {
+            (
+                s.dns.tcp_max_connections_per_shard,
+                s.dns.tcp_max_connections_per_client,
+            )
+        });
         if ctx.stats.tcp_open() as usize >= cap {
             ctx.stats.tcp_refused();
             drop(stream); // closed at once
+            continue;
+        }
+        // No peer address (already gone): nothing to serve.
+        let Ok(peer) = stream.peer_addr() else {
+            continue;
+        };
+        let client = peer.ip();
+        if !ctx.stats.tcp_clients.try_open(client, per_client) {
+            ctx.stats.tcp_client_refused();
+            drop(stream);
             continue;
         }
         ctx.stats.tcp_opened();
@@ -80,6 +96,7 @@ pub async fn serve_listener(ctx: Rc<ShardCtx>, listener: TcpListener) {
         match ctx.gate.spawn(async move {
             serve_connection(&conn_ctx, stream).await;
             conn_ctx.stats.tcp_closed();
+            conn_ctx.stats.tcp_clients.close(client);
         }) {
             Ok(task) => {
                 task.detach();
@@ -87,6 +104,7 @@ pub async fn serve_listener(ctx: Rc<ShardCtx>, listener: TcpListener) {
             Err(_) => {
                 // Gate closed: the shard is shutting down.
                 ctx.stats.tcp_closed();
+                ctx.stats.tcp_clients.close(client);
                 break;
             }
         }
