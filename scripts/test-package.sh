@@ -24,8 +24,8 @@ for want in ./usr/bin/shardgate ./etc/shardgate/shardgate.toml \
             ./usr/share/shardgate/check-host.sh ./usr/share/shardgate/prometheus/prometheus.yml \
             ./usr/share/shardgate/grafana/shardgate.json \
             ./usr/bin/shardgate-load ./usr/share/shardgate/scripts/loadtest.sh \
-            ./usr/share/man/man1/shardgate.1 ./usr/share/man/man1/shardgate-ctl.1 \
-            ./usr/share/man/man1/shardgate-check-config.1; do
+            ./usr/share/man/man1/shardgate.1.gz ./usr/share/man/man1/shardgate-ctl.1.gz \
+            ./usr/share/man/man1/shardgate-check-config.1.gz; do
     grep -qx -- "$want" <<<"$listing" || fail "$deb lacks $want"
 done
 grep -qE '^\./(usr/)?lib/systemd/system/shardgate\.service$' <<<"$listing" || fail "$deb lacks the systemd unit"
