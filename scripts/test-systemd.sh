@@ -271,4 +271,21 @@ result=$(inside systemctl show -p Result --value shardgate)
 journal info | grep -q "stopped" || fail "no 'stopped' line in the journal"
 ok "systemctl stop is clean (Result=success)"
 
+# A filter that denies sched_setaffinity (a drop-in taking @resources away
+# again): start-up fails, and the journal says why and what to change.
+dropin=$ROOT/etc/systemd/system/shardgate.service.d
+mkdir -p "$dropin"
+printf '[Service]\nSystemCallFilter=~@resources\nRestart=no\n' >"$dropin/deny-resources.conf"
+inside systemctl daemon-reload
+if inside systemctl start shardgate 2>/dev/null; then
+    fail "shardgate started although its SystemCallFilter denies sched_setaffinity"
+fi
+why=$(journal err | grep "sched_setaffinity" || true)
+grep -q "pinning shards to CPU .*Operation not permitted.*SystemCallFilter" <<<"$why" ||
+    fail "the pinning failure is not explained at error priority: '$why'"
+rm -rf "$dropin"
+inside systemctl daemon-reload
+inside systemctl reset-failed shardgate 2>/dev/null || true
+ok "with sched_setaffinity denied start-up fails with: $(tail -n 1 <<<"$why")"
+
 say "PASS: $passed checks in $((SECONDS - t0)) s (tree $TREE)"

@@ -259,10 +259,12 @@ pub fn main(args: CtlArgs) -> ExitCode {
                 token: None,
             }
         }
-        Err(e) => return usage(&format!(
+        Err(e) => {
+            return usage(&format!(
             "cannot read {source}: {e}; name the server's config with --config FILE (or the admin \
                  address with --admin IP:PORT)"
-        )),
+        ))
+        }
     };
     if let Some(addr) = args.admin {
         admin.addr = addr;

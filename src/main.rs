@@ -135,20 +135,26 @@ fn run(args: RunArgs) -> ExitCode {
         config: args.config,
         shards: args.shards.map(usize::from),
     };
+    // Fatal lines reach journald at error priority (`<3>`), like the logs.
+    let err = if shardgate::logging::stderr_is_journal() {
+        shardgate::logging::priority(&tracing::Level::ERROR)
+    } else {
+        ""
+    };
     match shard::run(opts) {
         Ok(()) => ExitCode::SUCCESS,
         Err(RunError::Config { source, problems }) => {
             for p in &problems {
-                eprintln!("{}", shard::format_problem(&source, p));
+                eprintln!("{err}{}", shard::format_problem(&source, p));
             }
             eprintln!(
-                "shardgate: {source}: {} problem(s); fix them (`shardgate check-config FILE` re-checks) and start again",
+                "{err}shardgate: {source}: {} problem(s); fix them (`shardgate check-config FILE` re-checks) and start again",
                 problems.len()
             );
             ExitCode::from(EXIT_INVALID_CONFIG)
         }
         Err(RunError::Runtime(e)) => {
-            eprintln!("shardgate: {e:#}");
+            eprintln!("{err}shardgate: {e:#}");
             ExitCode::FAILURE
         }
     }
