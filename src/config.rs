@@ -80,7 +80,7 @@ pub enum LogFormat {
 }
 
 /// Whether `level` is a usable log filter: comma-separated directives, each
-/// `LEVEL` or `TARGET=LEVEL` (or a bare target).
+/// `LEVEL`, `TARGET=LEVEL` or a bare module path (`shardgate::admin`).
 pub fn valid_log_level(level: &str) -> bool {
     const LEVELS: [&str; 6] = ["error", "warn", "info", "debug", "trace", "off"];
     !level.trim().is_empty()
@@ -90,10 +90,13 @@ pub fn valid_log_level(level: &str) -> bool {
                 Some((target, lvl)) => {
                     !target.is_empty() && LEVELS.contains(&lvl.to_ascii_lowercase().as_str())
                 }
+                // A bare word is a level; a bare module path (with `::`)
+                // enables everything of that target.
                 None => {
-                    !d.is_empty()
-                        && d.chars()
-                            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+                    LEVELS.contains(&d.to_ascii_lowercase().as_str())
+                        || (d.contains("::")
+                            && d.chars()
+                                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'))
                 }
             }
         })
