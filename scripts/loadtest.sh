@@ -61,8 +61,16 @@ out=${out:-results/loadtest-$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 
-cargo build --release --quiet --bin shardgate --bin shardgate-load
-LOAD=$repo/target/release/shardgate-load
+if [ -f "$repo/Cargo.toml" ]; then
+  cargo build --release --quiet --bin shardgate --bin shardgate-load
+  LOAD=$repo/target/release/shardgate-load
+  SG=$repo/target/release/shardgate
+else
+  # Installed by the Debian package as /usr/share/shardgate/scripts/:
+  # the binaries are on PATH, the example functions in ../functions.
+  LOAD=$(command -v shardgate-load) || { echo "shardgate-load not on PATH" >&2; exit 2; }
+  SG=$(command -v shardgate) || { echo "shardgate not on PATH" >&2; exit 2; }
+fi
 
 server_pid=""
 cleanup() {
@@ -116,7 +124,7 @@ record = [
 name = "default"
 record = [{ name = "upf.svc.example.", type = "A", data = "10.0.9.5" }]
 T
-  "$repo/target/release/shardgate" run --config "$out/shardgate.toml" >"$out/shardgate.log" 2>&1 &
+  "$SG" run --config "$out/shardgate.toml" >"$out/shardgate.log" 2>&1 &
   server_pid=$!
   ready=0
   for _ in $(seq 300); do

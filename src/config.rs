@@ -43,6 +43,63 @@ pub struct Config {
     /// absent = off. See `crate::handoff::config`.
     #[serde(default)]
     pub handoff: Option<crate::handoff::config::HandoffConfig>,
+    /// Logging (`[log]`): level filter and line format; read at start-up.
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+/// `[log]`: what is logged and how lines look. Applies at start-up (a
+/// reload keeps the running values); `RUST_LOG` overrides `level`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A tracing filter: a level (`error`, `warn`, `info`, `debug`,
+    /// `trace`) or directives such as `info,shardgate::admin=debug`.
+    pub level: String,
+    /// `text` (one human-readable line per event) or `json` (one JSON
+    /// object per line).
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// Whether `level` is a usable log filter: comma-separated directives, each
+/// `LEVEL`, `TARGET=LEVEL` or a bare module path (`shardgate::admin`).
+pub fn valid_log_level(level: &str) -> bool {
+    const LEVELS: [&str; 6] = ["error", "warn", "info", "debug", "trace", "off"];
+    !level.trim().is_empty()
+        && level.split(',').all(|d| {
+            let d = d.trim();
+            match d.split_once('=') {
+                Some((target, lvl)) => {
+                    !target.is_empty() && LEVELS.contains(&lvl.to_ascii_lowercase().as_str())
+                }
+                // A bare word is a level; a bare module path (with `::`)
+                // enables everything of that target.
+                None => {
+                    LEVELS.contains(&d.to_ascii_lowercase().as_str())
+                        || (d.contains("::")
+                            && d.chars()
+                                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+                }
+            }
+        })
 }
 
 /// Process-wide runtime settings.
@@ -977,6 +1034,16 @@ pub fn validate(config: &Config) -> Vec<Problem> {
     ));
     problems.extend(crate::admin::validate(&config.server));
     problems.extend(crate::handoff::config::validate(config));
+    if !valid_log_level(&config.log.level) {
+        problems.push(Problem::at(
+            "log.level",
+            format!(
+                "{:?} is not a log filter: use error, warn, info, debug or trace, or directives \
+                 like \"info,shardgate::admin=debug\"",
+                config.log.level
+            ),
+        ));
+    }
     problems
 }
 
@@ -1458,6 +1525,25 @@ data = \"10.0.0.1\"
         assert_eq!(ps.len(), 1);
         assert!(ps[0].message.contains("missing.toml"), "{}", ps[0]);
         assert!(ps[0].message.contains("--config"), "{}", ps[0]);
+    }
+
+    #[test]
+    fn log_table_is_checked() {
+        assert!(valid_log_level("info"));
+        assert!(valid_log_level("warn,shardgate::admin=debug"));
+        assert!(!valid_log_level(""));
+        assert!(!valid_log_level("loud"));
+        assert!(!valid_log_level("shardgate=loud"));
+        let base = std::path::Path::new(".");
+        let text = format!("{EMBEDDED_DEFAULT}\n[log]\nlevel = \"debug\"\nformat = \"json\"\n");
+        let loaded = load(&text, base).unwrap();
+        assert_eq!(loaded.config.log.format, LogFormat::Json);
+        let text = format!("{EMBEDDED_DEFAULT}\n[log]\nlevel = \"loud\"\n");
+        let problems = load(&text, base).unwrap_err();
+        assert_eq!(problems[0].key, "log.level");
+        assert!(problems[0].line.is_some());
+        let text = format!("{EMBEDDED_DEFAULT}\n[log]\nformat = \"xml\"\n");
+        assert!(load(&text, base).is_err());
     }
 
     #[test]

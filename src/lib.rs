@@ -7,11 +7,13 @@
 pub mod addrmap;
 pub mod admin;
 pub mod config;
+pub mod ctl;
 pub mod dns;
 pub mod functions;
 pub mod fuzzing;
 pub mod handoff;
 pub mod load;
+pub mod logging;
 pub mod metrics;
 pub mod notify;
 pub mod shard;

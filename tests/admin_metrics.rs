@@ -170,19 +170,19 @@ fn metrics_after_mixed_traffic_pass_promtool_and_carry_every_shard() {
             "shard {shard} not up:\n{m}"
         );
     }
-    // What the traffic did is visible, by protocol and outcome.
+    // What the traffic did is visible, by protocol and rcode.
     assert!(sum_samples(&m, "shardgate_responses_total{") >= 42.0);
     let noerror = sum_samples_with(
         &m,
         "shardgate_responses_total{",
-        &["protocol=\"dns-udp\"", "outcome=\"NOERROR\""],
+        &["protocol=\"dns-udp\"", "rcode=\"NOERROR\""],
     );
     assert!(noerror >= 41.0, "NOERROR over UDP: {noerror}\n{m}");
-    let by = |outcome: &str| -> f64 {
+    let by = |rcode: &str| -> f64 {
         m.lines()
             .filter(|l| {
                 l.starts_with("shardgate_responses_total{")
-                    && l.contains(&format!("outcome=\"{outcome}\""))
+                    && l.contains(&format!("rcode=\"{rcode}\""))
             })
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()

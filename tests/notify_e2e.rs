@@ -81,6 +81,10 @@ data = "10.0.9.9"
         .args(["run", "--config"])
         .arg(&config_path)
         .env("NOTIFY_SOCKET", &socket_path)
+        // Watchdog keep-alives every second (the server sends them no more
+        // often than every 2 s, once every shard has published).
+        .env("WATCHDOG_USEC", "2000000")
+        .env_remove("WATCHDOG_PID")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -93,6 +97,28 @@ data = "10.0.9.9"
     assert!(message.contains("READY=1"), "first notification: {message}");
     // READY=1 promised that the ports serve: the very first query answers.
     assert!(dns_answers(dns_port), "READY=1 sent before DNS answered");
+
+    // Then the status line and, while every shard publishes, WATCHDOG=1.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (mut status_line, mut watchdog) = (None, false);
+    while Instant::now() < deadline && !(status_line.is_some() && watchdog) {
+        let n = notify
+            .recv(&mut buf)
+            .expect("no STATUS= and WATCHDOG=1 after READY=1");
+        let m = String::from_utf8_lossy(&buf[..n]).to_string();
+        if let Some(s) = m.strip_prefix("STATUS=") {
+            status_line = Some(s.to_string());
+        }
+        watchdog |= m == "WATCHDOG=1";
+    }
+    let status_line = status_line.expect("no STATUS= after READY=1");
+    assert!(
+        status_line.contains("serving DNS on 127.0.0.1:")
+            && status_line.contains("1 shard(s)")
+            && status_line.contains("config generation"),
+        "{status_line}"
+    );
+    assert!(watchdog, "no WATCHDOG=1 within 10 s of READY=1");
 
     let pid = guard.0.id() as libc::pid_t;
     assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);

@@ -111,6 +111,8 @@ pub mod names {
     pub const MAX_FDS: &str = "process_max_fds";
     pub const THREADS: &str = "process_threads";
     pub const START_TIME: &str = "process_start_time_seconds";
+    pub const CPU_SECONDS: &str = "process_cpu_seconds_total";
+    pub const SHARD_CPU_SECONDS: &str = "shardgate_shard_cpu_seconds_total";
 }
 
 /// Every metric family with its kind and help text (histograms rendered by
@@ -124,7 +126,7 @@ pub const CATALOGUE: &[(&str, Kind, &str)] = &[
     (
         names::RESPONSES,
         Kind::Counter,
-        "Responses sent, by protocol and outcome (DNS rcode or function status).",
+        "Responses sent, by protocol and rcode (DNS: `rcode`) or status (functions: `outcome`).",
     ),
     (
         names::DROPPED,
@@ -337,6 +339,16 @@ pub const CATALOGUE: &[(&str, Kind, &str)] = &[
         Kind::Gauge,
         "Unix time the process started.",
     ),
+    (
+        names::CPU_SECONDS,
+        Kind::Counter,
+        "User and system CPU time of the whole process, seconds.",
+    ),
+    (
+        names::SHARD_CPU_SECONDS,
+        Kind::Counter,
+        "User and system CPU time of a shard's threads (executor and DNS workers), seconds.",
+    ),
 ];
 
 /// Kind of a metric family.
@@ -474,6 +486,7 @@ impl Registry {
         if !out.is_empty() && !out.ends_with('\n') {
             out.push('\n');
         }
+        render_cpu(&mut out);
         let entries = self.histograms.lock().unwrap_or_else(|e| e.into_inner());
         let mut families: Vec<&'static str> = entries.iter().map(|e| e.family).collect();
         families.dedup();
@@ -506,8 +519,40 @@ impl Registry {
 }
 
 /// Describe every counter and gauge of [`CATALOGUE`] (HELP lines).
+/// The CPU-time counters (float seconds, which the exporter's integer
+/// counters cannot carry), read from /proc now.
+fn render_cpu(out: &mut String) {
+    let help = |name: &str| {
+        CATALOGUE
+            .iter()
+            .find(|(n, _, _)| *n == name)
+            .map(|(_, _, h)| *h)
+            .unwrap_or("")
+    };
+    if let Some(secs) = process::process_cpu_seconds() {
+        let name = names::CPU_SECONDS;
+        let _ = write!(
+            out,
+            "# HELP {name} {}\n# TYPE {name} counter\n{name}{{shard=\"{PROCESS_SHARD}\"}} {secs}\n",
+            help(name)
+        );
+    }
+    let shards = process::shard_cpu_seconds();
+    if !shards.is_empty() {
+        let name = names::SHARD_CPU_SECONDS;
+        let _ = write!(out, "# HELP {name} {}\n# TYPE {name} counter\n", help(name));
+        for (shard, secs) in shards {
+            let _ = writeln!(out, "{name}{{shard=\"{shard}\"}} {secs}");
+        }
+    }
+}
+
 fn describe_all() {
     for (name, kind, help) in CATALOGUE {
+        if matches!(*name, names::CPU_SECONDS | names::SHARD_CPU_SECONDS) {
+            // Rendered by render_cpu, not through the exporter.
+            continue;
+        }
         match kind {
             Kind::Counter => describe_counter!(*name, *help),
             Kind::Gauge => describe_gauge!(*name, *help),

@@ -1,6 +1,8 @@
 //! Process-wide figures read from `/proc/self`: resident memory, open file
-//! descriptors and their limit, start time. Read by the admin thread when it
-//! renders `/metrics`, never by the shards.
+//! descriptors and their limit, start time, CPU time (the process's and
+//! each shard's threads'). Read by the admin thread when it renders
+//! `/metrics`, never by the shards; shards only register their thread ids
+//! once ([`register_shard_thread`]).
 
 use std::fs;
 
@@ -69,9 +71,107 @@ fn parse_threads(text: &str) -> Option<u64> {
     line["Threads:".len()..].trim().parse().ok()
 }
 
+/// Threads doing a shard's work (its executor and its DNS workers), by
+/// shard index, as kernel thread ids.
+static SHARD_THREADS: std::sync::Mutex<Vec<(usize, i32)>> = std::sync::Mutex::new(Vec::new());
+
+/// Count the calling thread's CPU time as shard `shard`'s (call once, from
+/// the thread, when it starts).
+pub fn register_shard_thread(shard: usize) {
+    // SAFETY: gettid has no preconditions.
+    let tid = unsafe { libc::gettid() };
+    SHARD_THREADS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push((shard, tid));
+}
+
+/// CPU seconds (user + system) of the whole process.
+pub fn process_cpu_seconds() -> Option<f64> {
+    fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|t| parse_stat_cpu_ticks(&t))
+        .map(|ticks| ticks as f64 / clock_ticks())
+}
+
+/// CPU seconds of every shard's registered threads, by shard index
+/// (threads that have exited no longer count).
+pub fn shard_cpu_seconds() -> Vec<(usize, f64)> {
+    let threads = SHARD_THREADS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let mut per_shard: Vec<(usize, f64)> = Vec::new();
+    for (shard, tid) in threads {
+        let ticks = fs::read_to_string(format!("/proc/self/task/{tid}/stat"))
+            .ok()
+            .and_then(|t| parse_stat_cpu_ticks(&t))
+            .unwrap_or(0);
+        let secs = ticks as f64 / clock_ticks();
+        match per_shard.iter_mut().find(|(s, _)| *s == shard) {
+            Some((_, total)) => *total += secs,
+            None => per_shard.push((shard, secs)),
+        }
+    }
+    per_shard.sort_by_key(|(s, _)| *s);
+    per_shard
+}
+
+fn clock_ticks() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 {
+        t as f64
+    } else {
+        100.0
+    }
+}
+
+/// utime + stime (fields 14 and 15) of a `/proc/.../stat` line, in clock
+/// ticks. The command name (field 2) may hold spaces and parentheses, so
+/// fields are counted after its last `)`.
+fn parse_stat_cpu_ticks(text: &str) -> Option<u64> {
+    let rest = &text[text.rfind(')')? + 1..];
+    let mut fields = rest.split_ascii_whitespace();
+    // After ")": field 3 (state) is index 0, so utime (14) is index 11.
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_cpu_ticks_after_the_command_name() {
+        let stat =
+            "42 (shard-0 (x) y) S 1 42 42 0 -1 4194560 100 0 0 0 250 31 0 0 20 0 3 0 100 0 0";
+        assert_eq!(parse_stat_cpu_ticks(stat), Some(281));
+        assert_eq!(parse_stat_cpu_ticks("42 (x) S 1"), None);
+        assert_eq!(parse_stat_cpu_ticks("garbage"), None);
+    }
+
+    #[test]
+    fn counts_cpu_of_the_process_and_of_registered_threads() {
+        // Burn a little CPU on a registered thread.
+        std::thread::spawn(|| {
+            register_shard_thread(7);
+            let t = std::time::Instant::now();
+            let mut x = 0u64;
+            while t.elapsed() < std::time::Duration::from_millis(60) {
+                x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(1));
+            }
+            let shard7 = shard_cpu_seconds()
+                .into_iter()
+                .find(|(s, _)| *s == 7)
+                .map(|(_, secs)| secs);
+            assert!(shard7.unwrap() > 0.0, "{shard7:?}");
+        })
+        .join()
+        .unwrap();
+        assert!(process_cpu_seconds().unwrap() > 0.0);
+    }
 
     #[test]
     fn parses_proc_formats() {

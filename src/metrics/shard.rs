@@ -25,7 +25,7 @@ use crate::addrmap::AddressMap;
 use crate::dns::{self, Outcome, Transport};
 use crate::shard::stats::{DropKind, Proto, StatsSnapshot, DROP_KINDS, RCODE_SLOTS};
 
-/// DNS rcode mnemonics for the `outcome` label, by rcode; the last slot of
+/// DNS rcode mnemonics for the `rcode` label, by rcode; the last slot of
 /// the runtime's counters (any rcode above 15) renders as `other`.
 const RCODE_NAMES: [&str; 16] = [
     "NOERROR",
@@ -362,8 +362,8 @@ impl ShardMetrics {
         } else {
             Protocol::DnsTcp
         };
-        let outcome = RCODE_NAMES.get(slot).copied().unwrap_or("other");
-        counter!(names::RESPONSES, "shard" => self.shard.clone(), "protocol" => protocol.label(), "outcome" => outcome)
+        let rcode = RCODE_NAMES.get(slot).copied().unwrap_or("other");
+        counter!(names::RESPONSES, "shard" => self.shard.clone(), "protocol" => protocol.label(), "rcode" => rcode)
     }
 
     /// Whether requests are timed.
@@ -975,10 +975,10 @@ mod tests {
         has("shardgate_responses_total{shard=\"1\",protocol=\"fn-http\",outcome=\"other\"} 1\n");
         has("shardgate_in_flight_requests{shard=\"1\",protocol=\"fn-http\"} 2\n");
         has("shardgate_requests_total{shard=\"1\",protocol=\"fn-udp\"} 0\n");
-        has("shardgate_responses_total{shard=\"1\",protocol=\"dns-udp\",outcome=\"NOERROR\"} 3\n");
-        has("shardgate_responses_total{shard=\"1\",protocol=\"dns-udp\",outcome=\"NOTAUTH\"} 1\n");
-        has("shardgate_responses_total{shard=\"1\",protocol=\"dns-tcp\",outcome=\"NXDOMAIN\"} 1\n");
-        has("shardgate_responses_total{shard=\"1\",protocol=\"dns-tcp\",outcome=\"SERVFAIL\"} 0\n");
+        has("shardgate_responses_total{shard=\"1\",protocol=\"dns-udp\",rcode=\"NOERROR\"} 3\n");
+        has("shardgate_responses_total{shard=\"1\",protocol=\"dns-udp\",rcode=\"NOTAUTH\"} 1\n");
+        has("shardgate_responses_total{shard=\"1\",protocol=\"dns-tcp\",rcode=\"NXDOMAIN\"} 1\n");
+        has("shardgate_responses_total{shard=\"1\",protocol=\"dns-tcp\",rcode=\"SERVFAIL\"} 0\n");
         has("shardgate_responses_total{shard=\"1\",protocol=\"fn-http\",outcome=\"500\"} 1\n");
         has("shardgate_dns_truncated_total{shard=\"1\"} 1\n");
         has("shardgate_dropped_total{shard=\"1\",protocol=\"dns\",reason=\"too_short\"} 1\n");

@@ -183,5 +183,24 @@ pub fn reload(shared: &Shared, ctl: &Controller, trigger: &'static str) -> Reloa
         ReloadOutcome::NothingToReload => {}
     }
     crate::notify::ready();
+    crate::notify::status(&status_text(shared));
     outcome
+}
+
+/// The `STATUS=` line for systemd: what is served, by how many shards, at
+/// which config (address map) generation.
+pub fn status_text(shared: &Shared) -> String {
+    let listen: Vec<String> = shared
+        .startup
+        .dns
+        .listen
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    format!(
+        "serving DNS on {}; {} shard(s); config generation {}",
+        listen.join(", "),
+        shared.stats.publish_counts().len(),
+        shared.version()
+    )
 }

@@ -155,6 +155,7 @@ impl DnsWorker {
         let spawned = std::thread::Builder::new()
             .name(format!("shard-{index}-dns"))
             .spawn(move || {
+                crate::metrics::process::register_shard_thread(index);
                 if let Some(cpu) = cpu {
                     if let Err(e) = super::sockets::pin_current_thread(cpu) {
                         tracing::warn!(shard = index, cpu, "DNS worker not pinned: {e}");

@@ -95,6 +95,65 @@ pub fn pin_current_thread(cpu: usize) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Check, on a scratch thread, that a thread of this process may be pinned
+/// to each of `cpus` (what glommio does first for every shard). The error
+/// names the CPU, the system call, the cause and what to change, because a
+/// shard executor that cannot pin exits before it can report anything.
+pub fn check_pinning(cpus: &[usize]) -> anyhow::Result<()> {
+    let cpus = cpus.to_vec();
+    let probe = std::thread::Builder::new()
+        .name("pin-probe".into())
+        .spawn(move || {
+            for cpu in cpus {
+                if let Err(e) = pin_current_thread(cpu) {
+                    return Err((cpu, e));
+                }
+            }
+            Ok(())
+        })
+        .context("cannot start a thread to check CPU pinning")?;
+    match probe.join() {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err((cpu, e))) => Err(anyhow::anyhow!(
+            "pinning shards to CPU {cpu}: sched_setaffinity: {e} — {}",
+            pin_error_cause(&e, seccomp_mode())
+        )),
+        Err(_) => anyhow::bail!("the CPU pinning check panicked"),
+    }
+}
+
+/// Why pinning failed and what to change, from the error and the process's
+/// seccomp mode (`Seccomp:` of /proc/self/status; 2 = filter).
+pub fn pin_error_cause(e: &std::io::Error, seccomp: Option<u8>) -> &'static str {
+    match e.raw_os_error() {
+        Some(libc::EPERM) if seccomp == Some(2) => {
+            "a seccomp filter denies it; under systemd the service's SystemCallFilter= does \
+             (allow sched_setaffinity: drop @resources from the `SystemCallFilter=~` deny line \
+             or add `SystemCallFilter=sched_setaffinity` in a drop-in)"
+        }
+        Some(libc::EPERM) => {
+            "the kernel refused it (a security module or container policy): allow \
+             sched_setaffinity for this process, or run with fewer restrictions"
+        }
+        Some(libc::EINVAL) => {
+            "that CPU is not in the set this process may use (cgroup cpuset, CPUAffinity=): \
+             start with fewer shards (--shards / server.shards) or allow the CPU"
+        }
+        _ => "allow sched_setaffinity for this process",
+    }
+}
+
+/// The calling process's seccomp mode (0 off, 1 strict, 2 filter).
+pub fn seccomp_mode() -> Option<u8> {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Seccomp:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+}
+
 /// The CPU the calling thread is pinned to, when it is pinned to exactly one.
 pub fn pinned_cpu() -> Option<usize> {
     // SAFETY: plain libc calls on a zeroed, properly sized cpu_set_t.
@@ -107,5 +166,40 @@ pub fn pinned_cpu() -> Option<usize> {
             return None;
         }
         (0..libc::CPU_SETSIZE as usize).find(|&c| libc::CPU_ISSET(c, &set))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pin_errors_name_the_cause() {
+        let eperm = std::io::Error::from_raw_os_error(libc::EPERM);
+        assert!(pin_error_cause(&eperm, Some(2)).contains("SystemCallFilter"));
+        assert!(!pin_error_cause(&eperm, Some(0)).contains("SystemCallFilter"));
+        let einval = std::io::Error::from_raw_os_error(libc::EINVAL);
+        assert!(pin_error_cause(&einval, Some(2)).contains("--shards"));
+    }
+
+    #[test]
+    fn pinning_to_an_allowed_cpu_passes_and_to_a_missing_one_fails() {
+        // The process may run on some CPU: pinning to the first allowed works.
+        let allowed: Vec<usize> = (0..libc::CPU_SETSIZE as usize)
+            .filter(|&c| {
+                // SAFETY: plain libc calls on a zeroed, properly sized cpu_set_t.
+                unsafe {
+                    let mut set: libc::cpu_set_t = std::mem::zeroed();
+                    libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set)
+                        == 0
+                        && libc::CPU_ISSET(c, &set)
+                }
+            })
+            .collect();
+        check_pinning(&allowed[..1]).unwrap();
+        let err = check_pinning(&[libc::CPU_SETSIZE as usize - 1])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("pinning shards to CPU"), "{err}");
     }
 }

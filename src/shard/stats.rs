@@ -238,12 +238,15 @@ impl StatsSnapshot {
 #[derive(Debug)]
 pub struct StatsBoard {
     slots: Vec<Mutex<StatsSnapshot>>,
+    /// Publications per shard (the systemd watchdog checks they move).
+    publishes: Vec<std::sync::atomic::AtomicU64>,
 }
 
 impl StatsBoard {
     pub fn new(shards: usize) -> Self {
         StatsBoard {
             slots: (0..shards).map(|_| Mutex::default()).collect(),
+            publishes: (0..shards).map(|_| Default::default()).collect(),
         }
     }
 
@@ -251,6 +254,17 @@ impl StatsBoard {
         if let Some(slot) = self.slots.get(shard) {
             *slot.lock().unwrap_or_else(|e| e.into_inner()) = snap;
         }
+        if let Some(n) = self.publishes.get(shard) {
+            n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// How many times each shard has published, by shard index.
+    pub fn publish_counts(&self) -> Vec<u64> {
+        self.publishes
+            .iter()
+            .map(|n| n.load(std::sync::atomic::Ordering::Relaxed))
+            .collect()
     }
 
     /// The last published snapshot of every shard, by shard index.
