@@ -41,6 +41,10 @@ struct Opts {
     grace_ms: u64,
     /// The two A records of upf.svc.example. in the `low` view.
     low_a: [&'static str; 2],
+    /// `dns.tcp_max_connections_per_client`.
+    per_client: u32,
+    /// Extra `[dns.rrl]` lines (empty: rate limiting off).
+    rrl: &'static str,
 }
 
 impl Default for Opts {
@@ -51,6 +55,8 @@ impl Default for Opts {
             max_conns: 64,
             grace_ms: 3000,
             low_a: ["10.0.1.5", "10.0.1.6"],
+            per_client: 64,
+            rrl: "",
         }
     }
 }
@@ -76,7 +82,9 @@ listen = ["127.0.0.1:{port}", "[::1]:{port}"]
 trusted_resolvers = ["127.0.0.9/32"]
 tcp_idle_timeout_ms = {idle}
 tcp_max_connections_per_shard = {conns}
+tcp_max_connections_per_client = {per_client}
 tcp_max_query_bytes = 512
+{rrl}
 
 [[zone]]
 name = "svc.example."
@@ -137,6 +145,12 @@ data = "10.0.0.5"
         admin = free_port(),
         idle = o.idle_ms,
         conns = o.max_conns,
+        per_client = o.per_client,
+        rrl = if o.rrl.is_empty() {
+            String::new()
+        } else {
+            format!("\n[dns.rrl]\n{}\n", o.rrl)
+        },
         a0 = o.low_a[0],
         a1 = o.low_a[1],
     )
@@ -996,6 +1010,124 @@ fn tcp_connections_over_the_per_shard_cap_are_closed_at_once() {
         )))
         .unwrap();
     assert_eq!(header(&tcp_read_msg(&mut again).unwrap()).0, 51);
+}
+
+/// TCP from `src` (an address on loopback) to `server`.
+fn tcp_connect_from(src: &str, server: SocketAddr) -> TcpStream {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.bind(&SocketAddr::new(src.parse().unwrap(), 0).into())
+        .unwrap();
+    s.connect_timeout(&server.into(), Duration::from_secs(5))
+        .unwrap();
+    let t: TcpStream = s.into();
+    t.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    t
+}
+
+#[test]
+fn one_client_cannot_hold_every_tcp_connection() {
+    let srv = Server::start(Opts {
+        shards: 1,
+        max_conns: 16,
+        per_client: 2,
+        idle_ms: 10_000,
+        ..Opts::default()
+    });
+    let ask = |t: &mut TcpStream, id: u16| {
+        t.write_all(&framed(&build_query(
+            id,
+            "upf.svc.example.",
+            QTYPE_A,
+            false,
+        )))
+        .unwrap();
+        header(&tcp_read_msg(t).unwrap()).0
+    };
+    let mut held: Vec<TcpStream> = (0..2u16)
+        .map(|id| {
+            let mut t = tcp_connect_from("127.0.0.1", srv.addr4());
+            assert_eq!(ask(&mut t, id), id, "connection {id} of the client served");
+            t
+        })
+        .collect();
+    // A third from the same address is closed; another client is served.
+    let mut third = tcp_connect_from("127.0.0.1", srv.addr4());
+    let _ = third.write_all(&framed(&build_query(3, "upf.svc.example.", QTYPE_A, false)));
+    assert!(
+        closed_within(&mut third, Duration::from_secs(3)),
+        "the client's third connection is refused"
+    );
+    let mut other = tcp_connect_from("127.0.0.20", srv.addr4());
+    assert_eq!(ask(&mut other, 9), 9, "another client is still served");
+    assert_eq!(ask(&mut held[0], 10), 10, "the held ones still work");
+    held.pop();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut again = tcp_connect_from("127.0.0.1", srv.addr4());
+    assert_eq!(
+        ask(&mut again, 11),
+        11,
+        "a freed slot is the client's again"
+    );
+}
+
+#[test]
+fn response_rate_limiting_drops_and_slips_per_source_prefix() {
+    let srv = Server::start(Opts {
+        shards: 1,
+        rrl: "enabled = true\nrate = 5\nslip = 2\nipv4_prefix = 24",
+        ..Opts::default()
+    });
+    // 60 queries at once from one /24: about a second's budget (5) is
+    // answered, then every second limited answer slips (TC=1) and the
+    // others are dropped.
+    let flood = udp_client("127.0.0.3");
+    flood
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    for id in 0..60u16 {
+        flood
+            .send_to(
+                &build_query(id, "upf.svc.example.", QTYPE_A, false),
+                srv.addr4(),
+            )
+            .unwrap();
+    }
+    let (mut full, mut slipped) = (0, 0);
+    let mut buf = [0u8; 1500];
+    while let Ok((n, _)) = flood.recv_from(&mut buf) {
+        let msg = &buf[..n];
+        if msg[2] & 0x02 != 0 {
+            assert!(
+                a_records(msg).is_empty(),
+                "a slipped answer carries no data"
+            );
+            slipped += 1;
+        } else {
+            assert!(!a_records(msg).is_empty());
+            full += 1;
+        }
+    }
+    assert!(
+        (5..=8).contains(&full),
+        "{full} full answers within the budget"
+    );
+    let limited = 60 - full;
+    assert!(
+        slipped >= limited / 2 - 1 && slipped <= limited / 2 + 1,
+        "{slipped} slipped of {limited} limited (slip = 2)"
+    );
+    // Another /24 has a budget of its own, and TCP is never limited.
+    let other = udp_client("127.0.1.3");
+    assert!(udp_ask(
+        &other,
+        srv.addr4(),
+        &build_query(1, "upf.svc.example.", QTYPE_A, false)
+    )
+    .is_some());
+    let mut t = tcp_connect_from("127.0.0.3", srv.addr4());
+    t.write_all(&framed(&build_query(2, "upf.svc.example.", QTYPE_A, false)))
+        .unwrap();
+    assert!(!a_records(&tcp_read_msg(&mut t).unwrap()).is_empty());
 }
 
 // ---------------------------------------------------------------------------

@@ -102,6 +102,10 @@ struct Spec {
     /// Heartbeat misses before down (100 ms apart): generous except where
     /// the test is about detection, so a busy CI machine does not flap.
     misses: u32,
+    /// `handoff.window_ms`.
+    window_ms: u64,
+    /// `handoff.alternate_service_ips`, TOML array items.
+    peer_service_ips: &'static str,
 }
 
 impl Spec {
@@ -119,6 +123,8 @@ impl Spec {
             shards: 1,
             extra_fn_listen: None,
             misses: 20,
+            window_ms: 2000,
+            peer_service_ips: "",
         };
         let b = Spec {
             ip: B_IP,
@@ -190,7 +196,8 @@ key_file = "handoff.key"
 reply = "{reply}"
 max_wait_us = {max_wait}
 alternate_saturated_percent = {saturated}
-window_ms = 2000
+window_ms = {window_ms}
+alternate_service_ips = [{peer_ips}]
 heartbeat_interval_ms = 100
 heartbeat_misses = {misses}
 alternate_http = "http://{peer}:{peer_func}"
@@ -216,6 +223,8 @@ warm_on_demand = {wod}
                 .map(|a| format!(", \"{a}\""))
                 .unwrap_or_default(),
             misses = self.misses,
+            window_ms = self.window_ms,
+            peer_ips = self.peer_service_ips,
         )
     }
 }
@@ -334,7 +343,7 @@ impl Node {
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         write!(
             s,
-            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
         )
         .unwrap();
         let mut text = String::new();
@@ -508,12 +517,17 @@ fn cold_function_is_handed_off_then_served_locally(reply: &str) {
     assert_eq!(handoffs(&na, "cold"), 1.0, "no more hand-offs once warm");
     assert_eq!(nb.invocations_ok("spin"), 1.0);
 
-    // HTTP to a cold function: 307 to the alternate, marked as handed off;
-    // the alternate serves it (and does not send it back).
-    let location = http_post(a.fn_addr(), "/fn/spin2", b"over-http").expect_redirect();
-    assert_eq!(
-        location,
-        format!("http://127.0.0.3:{}/fn/spin2?handoff=1", b.ports.func)
+    // HTTP to a cold function: 307 to the alternate, with a hop token A
+    // minted; the alternate serves it (and does not send it back). A
+    // client's own `?handoff=1` is no token: A still redirects (and counts
+    // it) rather than treating the request as handed off.
+    let location = http_post(a.fn_addr(), "/fn/spin2?handoff=1", b"over-http").expect_redirect();
+    let prefix = format!("http://127.0.0.3:{}/fn/spin2?handoff=", b.ports.func);
+    let token = location.strip_prefix(&prefix).expect("a redirect to B");
+    assert!(token.len() > 20 && token.contains('.'), "{location}");
+    na.wait_metric(
+        "shardgate_handoff_http_bad_hop_tokens_total{shard=\"0\"}",
+        |v| v == 1.0,
     );
     let path = location.trim_start_matches(&format!("http://127.0.0.3:{}", b.ports.func));
     let resp = http_post(b.fn_addr(), path, b"over-http");
@@ -564,21 +578,19 @@ fn overload_hands_off_and_answers_every_request_once(reply: &'static str) {
         assert_eq!(*from, a.fn_addr());
     }
     let over = na.wait_metric(&format!("{HANDOFFS}\"overloaded\"}}"), |v| v >= 1.0);
-    let (local, remote) = (
-        na.wait_metric(
-            "shardgate_function_invocations_total{shard=\"0\",function=\"spin\",outcome=\"ok\"}",
-            |v| v >= 1.0,
-        ),
-        nb.wait_metric(
-            "shardgate_function_invocations_total{shard=\"0\",function=\"spin\",outcome=\"ok\"}",
-            |v| v == over,
-        ),
+    // B ran exactly what A handed off. (Both nodes' shards run on CPU 0 in
+    // this test, so while B spins A's own requests may age past the stale
+    // limit and be handed off too: how many A kept is not the point.)
+    let remote = nb.wait_metric(
+        "shardgate_function_invocations_total{shard=\"0\",function=\"spin\",outcome=\"ok\"}",
+        |v| v == over,
     );
     // Metrics lag: wait until both sides add up to every request, once.
     let end = Instant::now() + PATIENCE;
     while na.invocations_ok("spin") + nb.invocations_ok("spin") < n as f64 && Instant::now() < end {
         std::thread::sleep(Duration::from_millis(100));
     }
+    let local = na.invocations_ok("spin");
     assert_eq!(
         na.invocations_ok("spin") + nb.invocations_ok("spin"),
         n as f64,
@@ -1056,17 +1068,22 @@ fn a_saturated_alternate_stops_the_handed_off_share_growing() {
     );
 }
 
-#[test]
-fn ipv6_clients_are_answered_through_the_relay() {
+/// An IPv6 client of A, handed off to B: answered from A's IPv6 service
+/// address, directly by B (raw IPv6) or through A (relay).
+fn ipv6_clients_are_answered(reply: &'static str) {
     let dir = tempfile::tempdir().unwrap();
-    let (mut a, b) = Spec::pair("direct");
+    let (mut a, mut b) = Spec::pair(reply);
     a.warm_on_demand = true;
     let v6: SocketAddr = SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, a.ports.func));
     a.extra_fn_listen = Some(v6);
+    b.extra_fn_listen = Some(SocketAddr::from((
+        std::net::Ipv6Addr::LOCALHOST,
+        b.ports.func,
+    )));
+    // A's IPv6 service address is not its hand-off IP: B may send from it.
+    b.peer_service_ips = "\"::1\"";
     let (na, nb) = (Node::start(&a, dir.path()), Node::start(&b, dir.path()));
     na.wait_alternate_up();
-    // Cold on A: handed to B, which has no raw IPv6 path and relays the
-    // answer back; A forwards it from the address the client used.
     let c = UdpSocket::bind("[::1]:0").unwrap();
     c.set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
@@ -1075,13 +1092,203 @@ fn ipv6_clients_are_answered_through_the_relay() {
     let (status, body, from) = got.get(&9).expect("answered");
     assert_eq!(
         (*status, body.as_slice(), *from),
-        (Ok(Status::Ok), &b"over-v6"[..], v6)
+        (Ok(Status::Ok), &b"over-v6"[..], v6),
+        "answered once, from the address the client asked"
     );
     na.wait_metric(&format!("{HANDOFFS}\"cold\"}}"), |v| v == 1.0);
+    // Direct needs raw sockets (root or CAP_NET_RAW); without them B logs
+    // a warning and relays, which is what the mode metric then says.
+    let raw_ok = !nb.log_text().contains("needs a raw socket");
+    let mode = if reply == "direct" && raw_ok {
+        "direct"
+    } else {
+        "relay"
+    };
+    nb.wait_metric(
+        &format!("shardgate_handoff_replies_total{{shard=\"0\",mode=\"{mode}\"}}"),
+        |v| v == 1.0,
+    );
+}
+
+#[test]
+fn ipv6_clients_are_answered_directly() {
+    ipv6_clients_are_answered("direct");
+}
+
+#[test]
+fn ipv6_clients_are_answered_through_the_relay() {
+    ipv6_clients_are_answered("relay");
+}
+
+/// A genuine frame whose original service address is not the alternate's
+/// (another IP) is answered through the relay, never sent directly from
+/// that address.
+#[test]
+fn direct_replies_never_use_a_source_that_is_not_the_alternates() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = Spec::pair("direct");
+    let fake_a = UdpSocket::bind(a.handoff_addr()).unwrap();
+    fake_a
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let nb = Node::start(&b, dir.path());
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let key = Key::new(KEY).unwrap().for_sender(a.handoff_addr());
+    let mut req = Vec::new();
+    fnframe::encode_request(&mut req, 79, "spin", b"spoof?").unwrap();
+    let f = Frame {
+        ty: FrameType::Request,
+        hop: true,
+        service: ServiceKind::Function,
+        timestamp_us: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_micros() as u64,
+        nonce: 0xd1,
+        client: client.local_addr().unwrap(),
+        service_addr: "127.0.0.9:53".parse().unwrap(),
+        payload: &req,
+    };
+    let mut d = Vec::new();
+    frame::seal(&key, &f, &mut d).unwrap();
+    fake_a.send_to(&d, b.handoff_addr()).unwrap();
+    let mut buf = vec![0u8; 65_536];
+    let end = Instant::now() + PATIENCE;
+    loop {
+        assert!(
+            Instant::now() < end,
+            "no relayed answer:\n{}",
+            nb.log_text()
+        );
+        if let Ok((n, _)) = fake_a.recv_from(&mut buf) {
+            if let Ok(r) = frame::parse(&buf[..n]) {
+                if r.ty == FrameType::Reply {
+                    assert_eq!(r.service_addr, f.service_addr);
+                    break;
+                }
+            }
+        }
+    }
+    assert!(
+        client.recv_from(&mut buf).is_err(),
+        "a reply was sent from a source that is not the alternate's"
+    );
     nb.wait_metric(
         "shardgate_handoff_replies_total{shard=\"0\",mode=\"relay\"}",
         |v| v == 1.0,
     );
+}
+
+/// A genuine frame opens once per node: copies replayed from other ports of
+/// A's IP, from threads on every CPU (so they land on both of B's shards),
+/// are all refused; and after B restarts, the frame (stamped before the
+/// restart, still inside the window) is refused too.
+#[test]
+fn replays_on_other_shards_or_after_a_restart_are_refused() {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let dir = tempfile::tempdir().unwrap();
+    let (a, mut b) = Spec::pair("relay");
+    b.shards = cpus.min(2);
+    b.window_ms = 60_000;
+    let fake_a = UdpSocket::bind(a.handoff_addr()).unwrap();
+    fake_a
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut nb = Node::start(&b, dir.path());
+    let key = Key::new(KEY).unwrap().for_sender(a.handoff_addr());
+    let mut req = Vec::new();
+    fnframe::encode_request(&mut req, 78, "spin", b"once").unwrap();
+    let ts = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64;
+    let f = Frame {
+        ty: FrameType::Request,
+        hop: true,
+        service: ServiceKind::Function,
+        timestamp_us: ts,
+        nonce: 0x5eed,
+        client: "127.0.0.1:9".parse().unwrap(),
+        service_addr: a.fn_addr(),
+        payload: &req,
+    };
+    let mut genuine = Vec::new();
+    frame::seal(&key, &f, &mut genuine).unwrap();
+    let b_port = b.handoff_addr();
+    fake_a.send_to(&genuine, b_port).unwrap();
+    let mut buf = vec![0u8; 65_536];
+    let end = Instant::now() + PATIENCE;
+    loop {
+        assert!(
+            Instant::now() < end,
+            "no relayed answer:\n{}",
+            nb.log_text()
+        );
+        if let Ok((n, _)) = fake_a.recv_from(&mut buf) {
+            if frame::parse(&buf[..n]).is_ok_and(|f| f.ty == FrameType::Reply) {
+                break;
+            }
+        }
+    }
+    // 16 copies, each from a port of its own, from a thread on each CPU.
+    let copies: Vec<_> = (0..cpus.min(2))
+        .map(|cpu| {
+            let genuine = genuine.clone();
+            std::thread::spawn(move || {
+                pin_thread(cpu);
+                for _ in 0..8 {
+                    let s = UdpSocket::bind(SocketAddr::from((A_IP, 0))).unwrap();
+                    s.send_to(&genuine, b_port).unwrap();
+                }
+            })
+        })
+        .collect();
+    let sent = 8 * copies.len();
+    for t in copies {
+        t.join().unwrap();
+    }
+    nb.wait_metric("shardgate_handoff_frames_dropped_total{", |v| {
+        v >= sent as f64
+    });
+    let replayed = nb
+        .metric("shardgate_handoff_frames_dropped_total{shard=\"0\",reason=\"replayed\"}")
+        + nb.metric("shardgate_handoff_frames_dropped_total{shard=\"1\",reason=\"replayed\"}");
+    assert_eq!(
+        replayed, sent as f64,
+        "every copy is a replay, on any shard"
+    );
+    let ran = nb.metric(
+        "shardgate_function_invocations_total{shard=\"0\",function=\"spin\",outcome=\"ok\"}",
+    ) + nb.metric(
+        "shardgate_function_invocations_total{shard=\"1\",function=\"spin\",outcome=\"ok\"}",
+    );
+    assert_eq!(ran, 1.0, "the request ran once on the node");
+    if cpus >= 2 {
+        for shard in 0..2 {
+            let got = nb.metric(&format!(
+                "shardgate_handoff_frames_received_total{{shard=\"{shard}\"}}"
+            ));
+            assert!(got >= 1.0, "copies reached shard {shard} ({got})");
+        }
+    }
+
+    // Restart B: its table is empty, but the frame predates its start.
+    nb.stop();
+    nb.spawn();
+    fake_a.send_to(&genuine, b_port).unwrap();
+    nb.wait_metric("shardgate_handoff_frames_dropped_total{", |v| v >= 1.0);
+    let stale = nb.metric("shardgate_handoff_frames_dropped_total{shard=\"0\",reason=\"stale\"}")
+        + nb.metric("shardgate_handoff_frames_dropped_total{shard=\"1\",reason=\"stale\"}");
+    assert_eq!(stale, 1.0, "refused after the restart:\n{}", nb.log_text());
+    fake_a.set_nonblocking(true).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    while let Ok((n, _)) = fake_a.recv_from(&mut buf) {
+        let f = frame::parse(&buf[..n]).unwrap();
+        assert_ne!(f.ty, FrameType::Reply, "a replay was answered");
+    }
 }
 
 #[test]

@@ -115,7 +115,7 @@ deadline_ms = 100
         s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
         write!(
             s,
-            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
         )
         .ok()?;
         let mut text = String::new();

@@ -147,7 +147,10 @@ impl Limits {
 
 /// Valid ranges (inclusive). Memory: one 64 KiB page to 1 GiB.
 pub const MAX_MEMORY_KIB: (u32, u32) = (64, 1024 * 1024);
-pub const DEADLINE_MS: (u32, u32) = (1, 60_000);
+/// Deadlines: a call runs on its shard's core to completion (the epoch
+/// deadline traps it, it never yields), so every other request of the
+/// shard waits behind it; 5 s bounds what one request can hold a shard for.
+pub const DEADLINE_MS: (u32, u32) = (1, 5_000);
 /// Inputs and outputs: up to 16 MiB (UDP frames are further bounded by the
 /// datagram size).
 pub const MAX_IO_BYTES: (u32, u32) = (1, 16 * 1024 * 1024);

@@ -3,7 +3,7 @@
 //! its semantic checks (a node paired with itself, a port another surface
 //! uses) and the key-file check, all reported as [`Problem`]s.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -47,6 +47,13 @@ pub struct HandoffConfig {
     pub key_file: PathBuf,
     /// How this node answers requests handed to it.
     pub reply: ReplyMode,
+    /// Addresses the alternate's clients reach it on, besides the IP of
+    /// its hand-off address: a direct reply goes out with the frame's
+    /// original service address as its source only when that address's IP
+    /// is one of these (or the alternate's hand-off IP); any other frame
+    /// is answered in relay mode, so a peer cannot make this node spoof an
+    /// arbitrary source.
+    pub alternate_service_ips: Vec<IpAddr>,
     /// Latency budget: local work queued ahead of a request, at most, µs;
     /// past it requests are handed off (see `policy::Admission`).
     pub max_wait_us: u64,
@@ -86,6 +93,7 @@ impl Default for HandoffConfig {
             listen: "127.0.0.1:8055".parse().unwrap(),
             key_file: PathBuf::from("/etc/shardgate/handoff.key"),
             reply: ReplyMode::Relay,
+            alternate_service_ips: Vec::new(),
             max_wait_us: Thresholds::default().max_wait_us,
             target_busy_percent: Thresholds::default().target_busy_percent,
             alternate_saturated_percent: Thresholds::default().alternate_saturated_percent,
@@ -107,6 +115,17 @@ impl HandoffConfig {
             target_busy_percent: self.target_busy_percent,
             alternate_saturated_percent: self.alternate_saturated_percent,
         }
+    }
+
+    /// Whether a direct reply may carry `source` (a frame's original
+    /// service address) as its source address.
+    pub fn direct_source_allowed(&self, source: &SocketAddr) -> bool {
+        let ip = source.ip().to_canonical();
+        self.alternate.is_some_and(|a| a.ip().to_canonical() == ip)
+            || self
+                .alternate_service_ips
+                .iter()
+                .any(|a| a.to_canonical() == ip)
     }
 
     /// The key file's path, resolved against `base_dir`.
@@ -352,6 +371,42 @@ pub fn check_files(config: &Config, base_dir: &Path) -> Vec<Problem> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn with_handoff(h: HandoffConfig) -> Config {
+        let mut c: Config = toml::from_str("").unwrap();
+        c.handoff = Some(h);
+        c
+    }
+
+    #[test]
+    fn a_wildcard_listen_is_refused() {
+        let h = HandoffConfig {
+            alternate: Some("10.0.0.2:8055".parse().unwrap()),
+            listen: "0.0.0.0:8055".parse().unwrap(),
+            ..HandoffConfig::default()
+        };
+        let problems = validate(&with_handoff(h));
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.key == "handoff.listen" && p.message.contains("wildcard")),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn direct_replies_only_from_the_alternates_addresses() {
+        let mut h = HandoffConfig {
+            alternate: Some("10.0.0.2:8055".parse().unwrap()),
+            ..HandoffConfig::default()
+        };
+        assert!(h.direct_source_allowed(&"10.0.0.2:53".parse().unwrap()));
+        assert!(h.direct_source_allowed(&"[::ffff:10.0.0.2]:53".parse().unwrap()));
+        assert!(!h.direct_source_allowed(&"192.0.2.9:53".parse().unwrap()));
+        assert!(!h.direct_source_allowed(&"[2001:db8::2]:53".parse().unwrap()));
+        h.alternate_service_ips = vec!["2001:db8::2".parse().unwrap()];
+        assert!(h.direct_source_allowed(&"[2001:db8::2]:53".parse().unwrap()));
+    }
 
     #[test]
     fn binary_keys_keep_trailing_whitespace_bytes_and_text_keys_lose_a_newline() {

@@ -22,11 +22,14 @@
 //!
 //! A frame is dropped (with a [`DropReason`]) when it is malformed, comes
 //! from an address other than the paired node, fails the MAC, carries a
-//! timestamp more than the window away from the receiver's clock, or repeats
-//! a nonce seen within the window.
+//! timestamp more than the window away from the receiver's clock or from
+//! before the receiving node started, or repeats a nonce seen within the
+//! window by any shard of the node (the node-wide [`ReplayTable`]).
 
-use std::collections::{HashSet, VecDeque};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6};
+use std::sync::Arc;
+
+use super::replay::{Insert, ReplayTable};
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -44,8 +47,6 @@ pub const MAX_PAYLOAD: usize = 65_507 - OVERHEAD;
 /// Shortest key accepted.
 pub const MIN_KEY_LEN: usize = 32;
 const FLAG_HOP: u8 = 1;
-/// Nonces remembered per shard at most (the oldest are forgotten first).
-const REPLAY_CAP: usize = 262_144;
 
 /// What a frame is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -89,10 +90,15 @@ pub enum DropReason {
     /// Sent from an address other than the paired node.
     WrongSource,
     BadMac,
-    /// Timestamp outside the window around the receiver's clock.
+    /// Timestamp outside the window around the receiver's clock, or from
+    /// before the receiving node started (its replay guard cannot vouch
+    /// for older frames).
     Stale,
-    /// A nonce already seen within the window.
+    /// A nonce already seen within the window (by any shard of the node).
     Replayed,
+    /// The replay guard had no free slot for the nonce: refused rather
+    /// than forgetting a nonce that could still be replayed.
+    GuardFull,
 }
 
 impl DropReason {
@@ -104,6 +110,7 @@ impl DropReason {
             DropReason::BadMac => "bad_mac",
             DropReason::Stale => "stale",
             DropReason::Replayed => "replayed",
+            DropReason::GuardFull => "replay_guard_full",
         }
     }
 }
@@ -147,16 +154,26 @@ impl Key {
         Key { mac }
     }
 
-    fn tag(&self, data: &[u8]) -> [u8; MAC_LEN] {
+    /// HMAC-SHA256 of `data` under this key.
+    pub fn tag(&self, data: &[u8]) -> [u8; MAC_LEN] {
         let mut m = self.mac.clone();
         m.update(data);
         m.finalize().into_bytes().into()
     }
 
-    fn verify(&self, data: &[u8], tag: &[u8]) -> bool {
+    /// Whether `tag` is `data`'s HMAC (or a prefix of it of at least 16
+    /// bytes), in constant time.
+    pub fn verify(&self, data: &[u8], tag: &[u8]) -> bool {
+        if tag.len() < 16 {
+            return false;
+        }
         let mut m = self.mac.clone();
         m.update(data);
-        m.verify_slice(tag).is_ok()
+        if tag.len() == MAC_LEN {
+            m.verify_slice(tag).is_ok()
+        } else {
+            m.verify_truncated_left(tag).is_ok()
+        }
     }
 }
 
@@ -257,49 +274,14 @@ pub fn parse(d: &[u8]) -> Result<Frame<'_>, DropReason> {
     })
 }
 
-/// Nonces seen within the window, forgotten once their frame would be stale
-/// anyway.
-#[derive(Debug, Default)]
-pub struct ReplayGuard {
-    seen: HashSet<u64>,
-    order: VecDeque<(u64, u64)>,
-}
-
-impl ReplayGuard {
-    /// Record `nonce` (frame time `ts_us`); false when it was already seen.
-    fn check_and_insert(&mut self, nonce: u64, ts_us: u64, now_us: u64, window_us: u64) -> bool {
-        while let Some(&(ts, n)) = self.order.front() {
-            if ts.saturating_add(window_us) < now_us || self.order.len() >= REPLAY_CAP {
-                self.order.pop_front();
-                self.seen.remove(&n);
-            } else {
-                break;
-            }
-        }
-        if !self.seen.insert(nonce) {
-            return false;
-        }
-        self.order.push_back((ts_us, nonce));
-        true
-    }
-
-    pub fn len(&self) -> usize {
-        self.seen.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.seen.is_empty()
-    }
-}
-
-/// The receive side: the key, the pair's address, the window and the
-/// replay guard of one shard.
+/// The receive side of one shard: the key, the pair's address, the window
+/// and the node's replay guard.
 #[derive(Debug)]
 pub struct Opener {
     key: Key,
     peer: SocketAddr,
     window_us: u64,
-    replay: ReplayGuard,
+    replay: Arc<ReplayTable>,
 }
 
 impl Opener {
@@ -307,13 +289,14 @@ impl Opener {
     /// shards sends from its own port, so that frames spread over our
     /// shards), verify with `key` (the peer's sending key,
     /// [`Key::for_sender`]) and carry a timestamp within `window_us` of the
-    /// receiver's clock.
-    pub fn new(key: Key, peer: SocketAddr, window_us: u64) -> Opener {
+    /// receiver's clock, not before `replay`'s start; `replay` is shared
+    /// by every shard of the node.
+    pub fn new(key: Key, peer: SocketAddr, window_us: u64, replay: Arc<ReplayTable>) -> Opener {
         Opener {
             key,
             peer,
             window_us,
-            replay: ReplayGuard::default(),
+            replay,
         }
     }
 
@@ -333,21 +316,24 @@ impl Opener {
         if !self.key.verify(&d[..body], &d[body..]) {
             return Err(DropReason::BadMac);
         }
-        if f.timestamp_us.abs_diff(now_us) > self.window_us {
+        if f.timestamp_us.abs_diff(now_us) > self.window_us
+            || f.timestamp_us < self.replay.started_us()
+        {
             return Err(DropReason::Stale);
         }
-        if !self
+        match self
             .replay
-            .check_and_insert(f.nonce, f.timestamp_us, now_us, self.window_us)
+            .insert(f.nonce, f.timestamp_us, now_us, self.window_us)
         {
-            return Err(DropReason::Replayed);
+            Insert::New => Ok(f),
+            Insert::Replayed => Err(DropReason::Replayed),
+            Insert::Full => Err(DropReason::GuardFull),
         }
-        Ok(f)
     }
 
-    /// Nonces currently remembered.
-    pub fn remembered(&self) -> usize {
-        self.replay.len()
+    /// Nonces currently remembered by the node (a full scan).
+    pub fn remembered(&self, now_us: u64) -> usize {
+        self.replay.live(now_us)
     }
 }
 
@@ -373,7 +359,12 @@ mod tests {
     }
 
     fn opener() -> Opener {
-        Opener::new(Key::new(KEY).unwrap(), A.parse().unwrap(), 1_000_000)
+        Opener::new(
+            Key::new(KEY).unwrap(),
+            A.parse().unwrap(),
+            1_000_000,
+            Arc::new(ReplayTable::new(12, 0)),
+        )
     }
 
     fn sealed(f: &Frame<'_>) -> Vec<u8> {
@@ -465,10 +456,48 @@ mod tests {
             let d = sealed(&frame(b"", i, 5_000_000));
             assert!(o.open(&d, a, 5_000_000).is_ok());
         }
-        assert_eq!(o.remembered(), 100);
+        assert_eq!(o.remembered(5_000_000), 100);
         let d = sealed(&frame(b"", 1000, 7_000_000));
         assert!(o.open(&d, a, 7_000_000).is_ok());
-        assert_eq!(o.remembered(), 1, "only the newest nonce is still needed");
+        assert_eq!(
+            o.remembered(7_000_000),
+            1,
+            "only the newest nonce is still needed"
+        );
+    }
+
+    #[test]
+    fn a_replay_on_another_shard_of_the_node_is_refused() {
+        let node = Arc::new(ReplayTable::new(12, 0));
+        let key = || Key::new(KEY).unwrap();
+        let mut shard0 = Opener::new(key(), A.parse().unwrap(), 1_000_000, node.clone());
+        let mut shard1 = Opener::new(key(), A.parse().unwrap(), 1_000_000, node);
+        let now = 9_000_000;
+        let d = sealed(&frame(b"q", 77, now));
+        assert!(shard0.open(&d, A.parse().unwrap(), now).is_ok());
+        // The same frame from another port of the peer reaches shard 1.
+        assert_eq!(
+            shard1.open(&d, "127.0.0.2:40123".parse().unwrap(), now + 5),
+            Err(DropReason::Replayed)
+        );
+    }
+
+    #[test]
+    fn frames_stamped_before_the_node_started_are_refused() {
+        // The node restarted at 20 s: a frame from 19.5 s (inside the
+        // window, possibly accepted by the previous run) does not open.
+        let restarted = Arc::new(ReplayTable::new(12, 20_000_000));
+        let mut o = Opener::new(
+            Key::new(KEY).unwrap(),
+            A.parse().unwrap(),
+            1_000_000,
+            restarted,
+        );
+        let a: SocketAddr = A.parse().unwrap();
+        let old = sealed(&frame(b"q", 5, 19_500_000));
+        assert_eq!(o.open(&old, a, 20_000_100), Err(DropReason::Stale));
+        let fresh = sealed(&frame(b"q", 6, 20_000_050));
+        assert!(o.open(&fresh, a, 20_000_100).is_ok());
     }
 
     #[test]

@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 use futures_lite::future;
 use glommio::net::UdpSocket;
 
-use super::frame::{self, FrameType, ServiceKind};
+use super::frame::{self, FrameType, Key, ServiceKind};
 use super::policy::{self, Decision};
 use super::reject;
-use super::shard::HandoffShard;
+use super::shard::{unix_us, HandoffShard};
 use crate::functions::frame::{self as fnframe, Decoded};
 use crate::functions::outcome::Status;
 use crate::functions::server::FunctionUdp;
@@ -452,24 +452,81 @@ pub enum HttpVerdict {
     Overloaded,
 }
 
-/// Whether the request line in `head` carries the hop marker
-/// (`handoff=1` in the query string) that our redirects add.
-pub fn has_hop_marker(head: &[u8]) -> bool {
+/// The value of the hop marker (`handoff=<token>` in the query string of
+/// the request line at the front of `head`) that our redirects add; the
+/// token is checked by [`HandoffShard::hop_token_is_valid`].
+pub fn hop_marker(head: &[u8]) -> Option<&[u8]> {
     let line_end = head
         .iter()
         .position(|&b| b == b'\r' || b == b'\n')
         .unwrap_or(head.len());
     let line = &head[..line_end];
-    let Some(q) = line.iter().position(|&b| b == b'?') else {
-        return false;
-    };
+    let q = line.iter().position(|&b| b == b'?')?;
     let query_end = line[q..]
         .iter()
         .position(|&b| b == b' ')
         .map_or(line.len(), |p| q + p);
     line[q + 1..query_end]
         .split(|&b| b == b'&')
-        .any(|kv| kv == b"handoff=1")
+        .find_map(|kv| kv.strip_prefix(b"handoff="))
+}
+
+/// How long a redirect's hop token is honoured, seconds (the client
+/// follows a 307 at once; the margin covers clock skew between the pair).
+pub const HOP_TOKEN_TTL_S: u64 = 30;
+
+fn hop_token_data(name: &str, ts_s: u64) -> Vec<u8> {
+    let mut d = b"shardgate http hop ".to_vec();
+    d.extend_from_slice(&ts_s.to_be_bytes());
+    d.extend_from_slice(name.as_bytes());
+    d
+}
+
+fn hex_digit(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    }
+}
+
+/// The hop token a node sealing with `key` puts on a redirect for function
+/// `name` at `now_s` (Unix seconds): `<seconds>.<32 hex digits of MAC>`.
+pub fn hop_token(key: &Key, name: &str, now_s: u64) -> String {
+    let tag = key.tag(&hop_token_data(name, now_s));
+    let mut t = format!("{now_s}.");
+    for b in &tag[..16] {
+        t.push_str(&format!("{b:02x}"));
+    }
+    t
+}
+
+/// Whether `token` was made by [`hop_token`] with `key` (the peer's sending
+/// key) for `name`, at most [`HOP_TOKEN_TTL_S`] from `now_s`. Any client
+/// can type `?handoff=1`; only the paired node can mint a valid token.
+pub fn hop_token_is_valid(key: &Key, name: &str, token: &[u8], now_s: u64) -> bool {
+    let Some(dot) = token.iter().position(|&b| b == b'.') else {
+        return false;
+    };
+    let (ts, mac) = (&token[..dot], &token[dot + 1..]);
+    let Some(ts_s) = std::str::from_utf8(ts)
+        .ok()
+        .filter(|t| !t.is_empty() && t.len() <= 20 && t.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|t| t.parse::<u64>().ok())
+    else {
+        return false;
+    };
+    if ts_s.abs_diff(now_s) > HOP_TOKEN_TTL_S || mac.len() != 32 {
+        return false;
+    }
+    let mut tag = [0u8; 16];
+    for (i, pair) in mac.chunks(2).enumerate() {
+        match (hex_digit(pair[0]), hex_digit(pair[1])) {
+            (Some(h), Some(l)) => tag[i] = (h << 4) | l,
+            _ => return false,
+        }
+    }
+    key.verify(&hop_token_data(name, ts_s), &tag)
 }
 
 impl HandoffShard {
@@ -484,7 +541,13 @@ impl HandoffShard {
             _ => (None, false),
         };
         let req = policy::Request {
-            handed_off: has_hop_marker(head),
+            handed_off: hop_marker(head).is_some_and(|t| {
+                let ok = hop_token_is_valid(self.peer_key(), name, t, unix_us() / 1_000_000);
+                if !ok {
+                    self.count_bad_hop_token();
+                }
+                ok
+            }),
             cold,
             waited_ns: 0,
         };
@@ -496,8 +559,9 @@ impl HandoffShard {
                         fs.start_warmup(i);
                     }
                     HttpVerdict::Redirect(format!(
-                        "{}/fn/{name}?handoff=1",
-                        base.trim_end_matches('/')
+                        "{}/fn/{name}?handoff={}",
+                        base.trim_end_matches('/'),
+                        hop_token(self.sending_key(), name, unix_us() / 1_000_000)
                     ))
                 }
                 None => HttpVerdict::Serve,
@@ -560,29 +624,77 @@ mod tests {
 
     #[test]
     fn hop_marker_is_read_from_the_query_string_only() {
-        assert!(has_hop_marker(
-            b"POST /fn/echo?handoff=1 HTTP/1.1\r\nHost: x\r\n"
-        ));
-        assert!(has_hop_marker(b"POST /fn/echo?a=b&handoff=1 HTTP/1.1\r\n"));
-        assert!(!has_hop_marker(
-            b"POST /fn/echo HTTP/1.1\r\nX: ?handoff=1\r\n"
-        ));
-        assert!(!has_hop_marker(b"POST /fn/echo?handoff=10 HTTP/1.1\r\n"));
-        assert!(!has_hop_marker(b""));
+        assert_eq!(
+            hop_marker(b"POST /fn/echo?handoff=1 HTTP/1.1\r\nHost: x\r\n"),
+            Some(&b"1"[..])
+        );
+        assert_eq!(
+            hop_marker(b"POST /fn/echo?a=b&handoff=12.ab HTTP/1.1\r\n"),
+            Some(&b"12.ab"[..])
+        );
+        assert_eq!(
+            hop_marker(b"POST /fn/echo HTTP/1.1\r\nX: ?handoff=1\r\n"),
+            None
+        );
+        assert_eq!(hop_marker(b""), None);
     }
 
+    #[test]
+    fn only_the_peer_can_mint_a_hop_token_and_only_for_a_while() {
+        let shared = Key::new(&[7u8; 32]).unwrap();
+        let a: SocketAddr = "127.0.0.2:8055".parse().unwrap();
+        let b: SocketAddr = "127.0.0.3:8055".parse().unwrap();
+        // A mints with its sending key; B checks with A's sending key.
+        let t = hop_token(&shared.for_sender(a), "echo", 1_000);
+        let peer_key = shared.for_sender(a);
+        assert!(hop_token_is_valid(&peer_key, "echo", t.as_bytes(), 1_000));
+        assert!(hop_token_is_valid(
+            &peer_key,
+            "echo",
+            t.as_bytes(),
+            1_000 + HOP_TOKEN_TTL_S
+        ));
+        // Expired, for another function, typed by a client, or B's own.
+        assert!(!hop_token_is_valid(&peer_key, "echo", t.as_bytes(), 1_031));
+        assert!(!hop_token_is_valid(&peer_key, "other", t.as_bytes(), 1_000));
+        assert!(!hop_token_is_valid(&peer_key, "echo", b"1", 1_000));
+        let own = hop_token(&shared.for_sender(b), "echo", 1_000);
+        assert!(!hop_token_is_valid(
+            &peer_key,
+            "echo",
+            own.as_bytes(),
+            1_000
+        ));
+        // A forged timestamp breaks the MAC; junk never panics.
+        let forged = t.replacen("1000.", "1001.", 1);
+        assert!(!hop_token_is_valid(
+            &peer_key,
+            "echo",
+            forged.as_bytes(),
+            1_000
+        ));
+        for junk in [
+            &b"."[..],
+            b"1.",
+            b".ab",
+            b"99999999999999999999999.00",
+            b"1.zz",
+        ] {
+            assert!(!hop_token_is_valid(&peer_key, "echo", junk, 1_000));
+        }
+    }
     #[test]
     fn redirect_and_overload_answers() {
         let mut out = Vec::new();
         write_http_verdict(
             &mut out,
-            &HttpVerdict::Redirect("http://127.0.0.3:8054/fn/echo?handoff=1".into()),
+            &HttpVerdict::Redirect("http://127.0.0.3:8054/fn/echo?handoff=1.ab".into()),
             true,
             Some(0),
         );
         let text = String::from_utf8(out.clone()).unwrap();
         assert!(text.starts_with("HTTP/1.1 307 "), "{text}");
-        assert!(text.contains("\r\nLocation: http://127.0.0.3:8054/fn/echo?handoff=1\r\n"));
+        assert!(text.contains("\r\nLocation: http://127.0.0.3:8054/fn/echo?handoff=1.ab\r\n"));
         let body_at = text.find("\r\n\r\n").unwrap() + 4;
         let len: usize = text
             .lines()

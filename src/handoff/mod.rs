@@ -11,7 +11,8 @@
 //!
 //! - [`policy`]: the work-conserving admission and the per-request
 //!   decision (sans-IO).
-//! - [`frame`]: the versioned, MAC'd frame and the replay guard (sans-IO).
+//! - [`frame`]: the versioned, MAC'd frame and its checks (sans-IO).
+//! - [`replay`]: the node-wide, lock-free replay guard.
 //! - [`liveness`]: the heartbeat state machine (sans-IO).
 //! - [`reject`]: overload answers (DNS SERVFAIL, function error text).
 //! - [`raw`]: IPv4/UDP packet building and the raw sender for direct replies.
@@ -27,6 +28,7 @@ pub mod liveness;
 pub mod policy;
 pub mod raw;
 pub mod reject;
+pub mod replay;
 pub mod shard;
 pub mod worker;
 

@@ -179,6 +179,9 @@ pub struct Admission {
     window_handed: u64,
     /// Handed-off share of the last complete window, parts per million.
     share_ppm: u32,
+    /// Requests offered and handed off for overload since the start (to
+    /// combine the shares of several admissions of one shard).
+    totals: (u64, u64),
     /// While the alternate reports saturation: the most this shard may
     /// hand off, parts per million of offered requests.
     cap_ppm: Option<u32>,
@@ -204,6 +207,7 @@ impl Admission {
             window_offered: 0,
             window_handed: 0,
             share_ppm: 0,
+            totals: (0, 0),
             cap_ppm: None,
             credit_ppm: 0,
         }
@@ -261,6 +265,7 @@ impl Admission {
             return Decision::Local(LocalReason::AlreadyHandedOff);
         }
         self.window_offered += 1;
+        self.totals.0 += 1;
         // An empty queue always admits (a request heavier than the whole
         // budget is still served when the shard is idle).
         let overloaded = (self.level_ns > 0 && self.level_ns + self.estimate_ns > self.budget_ns)
@@ -277,6 +282,7 @@ impl Admission {
             Decision::Local(_) => self.level_ns += self.estimate_ns,
             Decision::Handoff(HandoffReason::Overloaded) => {
                 self.window_handed += 1;
+                self.totals.1 += 1;
                 self.credit_ppm = self.credit_ppm.saturating_sub(1_000_000);
             }
             Decision::Handoff(HandoffReason::Cold) | Decision::RejectOverloaded => {}
@@ -303,6 +309,11 @@ impl Admission {
     /// parts per million.
     pub fn share_ppm(&self) -> u32 {
         self.share_ppm
+    }
+
+    /// Requests offered and handed off for overload since the start.
+    pub fn totals(&self) -> (u64, u64) {
+        self.totals
     }
 
     /// Committed work not yet drained, ns.

@@ -1,10 +1,13 @@
 //! `reply = "direct"`: answer a handed-off client from the first node's
-//! service address. [`build_udp4`] (pure) lays out an IPv4 + UDP packet with
-//! a chosen source; [`RawSender`] sends it on a send-only `IPPROTO_RAW`
-//! socket (IP_HDRINCL implied; a raw UDP socket would also receive a copy of
-//! every UDP datagram on the host). Needs CAP_NET_RAW; IPv4 only.
+//! service address. [`build_udp4`] and [`build_udp6`] (pure) lay out an
+//! IPv4 or IPv6 + UDP packet with a chosen source; [`RawSender`] sends it on
+//! a send-only `IPPROTO_RAW` socket of the family (header included is
+//! implied for both families on Linux; a raw UDP socket would also receive a
+//! copy of every UDP datagram on the host). Needs CAP_NET_RAW. A client and
+//! a service address of different families (an IPv4-mapped client of an
+//! IPv6 socket) are relayed.
 
-use std::net::{SocketAddr, SocketAddrV4};
+use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 /// IPv4 header (no options) + UDP header.
@@ -67,47 +70,103 @@ pub fn build_udp4(
     Some(())
 }
 
-/// A send-only raw IPv4 socket.
+/// IPv6 header + UDP header.
+pub const HEADERS6: usize = 40 + 8;
+
+/// Write an IPv6/UDP packet from `src` to `dst` carrying `payload` into
+/// `out` (cleared), with the UDP checksum (mandatory over IPv6). `None`
+/// when it cannot fit one packet without a jumbogram.
+pub fn build_udp6(
+    src: &SocketAddrV6,
+    dst: &SocketAddrV6,
+    payload: &[u8],
+    out: &mut Vec<u8>,
+) -> Option<()> {
+    let udp_len = u16::try_from(8 + payload.len()).ok()?;
+    out.clear();
+    out.extend_from_slice(&[0x60, 0, 0, 0]); // version 6, no class or flow label
+    out.extend_from_slice(&udp_len.to_be_bytes()); // payload length
+    out.extend_from_slice(&[17, 64]); // next header UDP, hop limit
+    out.extend_from_slice(&src.ip().octets());
+    out.extend_from_slice(&dst.ip().octets());
+    out.extend_from_slice(&src.port().to_be_bytes());
+    out.extend_from_slice(&dst.port().to_be_bytes());
+    out.extend_from_slice(&udp_len.to_be_bytes());
+    out.extend_from_slice(&[0, 0]);
+    out.extend_from_slice(payload);
+    // Pseudo-header (addresses, UDP length, next header) + UDP.
+    let mut sum = add_bytes(0, &out[8..40]);
+    sum += 17 + u32::from(udp_len);
+    sum = add_bytes(sum, &out[40..]);
+    let mut udp_sum = fold(sum);
+    if udp_sum == 0 {
+        udp_sum = 0xffff;
+    }
+    out[46..48].copy_from_slice(&udp_sum.to_be_bytes());
+    Some(())
+}
+
+fn raw_socket(family: libc::c_int) -> std::io::Result<OwnedFd> {
+    // SAFETY: plain socket(2) call; the fd is owned below.
+    let fd = unsafe {
+        libc::socket(
+            family,
+            libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            libc::IPPROTO_RAW,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh descriptor nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Send-only raw sockets, IPv4 and (when the host has IPv6) IPv6.
 pub struct RawSender {
     fd: OwnedFd,
+    fd6: Option<OwnedFd>,
     ident: u16,
     buf: Vec<u8>,
 }
 
 impl RawSender {
-    /// Open the socket; fails without CAP_NET_RAW (EPERM).
+    /// Open the sockets; fails without CAP_NET_RAW (EPERM). A host without
+    /// IPv6 gets an IPv4-only sender (IPv6 clients are relayed).
     pub fn open() -> std::io::Result<RawSender> {
-        // SAFETY: plain socket(2) call; the fd is owned below.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_INET,
-                libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                libc::IPPROTO_RAW,
-            )
-        };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: fd is a fresh descriptor nobody else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let fd = raw_socket(libc::AF_INET)?;
+        let fd6 = raw_socket(libc::AF_INET6).ok();
         Ok(RawSender {
             fd,
+            fd6,
             ident: 1,
             buf: Vec::with_capacity(1500),
         })
     }
 
-    /// Send `payload` from `src` to `dst` (both IPv4). Errors: the kernel's
-    /// (EPERM from a firewall, EAGAIN when full), or InvalidInput for IPv6
-    /// or a payload too large for one packet.
+    /// Whether a reply from `src` to `dst` can be sent directly.
+    pub fn can_send(&self, src: &SocketAddr, dst: &SocketAddr) -> bool {
+        match (src, dst) {
+            (SocketAddr::V4(_), SocketAddr::V4(_)) => true,
+            (SocketAddr::V6(_), SocketAddr::V6(_)) => self.fd6.is_some(),
+            _ => false,
+        }
+    }
+
+    /// Send `payload` from `src` to `dst` (one family). Errors: the
+    /// kernel's (EPERM from a firewall, EAGAIN when full), or InvalidInput
+    /// for mixed families, IPv6 without an IPv6 socket, or a payload too
+    /// large for one packet.
     pub fn send(
         &mut self,
         src: SocketAddr,
         dst: SocketAddr,
         payload: &[u8],
     ) -> std::io::Result<()> {
-        let (SocketAddr::V4(src), SocketAddr::V4(dst)) = (src, dst) else {
-            return Err(std::io::ErrorKind::InvalidInput.into());
+        let (src, dst) = match (src, dst) {
+            (SocketAddr::V4(s), SocketAddr::V4(d)) => (s, d),
+            (SocketAddr::V6(s), SocketAddr::V6(d)) => return self.send6(&s, &d, payload),
+            _ => return Err(std::io::ErrorKind::InvalidInput.into()),
         };
         self.ident = self.ident.wrapping_add(1);
         if build_udp4(src, dst, payload, self.ident, &mut self.buf).is_none() {
@@ -137,11 +196,46 @@ impl RawSender {
         }
         Ok(())
     }
-}
 
-/// Whether `a` can be a direct reply's source or destination.
-pub fn is_v4(a: &SocketAddr) -> bool {
-    matches!(a, SocketAddr::V4(_))
+    fn send6(
+        &mut self,
+        src: &SocketAddrV6,
+        dst: &SocketAddrV6,
+        payload: &[u8],
+    ) -> std::io::Result<()> {
+        let Some(fd6) = &self.fd6 else {
+            return Err(std::io::ErrorKind::InvalidInput.into());
+        };
+        if build_udp6(src, dst, payload, &mut self.buf).is_none() {
+            return Err(std::io::ErrorKind::InvalidInput.into());
+        }
+        // The port must be 0 for a raw socket (EINVAL otherwise); the
+        // scope picks the interface of a link-local client.
+        let sin6 = libc::sockaddr_in6 {
+            sin6_family: libc::AF_INET6 as libc::sa_family_t,
+            sin6_port: 0,
+            sin6_flowinfo: 0,
+            sin6_addr: libc::in6_addr {
+                s6_addr: dst.ip().octets(),
+            },
+            sin6_scope_id: dst.scope_id(),
+        };
+        // SAFETY: buf and sin6 are valid for the duration of the call.
+        let r = unsafe {
+            libc::sendto(
+                fd6.as_raw_fd(),
+                self.buf.as_ptr().cast(),
+                self.buf.len(),
+                libc::MSG_DONTWAIT,
+                (&sin6 as *const libc::sockaddr_in6).cast(),
+                std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+            )
+        };
+        if r < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -167,5 +261,53 @@ mod tests {
         sum += 17 + (8 + 5);
         assert_eq!(fold(add_bytes(sum, &out[20..])), 0);
         assert!(build_udp4(src, dst, &vec![0; 70_000], 1, &mut out).is_none());
+    }
+
+    #[test]
+    fn ipv6_packet_layout_and_checksum() {
+        let src: SocketAddrV6 = "[2001:db8::2]:8054".parse().unwrap();
+        let dst: SocketAddrV6 = "[2001:db8::1]:40000".parse().unwrap();
+        let mut out = Vec::new();
+        build_udp6(&src, &dst, b"hello", &mut out).unwrap();
+        assert_eq!(out.len(), HEADERS6 + 5);
+        assert_eq!(out[0] >> 4, 6);
+        assert_eq!(u16::from_be_bytes([out[4], out[5]]), 8 + 5);
+        assert_eq!(out[6], 17);
+        assert_eq!(&out[8..24], &src.ip().octets());
+        assert_eq!(&out[24..40], &dst.ip().octets());
+        assert_eq!(u16::from_be_bytes([out[40], out[41]]), 8054);
+        assert_eq!(u16::from_be_bytes([out[42], out[43]]), 40000);
+        // A correct checksum sums to zero over pseudo-header + UDP.
+        let mut sum = add_bytes(0, &out[8..40]);
+        sum += 17 + (8 + 5);
+        assert_eq!(fold(add_bytes(sum, &out[40..])), 0);
+        assert!(build_udp6(&src, &dst, &vec![0; 70_000], &mut out).is_none());
+    }
+
+    /// A real IPv6 raw send on loopback, when this process may (root or
+    /// CAP_NET_RAW): the receiver sees the chosen source port.
+    #[test]
+    fn ipv6_direct_reply_arrives_from_the_chosen_source() {
+        let Ok(mut raw) = RawSender::open() else {
+            eprintln!("skipped: no raw sockets here (needs CAP_NET_RAW)");
+            return;
+        };
+        let Ok(rx) = std::net::UdpSocket::bind("[::1]:0") else {
+            eprintln!("skipped: no IPv6 loopback");
+            return;
+        };
+        rx.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .unwrap();
+        // A source port nobody listens on: only the raw socket can send from it.
+        let holder = std::net::UdpSocket::bind("[::1]:0").unwrap();
+        let src = holder.local_addr().unwrap();
+        drop(holder);
+        let dst = rx.local_addr().unwrap();
+        assert!(raw.can_send(&src, &dst));
+        raw.send(src, dst, b"direct6").unwrap();
+        let mut buf = [0u8; 64];
+        let (n, from) = rx.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"direct6");
+        assert_eq!(from, src);
     }
 }

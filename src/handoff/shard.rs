@@ -15,6 +15,7 @@ use super::frame::{self, DropReason, Frame, FrameType, Key, Opener, ServiceKind}
 use super::liveness::{Liveness, Transition};
 use super::policy::{Admission, Alternate, Decision, HandoffReason, Request};
 use super::raw::RawSender;
+use super::replay::ReplayTable;
 use super::worker::{GateLink, WorkerGate};
 use crate::metrics::shard::HandoffCounts;
 
@@ -27,6 +28,13 @@ pub struct Counters {
     pub bad_mac: Cell<u64>,
     pub stale: Cell<u64>,
     pub replayed: Cell<u64>,
+    pub guard_full: Cell<u64>,
+    /// HTTP requests whose `handoff=` hop token did not verify (treated as
+    /// first-hop requests).
+    pub bad_hop_token: Cell<u64>,
+    /// Direct replies refused for a source address that is not the
+    /// alternate's (relayed instead).
+    pub direct_refused: Cell<u64>,
     pub wrong_source: Cell<u64>,
     pub malformed: Cell<u64>,
     /// Replies sent for handed-off requests, by mode (on the answering node).
@@ -57,6 +65,8 @@ pub struct HandoffShard {
     cfg: HandoffConfig,
     alternate: SocketAddr,
     key: Key,
+    /// The alternate's sending key (checks its HTTP hop tokens).
+    peer_key: Key,
     opener: RefCell<Opener>,
     liveness: RefCell<Liveness>,
     up: Cell<bool>,
@@ -88,6 +98,8 @@ pub struct HandoffShard {
     link: Arc<GateLink>,
     /// The workers' busy ns already charged to this shard's admission.
     worker_seen_ns: Cell<u64>,
+    /// Offered and handed-off totals at the last [`HandoffShard::share_ppm`].
+    share_seen: Cell<(u64, u64)>,
 }
 
 /// Shortest interval between two load samples, ns.
@@ -116,7 +128,13 @@ pub fn dup_udp(fd: &impl AsRawFd) -> std::io::Result<UdpSocket> {
 
 impl HandoffShard {
     /// State for shard `index`. `cfg.alternate` must be set (validated).
-    pub fn new(index: usize, cfg: HandoffConfig, key: Key) -> HandoffShard {
+    /// `replay` is the node's replay guard, shared by every shard.
+    pub fn new(
+        index: usize,
+        cfg: HandoffConfig,
+        key: Key,
+        replay: Arc<ReplayTable>,
+    ) -> HandoffShard {
         let alternate = cfg
             .alternate
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8055)));
@@ -139,7 +157,12 @@ impl HandoffShard {
         };
         HandoffShard {
             index,
-            opener: RefCell::new(Opener::new(key.for_sender(alternate), alternate, window_us)),
+            opener: RefCell::new(Opener::new(
+                key.for_sender(alternate),
+                alternate,
+                window_us,
+                replay,
+            )),
             liveness: RefCell::new(Liveness::new(cfg.heartbeat_misses)),
             up: Cell::new(false),
             nonce: Cell::new(random_u64()),
@@ -161,7 +184,9 @@ impl HandoffShard {
             alternate_busy: Cell::new(None),
             link: Arc::new(GateLink::default()),
             worker_seen_ns: Cell::new(0),
+            share_seen: Cell::new((0, 0)),
             alternate,
+            peer_key: key.for_sender(alternate),
             key: key.for_sender(cfg.listen),
             cfg,
         }
@@ -177,6 +202,21 @@ impl HandoffShard {
 
     pub fn alternate(&self) -> SocketAddr {
         self.alternate
+    }
+
+    /// This node's sending key (seals frames and HTTP hop tokens).
+    pub fn sending_key(&self) -> &Key {
+        &self.key
+    }
+
+    /// The alternate's sending key.
+    pub fn peer_key(&self) -> &Key {
+        &self.peer_key
+    }
+
+    /// Count an HTTP hop token that did not verify.
+    pub fn count_bad_hop_token(&self) {
+        bump(&self.counts.bad_hop_token);
     }
 
     /// The heartbeat's view of the alternate.
@@ -260,9 +300,18 @@ impl HandoffShard {
         )
     }
 
-    /// Handed-off share (overload) of the last window, parts per million.
+    /// Handed-off share (overload) since the previous call, parts per
+    /// million: the executor's and this shard's DNS workers' requests
+    /// together (called once per metrics publish). No request since: 0.
     pub fn share_ppm(&self) -> u32 {
-        self.admission.borrow().share_ppm()
+        let (o1, h1) = self.admission.borrow().totals();
+        let offered = o1 + self.link.offered.load(Ordering::Relaxed);
+        let handed = h1 + self.link.handed.load(Ordering::Relaxed);
+        let (o0, h0) = self.share_seen.replace((offered, handed));
+        (handed.saturating_sub(h0) * 1_000_000)
+            .checked_div(offered.saturating_sub(o0))
+            .unwrap_or(0)
+            .min(1_000_000) as u32
     }
 
     /// The alternate's last reported busy percent.
@@ -390,6 +439,7 @@ impl HandoffShard {
                     DropReason::BadMac => &c.bad_mac,
                     DropReason::Stale => &c.stale,
                     DropReason::Replayed => &c.replayed,
+                    DropReason::GuardFull => &c.guard_full,
                 });
                 tracing::debug!(shard = self.index, %from, reason = why.as_str(), detail = ?why, "hand-off frame dropped");
                 None
@@ -402,10 +452,25 @@ impl HandoffShard {
     /// a reply frame (relay). Direct falls back to relay for IPv6 and, for
     /// good, when the kernel refuses the raw send.
     pub fn send_reply(&self, req: &Frame<'_>, reply: &[u8]) {
-        if self.reply.get() == ReplyMode::Direct
-            && super::raw::is_v4(&req.client)
-            && super::raw::is_v4(&req.service_addr)
-        {
+        let can_send = |raw: &Option<RawSender>| {
+            raw.as_ref()
+                .is_some_and(|r| r.can_send(&req.service_addr, &req.client))
+        };
+        let allowed = self.cfg.direct_source_allowed(&req.service_addr);
+        if self.reply.get() == ReplyMode::Direct && !allowed {
+            bump(&self.counts.direct_refused);
+            if self.counts.direct_refused.get() == 1 {
+                tracing::warn!(
+                    shard = self.index,
+                    source = %req.service_addr,
+                    "a handed-off request names a service address that is not the alternate's \
+                     (handoff.alternate's IP or handoff.alternate_service_ips): answered in relay \
+                     mode instead of sending from that source; list the alternate's service IPs \
+                     in handoff.alternate_service_ips"
+                );
+            }
+        }
+        if self.reply.get() == ReplyMode::Direct && allowed && can_send(&self.raw.borrow()) {
             let sent = self
                 .raw
                 .borrow_mut()
@@ -551,6 +616,8 @@ impl HandoffShard {
             dropped_bad_mac: c.bad_mac.get(),
             dropped_stale: c.stale.get(),
             dropped_replayed: c.replayed.get(),
+            dropped_guard_full: c.guard_full.get(),
+            bad_hop_tokens: c.bad_hop_token.get(),
             dropped_wrong_source: c.wrong_source.get(),
             dropped_malformed: c.malformed.get(),
             replies_direct: c.direct.get(),

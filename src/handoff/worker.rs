@@ -37,13 +37,18 @@ pub struct GateLink {
     alternate: AtomicU8,
     /// Busy ns of the executor's request work (written by the executor).
     pub executor_busy_ns: AtomicU64,
-    /// Busy ns of the worker's request work (written by the worker).
+    /// Busy ns of the workers' request work (each worker of the shard
+    /// adds its own, once per batch).
     pub worker_busy_ns: AtomicU64,
     /// The worker's DNS queries handed off for overload, refused
     /// (alternate down or saturated), and hand-offs that could not be sent.
     pub overloaded: AtomicU64,
     pub rejects: AtomicU64,
     pub send_failed: AtomicU64,
+    /// Requests the workers' admissions were offered and handed off for
+    /// overload (every worker of the shard adds its own, once per batch).
+    pub offered: AtomicU64,
+    pub handed: AtomicU64,
 }
 
 impl GateLink {
@@ -94,6 +99,9 @@ pub struct WorkerGate {
     /// executor's busy ns seen at the last batch (the delta is foreign).
     busy_ns: u64,
     executor_seen_ns: u64,
+    /// What this worker already added to the link: busy ns, offered and
+    /// handed-off requests.
+    reported: (u64, u64, u64),
 }
 
 impl WorkerGate {
@@ -128,6 +136,7 @@ impl WorkerGate {
             realtime_offset_ns: 0,
             rx_ns: 0,
             busy_ns: 0,
+            reported: (0, 0, 0),
         })
     }
 
@@ -224,9 +233,14 @@ impl Screen for WorkerGate {
             self.busy_ns += spent;
             self.last_ns = now;
         }
-        self.link
-            .worker_busy_ns
-            .store(self.busy_ns, Ordering::Relaxed);
+        let (offered, handed) = self.admission.totals();
+        let (busy0, offered0, handed0) = self.reported;
+        let l = &self.link;
+        l.worker_busy_ns
+            .fetch_add(self.busy_ns - busy0, Ordering::Relaxed);
+        l.offered.fetch_add(offered - offered0, Ordering::Relaxed);
+        l.handed.fetch_add(handed - handed0, Ordering::Relaxed);
+        self.reported = (self.busy_ns, offered, handed);
     }
 }
 

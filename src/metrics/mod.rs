@@ -98,6 +98,7 @@ pub mod names {
     pub const HANDOFF_DROPPED: &str = "shardgate_handoff_frames_dropped_total";
     pub const HANDOFF_REPLIES: &str = "shardgate_handoff_replies_total";
     pub const HANDOFF_ALTERNATE_UP: &str = "shardgate_handoff_alternate_up";
+    pub const HANDOFF_BAD_HOP_TOKENS: &str = "shardgate_handoff_http_bad_hop_tokens_total";
     pub const HANDOFF_SHARE: &str = "shardgate_handoff_share_ratio";
     pub const HANDOFF_ALTERNATE_BUSY: &str = "shardgate_handoff_alternate_busy_ratio";
     pub const HANDOFF_ALTERNATE_SATURATED: &str = "shardgate_handoff_alternate_saturated";
@@ -266,7 +267,12 @@ pub const CATALOGUE: &[(&str, Kind, &str)] = &[
     (
         names::HANDOFF_DROPPED,
         Kind::Counter,
-        "Hand-off frames dropped, by reason (bad_mac, stale, wrong_source, malformed).",
+        "Hand-off frames dropped, by reason (bad_mac, stale, wrong_source, malformed, replayed, replay_guard_full).",
+    ),
+    (
+        names::HANDOFF_BAD_HOP_TOKENS,
+        Kind::Counter,
+        "HTTP requests whose handoff= hop token did not verify (treated as first-hop requests).",
     ),
     (
         names::HANDOFF_REPLIES,
@@ -281,7 +287,7 @@ pub const CATALOGUE: &[(&str, Kind, &str)] = &[
     (
         names::HANDOFF_SHARE,
         Kind::Gauge,
-        "Share of this shard's requests handed off for overload over the last 100 ms window (0..1).",
+        "Share of this shard's requests (executor and DNS workers) handed off for overload since the previous publish, about a second (0..1).",
     ),
     (
         names::HANDOFF_ALTERNATE_BUSY,

@@ -147,6 +147,8 @@ pub struct HandoffCounts {
     pub dropped_wrong_source: u64,
     pub dropped_malformed: u64,
     pub dropped_replayed: u64,
+    pub dropped_guard_full: u64,
+    pub bad_hop_tokens: u64,
     pub replies_direct: u64,
     pub replies_relay: u64,
     pub overload_rejects: u64,
@@ -184,6 +186,8 @@ struct HandoffHandles {
     wrong_source: Counter,
     malformed: Counter,
     replayed: Counter,
+    guard_full: Counter,
+    bad_hop_tokens: Counter,
     direct: Counter,
     relay: Counter,
     rejects: Counter,
@@ -331,6 +335,8 @@ impl ShardMetrics {
                 wrong_source: c(names::HANDOFF_DROPPED, &[("reason", "wrong_source")]),
                 malformed: c(names::HANDOFF_DROPPED, &[("reason", "malformed")]),
                 replayed: c(names::HANDOFF_DROPPED, &[("reason", "replayed")]),
+                guard_full: c(names::HANDOFF_DROPPED, &[("reason", "replay_guard_full")]),
+                bad_hop_tokens: c(names::HANDOFF_BAD_HOP_TOKENS, &[]),
                 direct: c(names::HANDOFF_REPLIES, &[("mode", "direct")]),
                 relay: c(names::HANDOFF_REPLIES, &[("mode", "relay")]),
                 rejects: c(names::OVERLOAD_REJECTS, &[]),
@@ -601,6 +607,8 @@ impl ShardMetrics {
         x.wrong_source.absolute(h.dropped_wrong_source);
         x.malformed.absolute(h.dropped_malformed);
         x.replayed.absolute(h.dropped_replayed);
+        x.guard_full.absolute(h.dropped_guard_full);
+        x.bad_hop_tokens.absolute(h.bad_hop_tokens);
         x.direct.absolute(h.replies_direct);
         x.relay.absolute(h.replies_relay);
         x.rejects.absolute(h.overload_rejects);

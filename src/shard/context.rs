@@ -63,6 +63,12 @@ impl ShardCtx {
                     index,
                     cfg.clone(),
                     key,
+                    shared.handoff_replay.clone().unwrap_or_else(|| {
+                        Arc::new(crate::handoff::replay::ReplayTable::new(
+                            crate::handoff::replay::SLOT_BITS,
+                            crate::handoff::shard::unix_us(),
+                        ))
+                    }),
                 ))),
                 Err(e) => {
                     tracing::error!(shard = index, "{e}");

@@ -70,6 +70,9 @@ pub struct Shared {
     /// The function service (engine + compiled functions), when configured;
     /// each shard builds its arenas from it. Changes need a restart.
     pub functions: Option<Arc<crate::functions::FunctionNode>>,
+    /// The hand-off replay guard, one per node (every shard opens frames
+    /// against it), when `[handoff]` is configured.
+    pub handoff_replay: Option<Arc<crate::handoff::replay::ReplayTable>>,
 }
 
 /// Result of a reload attempt.
@@ -98,6 +101,12 @@ impl Shared {
             source,
             map_store: MapStore::detached(&loaded.config),
             functions: None,
+            handoff_replay: loaded.config.handoff.as_ref().map(|_| {
+                Arc::new(crate::handoff::replay::ReplayTable::new(
+                    crate::handoff::replay::SLOT_BITS,
+                    crate::handoff::shard::unix_us(),
+                ))
+            }),
             startup: loaded.config,
         }
     }
