@@ -16,11 +16,20 @@
 # share a perfect split needs, 1 - 1/factor. Not a test: prints figures.
 #
 #   scripts/bench-handoff.sh [--duration SECONDS] [--factors "1.8 1.5"] [--target-us 400]
-#                            [--max-wait-us 2000] [--target-busy 97] [--no-build]
+#                            [--max-wait-us 2000] [--target-busy 97] [--reply relay|direct]
+#                            [--no-build]
 #
-# On a 2-CPU machine B shares CPU 1 with the load generator and the probe,
-# so B's capacity for handed-off work is well below A's: read the 1.5x run
-# as what the pair absorbs when B has the room.
+# --reply: how B answers handed-off requests (default relay: through A,
+# which forwards; direct: raw socket from A's address, needs root or
+# CAP_NET_RAW).
+#
+# On a 2-CPU machine B shares CPU 1 with the load generator and the probe
+# (both pinned there, so A has CPU 0 to itself), so B's capacity for
+# handed-off work is well below A's: read the 1.5x run as what the pair
+# absorbs when B has the room. Each run also prints both CPUs' busy shares
+# (/proc/stat) and how much of CPU 0 A's local calls account for: A busy
+# near 100% with its local calls filling it is the work-conserving policy;
+# CPU 1 near 100% means B had no room left.
 #
 # Bounded: about 2 x factors x (duration + 4) seconds plus calibration.
 # Loopback only.
@@ -31,6 +40,7 @@ duration=8
 factors="1.8 1.5"
 target_us=400
 target_busy=97
+reply=relay
 max_wait_us=2000
 build=1
 while [ $# -gt 0 ]; do
@@ -40,6 +50,7 @@ while [ $# -gt 0 ]; do
     --target-us) target_us=$2; shift 2 ;;
     --target-busy) target_busy=$2; shift 2 ;;
     --max-wait-us) max_wait_us=$2; shift 2 ;;
+    --reply) reply=$2; shift 2 ;;
     --no-build) build=0; shift ;;
     *) echo "unknown argument $1 (see the header of $0)" >&2; exit 2 ;;
   esac
@@ -104,7 +115,7 @@ EOF
 alternate = "$7:$8"
 listen = "$2:$6"
 key_file = "$work/handoff.key"
-reply = "relay"
+reply = "$reply"
 max_wait_us = $max_wait_us
 target_busy_percent = $target_busy
 heartbeat_interval_ms = 100
@@ -159,8 +170,8 @@ stop_all
 echo "calibration: spin rounds $rounds -> capacity of A alone ~$(printf %.0f "$cap") calls/s (~$(python3 -c "print(round(1e6/$cap,1))") us per call)"
 
 probe() { # seconds -> prints "local_n local_p50 local_p99 b_n b_p50 b_p99 lost"
-  python3 - "$1" 127.0.0.2 $A_FN "$rounds" <<'PY'
-import socket, struct, sys, time
+  taskset -c 1 python3 - "$1" 127.0.0.2 $A_FN "$rounds" <<'PY'
+import select, socket, struct, sys, time
 secs, ip, port, rounds = float(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.bind(("127.0.0.1", 0)); s.setblocking(False)
@@ -180,14 +191,17 @@ def drain():
         if i in sent and i not in got:
             got[i] = (time.perf_counter() - sent[i], d[15:16] == b"B", d[14])
 end = time.perf_counter() + secs; i = 0; nxt = time.perf_counter()
+# Sleep in select() until the next send or a reply (no polling: the probe
+# shares CPU 1 with B and the load generator).
 while time.perf_counter() < end:
     now = time.perf_counter()
     if now >= nxt:
         i += 1; sent[i] = now; s.sendto(frame(i), (ip, port)); nxt += 0.004
-    drain(); time.sleep(0.0002)
+    select.select([s], [], [], max(0.0, nxt - time.perf_counter()))
+    drain()
 stop = time.perf_counter() + 1.2
 while time.perf_counter() < stop:
-    drain(); time.sleep(0.001)
+    select.select([s], [], [], 0.05); drain()
 def pct(v, q):
     if not v: return "-"
     v = sorted(v); return round(v[min(len(v) - 1, int(q * len(v)))] * 1e6)
@@ -211,18 +225,26 @@ run() { # label handoff(0/1)
   input "$rounds"
   probe "$((duration + 1))" >"$work/probe.txt" &
   local probe_pid=$!
+  local cpu0_before cpu0_after
+  cpu0_before=$(awk '$1 == "cpu0" || $1 == "cpu1" {printf "%s %s ", $2+$3+$4+$7+$8, $2+$3+$4+$5+$6+$7+$8}' /proc/stat)
   taskset -c 1 "$LOAD" fn-udp --target 127.0.0.2:$A_FN -F spin --data-file "$work/in.bin" \
     --rate "$rate" -d "${duration}s" --warmup 1s --timeout 1s --quiet --brief --json "$work/r.json" >/dev/null 2>&1
+  cpu0_after=$(awk '$1 == "cpu0" || $1 == "cpu1" {printf "%s %s ", $2+$3+$4+$7+$8, $2+$3+$4+$5+$6+$7+$8}' /proc/stat)
   wait "$probe_pid"
   sleep 1.2 # one metrics publish
   local over local_ok
   over=$(metric 127.0.0.2 $A_ADMIN 'shardgate_handoffs_total{shard="0",reason="overloaded"}')
   local_ok=$(metric 127.0.0.2 $A_ADMIN 'shardgate_function_invocations_total{shard="0",function="spin",outcome="ok"}')
-  python3 - "$work/r.json" "$1" "$over" "$local_ok" "$factor" $(cat "$work/probe.txt") <<'PY'
+  python3 - "$work/r.json" "$1" "$over" "$local_ok" "$factor" $(cat "$work/probe.txt") $cpu0_before $cpu0_after "$cap" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1])); label, over = sys.argv[2], float(sys.argv[3])
 local_ok, factor = float(sys.argv[4]), float(sys.argv[5])
 ln, lp50, lp99, bn, bp50, bp99, plost = sys.argv[6:13]
+b0, t0, c0, u0, b1, t1, c1, u1, cap = (float(x) for x in sys.argv[13:22])
+busy = (b1 - b0) / max(1.0, t1 - t0)
+busy1 = (c1 - c0) / max(1.0, u1 - u0)
+secs = (t1 - t0) / 100.0  # USER_HZ ticks of CPU 0
+work = local_ok / cap / max(secs, 1e-9)  # share of CPU 0 the local calls need
 share = 100.0 * over / max(1.0, over + local_ok)
 needed = 100.0 * (1 - 1 / factor)
 c, l = r["counts"], r["latency"]
@@ -230,6 +252,10 @@ print(f"{label:<22} answered {c['ok']}/{c['sent']} = {100.0 * c['ok'] / max(1, c
       f"(errors {c['errors']}, lost {c['lost']}); all: p50 {l['p50_us']:.0f} us, p99 {l['p99_us']:.0f} us; "
       f"handed off {over:.0f} (share {share:.1f}%, needed {needed:.1f}%; A served {local_ok:.0f})")
 print(f"{'':<22} probe: served by A {ln} (p50 {lp50} us, p99 {lp99} us), by B {bn} (p50 {bp50} us, p99 {bp99} us), lost {plost}")
+per = (busy - work) * secs / over * 1e6 if over else 0.0
+print(f"{'':<22} A's CPU 0: busy {100 * busy:.1f}%, local calls {100 * work:.1f}% of it"
+      + (f", the rest {per:.0f} us per handed-off request" if over else "")
+      + f"; CPU 1 (B, load generator, probe): busy {100 * busy1:.1f}%")
 PY
   stop_all
 }
