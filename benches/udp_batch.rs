@@ -241,6 +241,7 @@ fn run_once(mode: Mode, kind: Kind, secs: f64, window: usize, server_cpu: usize)
                         &mut h,
                         &stop,
                         udp::LoopSettings::batch_only(udp::DEFAULT_BATCH),
+                        &mut udp::KernelDrops::unexported(),
                     )
                     .await
                 }

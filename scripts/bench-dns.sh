@@ -2,7 +2,7 @@
 # DNS benchmark (not a test): shardgate vs Knot DNS, same views, same load.
 #
 #   scripts/bench-dns.sh [--duration S] [--rounds N] [--rate QPS] [--only shardgate|knot]
-#                        [--rt] [--reflector] [--handoff] [--no-build]
+#                        [--rt] [--reflector] [--handoff] [--sweep [RATES]] [--no-build]
 #
 # Both servers are configured from one description, scripts/bench/views.toml
 # (scripts/bench/gen.py writes shardgate's config and Knot's zone file plus a
@@ -41,6 +41,15 @@
 # idle unless handed work), so the summary says what configuring a pair
 # costs the DNS fast path (target: within 5% of queries per core-second).
 #
+# --sweep runs every server at each fixed rate of RATES (QPS in total,
+# comma-separated; default 10000,20000,50000,100000,200000) as well as
+# saturating, interleaved as above, and reports per rate: latency avg and
+# p99, queries lost, CPU 1's busy share; then queries per core-second at
+# saturation, the highest rate Knot sustains without loss, and whether
+# shardgate is no slower and no busier than Knot at every rate up to it.
+# The table goes to sweep.txt, the plot (latency vs rate, both servers) to
+# sweep.svg and, with ImageMagick's convert or rsvg-convert, sweep.png.
+#
 # Raw outputs and the summary go to results/bench-dns-<timestamp>/.
 # Needs: dnsperf, knotd + knot-module-geoip, dig, python3 >= 3.11, taskset,
 # 2+ CPUs. Run as root (or a user allowed to run knotd and bind the ports).
@@ -64,7 +73,8 @@ REFLECTOR_BIN=$ROOT/target/release/examples/udp_reflector
 SERVER_CPU=1
 CLIENT_CPU=0
 
-usage() { sed -n '2,46p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,55p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+SWEEP=""
 while [ $# -gt 0 ]; do
     case $1 in
         --duration) DURATION=$2; shift 2 ;;
@@ -75,6 +85,10 @@ while [ $# -gt 0 ]; do
         --rt) RT=(chrt -f 10); shift ;;
         --reflector) REFLECTOR=1; shift ;;
         --handoff) HANDOFF=1; shift ;;
+        --sweep)
+            SWEEP=10000,20000,50000,100000,200000
+            if [ $# -ge 2 ] && [[ $2 =~ ^[0-9]+(,[0-9]+)*$ ]]; then SWEEP=$2; shift; fi
+            shift ;;
         -h|--help) usage 0 ;;
         *) echo "unknown argument: $1" >&2; usage 2 ;;
     esac
@@ -254,17 +268,19 @@ verify() {
 }
 
 # --- one measured run ------------------------------------------------------
-# measure SERVER KIND ROUND: KIND is sat (as fast as dnsperf can) or fixed.
+# measure SERVER KIND ROUND: KIND is sat (as fast as dnsperf can), fixed
+# (--rate QPS) or rN (N QPS, --sweep).
 measure() {
     local server=$1 kind=$2 round=$3
-    local dir="$OUT/runs/$round-$server-$kind" port
+    local dir="$OUT/runs/$round-$server-$kind" port rate=$RATE
     port=$(port_of "$server")
     mkdir -p "$dir"
     start "$server" "$dir/server.log"
     sleep 1 # let start-up work settle
     local -a rate_args=()
-    if [ "$kind" = fixed ]; then
-        rate_args=(-Q $(((RATE + ${#SOURCES[@]} - 1) / ${#SOURCES[@]})))
+    [[ $kind == r* ]] && rate=${kind#r}
+    if [ "$kind" != sat ]; then
+        rate_args=(-Q $(((rate + ${#SOURCES[@]} - 1) / ${#SOURCES[@]})))
     fi
     grep -E '^cpu[0-9]* ' /proc/stat >"$dir/stat.before"
     cat "/proc/$SERVER_PID/stat" >"$dir/pidstat.before"
@@ -306,16 +322,35 @@ if [ "$background" -gt 10 ]; then
     log "WARNING: per-core figures will be wrong; stop other work (builds, tests) and run again"
 fi
 
+KINDS=(sat fixed)
+if [ -n "$SWEEP" ]; then
+    KINDS=(sat)
+    for r in ${SWEEP//,/ }; do KINDS+=("r$r"); done
+fi
 for round in $(seq "$ROUNDS"); do
     order=("${SERVERS[@]}")
     if [ $((round % 2)) = 0 ] && [ ${#SERVERS[@]} -ge 2 ]; then order=("${SERVERS[1]}" "${SERVERS[0]}" "${SERVERS[@]:2}"); fi
-    for kind in sat fixed; do
+    for kind in "${KINDS[@]}"; do
         for server in "${order[@]}"; do
-            log "round $round/$ROUNDS: $server, $([ "$kind" = sat ] && echo saturating || echo "$RATE QPS") for ${DURATION}s"
+            case $kind in
+                sat) what=saturating ;;
+                fixed) what="$RATE QPS" ;;
+                *) what="${kind#r} QPS" ;;
+            esac
+            log "round $round/$ROUNDS: $server, $what for ${DURATION}s"
             measure "$server" "$kind" "$round"
         done
     done
 done
 
+if [ -n "$SWEEP" ]; then
+    python3 scripts/bench/report.py sweep "$OUT" "$SERVER_CPU" | tee "$OUT/sweep.txt"
+    for conv in "rsvg-convert -o $OUT/sweep.png $OUT/sweep.svg" "convert $OUT/sweep.svg $OUT/sweep.png"; do
+        command -v "${conv%% *}" >/dev/null && $conv 2>/dev/null && { log "plot: $OUT/sweep.png"; break; }
+    done
+    [ -f "$OUT/sweep.png" ] || log "plot: $OUT/sweep.svg (install librsvg2-bin or imagemagick for a PNG)"
+    log "raw outputs: $OUT"
+    exit 0
+fi
 python3 scripts/bench/report.py table "$OUT" "$SERVER_CPU" | tee "$OUT/summary.txt"
 log "raw outputs: $OUT"

@@ -2,7 +2,14 @@
 # Print what this host has against deploy/tuning.md: NIC queues and IRQ
 # affinity, irqbalance, isolcpus/nohz_full, socket buffer sysctls, memlock,
 # CPU governor. Reads only; changes nothing. Exit 0 always (a report, not a gate).
+#
+#   scripts/check-host.sh [CONFIG]
+#
+# CONFIG (default /etc/shardgate/shardgate.toml, if present): its
+# udp_rcvbuf / udp_sndbuf settings are checked against net.core.rmem_max /
+# wmem_max (shardgate refuses to start when the kernel would cap them).
 set -u
+config=${1:-/etc/shardgate/shardgate.toml}
 
 ok()   { printf '  [ok]   %s\n' "$*"; }
 warn() { printf '  [warn] %s\n' "$*"; }
@@ -47,6 +54,26 @@ sysctl_at_least net.core.wmem_max 8388608
 sysctl_at_least net.core.rmem_default 1048576
 sysctl_at_least net.core.netdev_max_backlog 5000
 sysctl_at_least net.core.somaxconn 4096
+# The largest value of `key = N` in the config (0 when unset).
+largest_setting() { # key
+    awk -v k="$1" -F= '$1 ~ "^[ \t]*"k"[ \t]*$" { v = $2 + 0; if (v > m) m = v } END { print m + 0 }' "$config"
+}
+if [ -r "$config" ]; then
+    for pair in udp_rcvbuf:rmem_max udp_sndbuf:wmem_max; do
+        key=${pair%%:*} limit=${pair##*:}
+        want=$(largest_setting "$key")
+        have=$(sysctl -n "net.core.$limit" 2>/dev/null || echo 0)
+        if [ "$want" -eq 0 ]; then
+            info "$config: no $key set (each socket gets the kernel default, net.core.${limit/max/default})"
+        elif [ "$have" -ge "$want" ]; then
+            ok "$config: $key = $want fits net.core.$limit = $have"
+        else
+            warn "$config: $key = $want is above net.core.$limit = $have: shardgate will refuse to start; sysctl -w net.core.$limit=$want"
+        fi
+    done
+else
+    info "no config at $config: pass one to check its udp_rcvbuf / udp_sndbuf"
+fi
 if command -v nstat >/dev/null; then
     info "$(nstat -az UdpRcvbufErrors 2>/dev/null | awk '/UdpRcvbufErrors/ {print "UdpRcvbufErrors since boot: " $2}')"
 fi

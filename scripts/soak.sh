@@ -79,6 +79,10 @@ if [ "$(id -u)" = 0 ] && mount -t tmpfs -o size=4m tmpfs "$work/state-a" 2>/dev/
   mounted=1
 fi
 
+# Socket receive buffers: 4 MiB, or the most the kernel allows
+# (net.core.rmem_max); shardgate refuses a size the kernel would cap.
+rmem_max=$(cat /proc/sys/net/core/rmem_max 2>/dev/null || echo 212992)
+rcvbuf=$(( rmem_max < 4194304 ? rmem_max : 4194304 ))
 config() { # name ip fn dns admin ho peer_ip peer_ho
   cat <<EOF
 [server]
@@ -89,6 +93,7 @@ shutdown_grace_ms = 200
 state_dir = "$work/state-$1"
 [dns]
 listen = ["$2:$4"]
+udp_rcvbuf = $rcvbuf
 [[zone]]
 name = "svc.example."
 [zone.soa]
@@ -103,6 +108,7 @@ name = "default"
 record = [{ name = "upf.svc.example.", type = "A", data = "10.0.9.5" }]
 [functions]
 listen = ["$2:$3"]
+udp_rcvbuf = $rcvbuf
 cache_dir = ""
 [[function]]
 name = "checksum"

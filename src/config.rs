@@ -181,12 +181,20 @@ pub struct DnsConfig {
     pub tcp_max_query_bytes: u16,
     /// UDP: datagrams per `recvmmsg`/`sendmmsg` call.
     pub udp_batch: usize,
-    /// UDP: after a receive batch of at least `udp_coalesce_min_batch`
-    /// datagrams that did not fill the batch, wait this long (microseconds)
-    /// before the next receive so it carries more; 0 = never wait.
+    /// UDP: the longest receive-coalescing wait (microseconds): near
+    /// saturation, after a batch of at least `udp_coalesce_min_batch`
+    /// datagrams that did not fill the batch, the shard waits up to this
+    /// long (growing with its load) before the next receive so it carries
+    /// more; a shard with headroom never waits. 0 = never wait.
     pub udp_coalesce_us: u64,
     /// UDP: the batch size from which the shard counts as busy and coalesces.
     pub udp_coalesce_min_batch: usize,
+    /// UDP: receive buffer of each DNS UDP socket (`SO_RCVBUF`), bytes;
+    /// 0 = the kernel's default (`net.core.rmem_default`).
+    pub udp_rcvbuf: u32,
+    /// UDP: send buffer of each DNS UDP socket (`SO_SNDBUF`), bytes;
+    /// 0 = the kernel's default (`net.core.wmem_default`).
+    pub udp_sndbuf: u32,
     /// Removed: DNS UDP is always served by each shard's worker thread,
     /// hand-off included. Kept only so check-config can name it.
     pub udp_io: Option<toml::Value>,
@@ -262,6 +270,8 @@ impl Default for DnsConfig {
             udp_batch: 64,
             udp_coalesce_us: 200,
             udp_coalesce_min_batch: 8,
+            udp_rcvbuf: 0,
+            udp_sndbuf: 0,
             udp_io: None,
             rrl: RrlConfig::default(),
         }
@@ -933,6 +943,14 @@ pub fn validate(config: &Config) -> Vec<Problem> {
         MAX_UDP_BATCH as u64,
         " datagrams",
     );
+    for (key, bytes) in [
+        ("dns.udp_rcvbuf", dns.udp_rcvbuf),
+        ("dns.udp_sndbuf", dns.udp_sndbuf),
+    ] {
+        if let Some(message) = socket_buffer_problem(bytes) {
+            problems.push(Problem::at(key, message));
+        }
+    }
 
     if dns.rrl.enabled {
         for (key, message) in validate_rrl(&dns.rrl) {
@@ -1105,6 +1123,21 @@ pub const MAX_TCP_IDLE_TIMEOUT_MS: u64 = 3_600_000;
 pub const MAX_UDP_BATCH: usize = 1024;
 /// Upper bound for `dns.udp_coalesce_us` (10 ms).
 pub const MAX_UDP_COALESCE_US: u64 = 10_000;
+/// Bounds of a UDP socket buffer setting (`dns.udp_rcvbuf` and the like),
+/// bytes; 0 means the kernel's default.
+pub const MIN_SOCKET_BUFFER: u32 = 4096;
+pub const MAX_SOCKET_BUFFER: u32 = 1 << 30;
+
+/// What is wrong with a socket buffer setting of `bytes`, if anything.
+pub fn socket_buffer_problem(bytes: u32) -> Option<String> {
+    (bytes != 0 && !(MIN_SOCKET_BUFFER..=MAX_SOCKET_BUFFER).contains(&bytes)).then(|| {
+        format!(
+            "{bytes} is out of range: use 0 (the kernel's default) or \
+             {MIN_SOCKET_BUFFER}..={MAX_SOCKET_BUFFER} bytes"
+        )
+    })
+}
+
 /// Upper bound for `dns.tcp_max_connections_per_shard`.
 pub const MAX_TCP_CONNECTIONS_PER_SHARD: usize = 1_000_000;
 

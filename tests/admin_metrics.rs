@@ -599,12 +599,34 @@ fn upf_query(id: u16) -> Vec<u8> {
     q
 }
 
+/// Send `upf_query` as fast as the socket takes it for at most `within`
+/// (bounded), reading whatever replies come back, until `done` says so.
+fn flood_until(port: u16, within: Duration, mut done: impl FnMut() -> bool) {
+    let client = UdpSocket::bind(("127.0.0.6", 0)).unwrap();
+    client.set_nonblocking(true).unwrap();
+    let q = upf_query(7);
+    let mut buf = [0u8; 512];
+    let end = std::time::Instant::now() + within;
+    let mut sent = 0u64;
+    while std::time::Instant::now() < end {
+        for _ in 0..256 {
+            if client.send_to(&q, ("127.0.0.1", port)).is_ok() {
+                sent += 1;
+            }
+        }
+        while client.recv_from(&mut buf).is_ok() {}
+        if sent % 4096 < 256 && done() {
+            return;
+        }
+    }
+}
+
 #[test]
-fn bursts_are_served_in_coalesced_batches_and_every_query_is_answered() {
-    // Batches of 16, and every partial batch that does not follow a wait is
-    // followed by a 5 ms coalescing wait (min batch 1). 300 queries cannot
-    // all arrive in full batches of 16, so at least one wait is certain
-    // whatever the timing; during it the rest of a burst of 50 queues up.
+fn bursts_are_answered_and_a_saturated_shard_coalesces() {
+    // Batches of 16, waits of up to 5 ms from batches of 1 up. Bursts of 50
+    // queries are all answered once each; then a flood saturates the one
+    // shard, and a saturated shard waits to coalesce (the policy's load
+    // measure and ramp run on the real loop).
     let dir = tempfile::tempdir().unwrap();
     let ports = Ports::new();
     let text = config(ports, 1, "").replace(
@@ -649,15 +671,142 @@ fn bursts_are_served_in_coalesced_batches_and_every_query_is_answered() {
     let total = f64::from(waves * per_wave);
     let m = published_metrics(&s, total);
     let batches = sum_samples(&m, "shardgate_udp_receive_batches_total{");
-    let waits = sum_samples(&m, "shardgate_udp_coalescing_waits_total{");
     assert!(
-        (1.0..total).contains(&batches),
+        (1.0..=total).contains(&batches),
         "{batches} receive batches for {total} queries"
     );
-    assert!(waits >= 1.0, "no coalescing wait under bursts:\n{m}");
     assert_eq!(
         sum_samples(&m, "shardgate_dropped_total{"),
         0.0,
         "queries dropped"
+    );
+    let waits = |s: &Shardgate| sum_samples(&s.metrics(), "shardgate_udp_coalescing_waits_total{");
+    flood_until(ports.dns, Duration::from_secs(20), || waits(&s) >= 1.0);
+    assert!(
+        waits(&s) >= 1.0,
+        "a shard flooded for 20 s never waited to coalesce:\n{}",
+        s.metrics()
+    );
+}
+
+/// The kernel's drop count of the UDP socket bound to `port` on 127.0.0.1
+/// (the last column of /proc/net/udp), summed over SO_REUSEPORT sockets.
+fn proc_udp_drops(port: u16) -> u64 {
+    let local = format!("0100007F:{port:04X}");
+    std::fs::read_to_string("/proc/net/udp")
+        .unwrap()
+        .lines()
+        .skip(1)
+        .filter(|l| l.split_whitespace().nth(1) == Some(local.as_str()))
+        .filter_map(|l| l.split_whitespace().last()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[test]
+fn datagrams_dropped_at_a_stopped_shards_socket_are_counted() {
+    // A small receive buffer (dns.udp_rcvbuf), the process stopped
+    // (SIGSTOP) while 2,000 queries arrive: the kernel drops most of them,
+    // and once the shard runs again the next query carries the kernel's
+    // count into shardgate_udp_socket_drops_total.
+    let dir = tempfile::tempdir().unwrap();
+    let ports = Ports::new();
+    let text = config(ports, 1, "").replace("[dns]\n", "[dns]\nudp_rcvbuf = 16384\n");
+    assert!(text.contains("udp_rcvbuf = 16384"));
+    let s = Shardgate::start(dir.path(), ports, &text);
+    let drops = |m: &str| {
+        sum_samples_with(
+            m,
+            "shardgate_udp_socket_drops_total{",
+            &[
+                "protocol=\"dns-udp\"",
+                &format!("listen=\"127.0.0.1:{}\"", ports.dns),
+            ],
+        )
+    };
+    let m = s.metrics();
+    assert!(
+        m.contains("shardgate_udp_socket_drops_total{"),
+        "no drop counter before any drop:\n{m}"
+    );
+    assert_eq!(drops(&m), 0.0);
+    let pid = s.pid() as i32;
+    // SAFETY: signals to our own child.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    // The signal stops each thread when it next runs: wait until all have.
+    let all_stopped = || {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .ok()
+            .is_some_and(|tasks| {
+                tasks.flatten().all(|t| {
+                    std::fs::read_to_string(t.path().join("stat"))
+                        .ok()
+                        .and_then(|st| {
+                            st.rsplit_once(')')
+                                .map(|(_, rest)| rest.trim_start().starts_with('T'))
+                        })
+                        .unwrap_or(true)
+                })
+            })
+    };
+    assert!(
+        eventually(Duration::from_secs(5), || all_stopped().then_some(())).is_some(),
+        "shardgate's threads did not all stop"
+    );
+    let client = UdpSocket::bind(("127.0.0.7", 0)).unwrap();
+    for id in 0..2000u16 {
+        client
+            .send_to(&upf_query(id), ("127.0.0.1", ports.dns))
+            .unwrap();
+    }
+    let dropped_by_kernel = proc_udp_drops(ports.dns);
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+    assert!(
+        dropped_by_kernel > 1000,
+        "a 16 KB buffer held {} of 2,000 queries",
+        2000 - dropped_by_kernel
+    );
+    // The first query after the drops carries the count.
+    assert_eq!(
+        s.ask(Ipv4Addr::new(127, 0, 0, 8)),
+        vec![Ipv4Addr::new(10, 0, 1, 5)]
+    );
+    let seen = eventually(Duration::from_secs(5), || {
+        let d = drops(&s.metrics());
+        (d >= dropped_by_kernel as f64).then_some(d)
+    });
+    assert_eq!(
+        seen,
+        Some(proc_udp_drops(ports.dns) as f64),
+        "the metric should match the kernel's count:\n{}",
+        s.metrics()
+    );
+}
+
+#[test]
+fn a_receive_buffer_above_the_kernel_limit_is_refused_at_start() {
+    let rmem_max: u64 = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let ask = (rmem_max + 1).max(4096);
+    if ask > 1 << 30 {
+        eprintln!("net.core.rmem_max = {rmem_max}: no setting above it is valid; nothing to test");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ports = Ports::new();
+    let text = config(ports, 1, "").replace("[dns]\n", &format!("[dns]\nudp_rcvbuf = {ask}\n"));
+    let mut s = Shardgate::spawn(dir.path(), ports, &text);
+    let status = s.wait_exit(Duration::from_secs(20));
+    assert!(
+        status.is_some_and(|st| !st.success()),
+        "shardgate did not refuse to start: {status:?}\n{}",
+        s.log()
+    );
+    let log = s.log();
+    assert!(
+        log.contains("dns.udp_rcvbuf") && log.contains(&format!("net.core.rmem_max = {rmem_max}")),
+        "the error should name the key and the kernel limit:\n{log}"
     );
 }

@@ -6,6 +6,8 @@
                                               the per-query lines of dnsperf -v are
                                               folded into the histogram and dropped
     report.py table OUTDIR CPU                every run -> the comparison table
+    report.py sweep OUTDIR CPU                --sweep runs -> the per-rate table
+                                              (stdout) and OUTDIR/sweep.svg
 """
 
 import glob
@@ -241,9 +243,149 @@ def table(out, cpu):
         json.dump(results, f, indent=2)
 
 
+def load_runs(out):
+    runs = []
+    for path in glob.glob(os.path.join(out, "runs", "*", "summary.json")):
+        with open(path) as f:
+            runs.append(json.load(f))
+    if not runs:
+        raise SystemExit("report.py: no runs")
+    return runs
+
+
+def sweep(out, cpu):
+    """Per fixed rate (kinds rN) and server: medians of latency avg/p99,
+    lost queries (sum), CPU busy share; saturation throughput; the targets
+    of the adaptive-coalescing issue."""
+    runs = load_runs(out)
+    servers = [s for s in ("shardgate", "knot", "reflector") if any(r["server"] == s for r in runs)]
+    rates = sorted({int(r["kind"][1:]) for r in runs if r["kind"].startswith("r")})
+    rounds = max(r["round"] for r in runs)
+    cell = {}
+    for s in servers:
+        for kind in ["sat"] + [f"r{q}" for q in rates]:
+            rs = [r for r in runs if r["server"] == s and r["kind"] == kind]
+            if rs:
+                m = {k: med(rs, k) for k in ("qps", "latency_avg_ms", "latency_p99_ms", "server_cpu_busy_share", "queries_per_core_second")}
+                m["lost"] = sum(r["lost"] for r in rs)
+                m["sent"] = sum(r["lost"] + r["completed"] for r in rs)
+                cell[(s, kind)] = m
+    lines = []
+    w = lines.append
+    w(f"DNS rate sweep: medians of {rounds} round(s); latency in microseconds; CPU {cpu} busy share")
+    w(open(os.path.join(out, "env.txt")).read().rstrip())
+    b, t = share(out, cpu, "idle.before", "idle.after")
+    if t:
+        w(f"background busy share of CPU {cpu} with no server running: {b / t:.1%}")
+    w("")
+    head = "| rate (QPS) | " + " | ".join(f"{s} avg / p99 | {s} lost | {s} CPU {cpu}" for s in servers) + " |"
+    w(head)
+    w("|" + "---|" * (1 + 3 * len(servers)))
+    for q in rates:
+        row = [f"{q:,}"]
+        for s in servers:
+            m = cell.get((s, f"r{q}"))
+            if not m:
+                row += ["n/a"] * 3
+                continue
+            row.append(f"{m['latency_avg_ms'] * 1000:.0f} / {m['latency_p99_ms'] * 1000:.0f}" if m["latency_avg_ms"] is not None else "n/a")
+            row.append(f"{m['lost']}")
+            row.append(fmt(m["server_cpu_busy_share"], ".1%"))
+        w("| " + " | ".join(row) + " |")
+    row = ["saturating"]
+    for s in servers:
+        m = cell.get((s, "sat"), {})
+        row.append(f"{fmt(m.get('qps'), ',.0f')} QPS, {fmt(m.get('queries_per_core_second'), ',.0f')} q/core-s")
+        row.append(f"{m.get('lost', 'n/a')}")
+        row.append(fmt(m.get("server_cpu_busy_share"), ".1%"))
+    w("| " + " | ".join(row) + " |")
+    w("")
+    if "shardgate" in servers and "knot" in servers:
+        sg_sat, kn_sat = cell.get(("shardgate", "sat")), cell.get(("knot", "sat"))
+        if sg_sat and kn_sat and kn_sat["queries_per_core_second"]:
+            ratio = sg_sat["queries_per_core_second"] / kn_sat["queries_per_core_second"]
+            w(f"saturation: shardgate/Knot queries per core-second {ratio:.2f}x (target >= 1.5x)")
+        lossless = [q for q in rates if cell.get(("knot", f"r{q}")) and cell[("knot", f"r{q}")]["lost"] == 0]
+        knot_max = max(lossless) if lossless else None
+        w(f"highest rate Knot sustains without loss: {knot_max:,} QPS" if knot_max else "Knot lost queries at every rate")
+        worse = []
+        for q in rates:
+            if knot_max is None or q > knot_max:
+                continue
+            sg, kn = cell.get(("shardgate", f"r{q}")), cell.get(("knot", f"r{q}"))
+            if not sg or not kn:
+                continue
+            for key, name in (("latency_avg_ms", "avg"), ("latency_p99_ms", "p99"), ("server_cpu_busy_share", f"CPU {cpu}")):
+                if sg[key] is not None and kn[key] is not None and sg[key] > kn[key]:
+                    worse.append(f"{q:,} QPS {name}")
+        w("shardgate no slower and no busier than Knot at every rate up to it: "
+          + ("yes" if not worse else "NO (" + ", ".join(worse) + ")"))
+        if sg_sat and sg_sat.get("qps"):
+            cap = 0.8 * sg_sat["qps"]
+            lossy = [q for q in rates if q <= cap and cell.get(("shardgate", f"r{q}")) and cell[("shardgate", f"r{q}")]["lost"]]
+            w(f"shardgate loss at fixed rates up to 80% of its saturation ({cap:,.0f} QPS): "
+              + ("none" if not lossy else "at " + ", ".join(f"{q:,}" for q in lossy) + " QPS"))
+    print("\n".join(lines))
+    with open(os.path.join(out, "sweep.json"), "w") as f:
+        json.dump({f"{s}/{k}": v for (s, k), v in cell.items()}, f, indent=2)
+    write_sweep_svg(os.path.join(out, "sweep.svg"), servers, rates, cell)
+
+
+def write_sweep_svg(path, servers, rates, cell):
+    """Average and p99 latency against rate (log x), one colour per server."""
+    width, height, left, right, top, bottom = 720, 440, 70, 160, 30, 50
+    colours = {"shardgate": "#1f77b4", "knot": "#ff7f0e", "reflector": "#2ca02c"}
+    points = {
+        (s, key): [(q, cell[(s, f"r{q}")][key] * 1000) for q in rates
+                   if cell.get((s, f"r{q}")) and cell[(s, f"r{q}")][key] is not None]
+        for s in servers for key in ("latency_avg_ms", "latency_p99_ms")
+    }
+    ymax = max([v for pts in points.values() for _, v in pts] + [1.0]) * 1.1
+    import math
+    lo, hi = math.log10(min(rates)), math.log10(max(rates))
+    span = (hi - lo) or 1.0
+
+    def x(q):
+        return left + (math.log10(q) - lo) / span * (width - left - right)
+
+    def y(v):
+        return top + (1 - v / ymax) * (height - top - bottom)
+
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">',
+           f'<rect width="{width}" height="{height}" fill="white"/>',
+           f'<line x1="{left}" y1="{y(0)}" x2="{width - right}" y2="{y(0)}" stroke="black"/>',
+           f'<line x1="{left}" y1="{top}" x2="{left}" y2="{y(0)}" stroke="black"/>',
+           f'<text x="{(left + width - right) / 2}" y="{height - 10}" text-anchor="middle">offered rate (QPS, log scale)</text>',
+           f'<text x="15" y="{(top + height - bottom) / 2}" transform="rotate(-90 15 {(top + height - bottom) / 2})" text-anchor="middle">latency (µs)</text>']
+    for q in rates:
+        out.append(f'<text x="{x(q)}" y="{y(0) + 16}" text-anchor="middle">{q // 1000}k</text>')
+    for i in range(6):
+        v = ymax * i / 5
+        out.append(f'<text x="{left - 6}" y="{y(v) + 4}" text-anchor="end">{v:.0f}</text>')
+        out.append(f'<line x1="{left}" y1="{y(v)}" x2="{width - right}" y2="{y(v)}" stroke="#ddd"/>')
+    legend_y = top
+    for s in servers:
+        for key, dash, label in (("latency_avg_ms", "", "avg"), ("latency_p99_ms", ' stroke-dasharray="6 4"', "p99")):
+            pts = points[(s, key)]
+            if not pts:
+                continue
+            d = " ".join(f"{x(q):.1f},{y(v):.1f}" for q, v in pts)
+            out.append(f'<polyline points="{d}" fill="none" stroke="{colours.get(s, "grey")}" stroke-width="2"{dash}/>')
+            for q, v in pts:
+                out.append(f'<circle cx="{x(q):.1f}" cy="{y(v):.1f}" r="3" fill="{colours.get(s, "grey")}"/>')
+            out.append(f'<line x1="{width - right + 10}" y1="{legend_y}" x2="{width - right + 40}" y2="{legend_y}" stroke="{colours.get(s, "grey")}" stroke-width="2"{dash}/>')
+            out.append(f'<text x="{width - right + 46}" y="{legend_y + 4}">{s} {label}</text>')
+            legend_y += 18
+    out.append("</svg>")
+    with open(path, "w") as f:
+        f.write("\n".join(out) + "\n")
+
+
 if __name__ == "__main__":
     if len(sys.argv) >= 2 and sys.argv[1] == "run" and len(sys.argv) == 7:
         run(*sys.argv[2:])
+    elif len(sys.argv) >= 2 and sys.argv[1] == "sweep" and len(sys.argv) == 4:
+        sweep(sys.argv[2], int(sys.argv[3]))
     elif len(sys.argv) >= 2 and sys.argv[1] == "table" and len(sys.argv) == 4:
         table(sys.argv[2], int(sys.argv[3]))
     else:

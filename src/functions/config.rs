@@ -42,6 +42,12 @@ pub struct FunctionsConfig {
     /// HTTP: open connections one client (IPv4 address, IPv6 /64) may hold
     /// per shard; 0 = no per-client cap.
     pub http_max_connections_per_client: u32,
+    /// UDP: receive buffer of each invocation socket (`SO_RCVBUF`), bytes;
+    /// 0 = the kernel's default.
+    pub udp_rcvbuf: u32,
+    /// UDP: send buffer of each invocation socket (`SO_SNDBUF`), bytes;
+    /// 0 = the kernel's default.
+    pub udp_sndbuf: u32,
     /// Limits for functions that do not set their own.
     pub defaults: LimitsConfig,
 }
@@ -59,6 +65,8 @@ impl Default for FunctionsConfig {
             http_idle_timeout_ms: 10_000,
             http_max_connections_per_shard: 1024,
             http_max_connections_per_client: 64,
+            udp_rcvbuf: 0,
+            udp_sndbuf: 0,
             defaults: LimitsConfig::default(),
         }
     }
@@ -368,6 +376,14 @@ pub fn validate(functions: &FunctionsConfig, entries: &[FunctionConfig]) -> Vec<
         (0, HTTP_MAX_CONNECTIONS.1),
         " (0 = no per-client cap; above functions.http_max_connections_per_shard it has no effect)",
     );
+    for (key, bytes) in [
+        ("functions.udp_rcvbuf", functions.udp_rcvbuf),
+        ("functions.udp_sndbuf", functions.udp_sndbuf),
+    ] {
+        if let Some(message) = crate::config::socket_buffer_problem(bytes) {
+            out.push(problem(key.into(), message));
+        }
+    }
     if functions.enabled && functions.listen.is_empty() {
         out.push(problem(
             "functions.listen".into(),

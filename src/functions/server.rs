@@ -77,13 +77,20 @@ impl DatagramHandler for FunctionUdp {
 
 /// Serve invocation frames on `sock` until `stop`. Frames up to
 /// [`udp::RX_SLOT`] bytes are received; larger ones are dropped.
-pub async fn serve_udp(shard: Rc<FunctionShard>, sock: UdpSocket, stop: StopSignal) {
+/// The socket's kernel drops go to `drops`.
+pub async fn serve_udp(
+    shard: Rc<FunctionShard>,
+    sock: UdpSocket,
+    stop: StopSignal,
+    mut drops: udp::KernelDrops,
+) {
     let mut handler = FunctionUdp { shard };
     udp::serve_batched(
         &sock,
         &mut handler,
         &stop,
         udp::LoopSettings::batch_only(UDP_BATCH),
+        &mut drops,
     )
     .await;
 }

@@ -6,6 +6,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -237,6 +238,7 @@ async fn serve_gated<S: Gated>(
     sock: UdpSocket,
     stop: &StopSignal,
     batch: usize,
+    drops: &mut udp::KernelDrops,
 ) {
     let service = match sock.local_addr() {
         Ok(a) => a,
@@ -251,7 +253,7 @@ async fn serve_gated<S: Gated>(
         meter: Meter::default(),
     };
     let settings = udp::LoopSettings::batch_only(batch);
-    udp::serve_batched(&sock, &mut gate, stop, settings).await;
+    udp::serve_batched(&sock, &mut gate, stop, settings, drops).await;
 }
 
 /// Serve function invocation datagrams on `sock` with the hand-off policy.
@@ -260,13 +262,17 @@ pub async fn serve_fn_udp(
     h: Rc<HandoffShard>,
     sock: UdpSocket,
     stop: StopSignal,
+    mut drops: udp::KernelDrops,
 ) {
     let batch = crate::functions::server::UDP_BATCH;
-    serve_gated(FunctionUdp { shard }, h, sock, &stop, batch).await;
+    serve_gated(FunctionUdp { shard }, h, sock, &stop, batch, &mut drops).await;
 }
 
 /// Largest hand-off datagram received.
 const RX_BUF: usize = 65_536;
+
+/// Rounds of a busy hand-off port between two reads of its drop count.
+const DROPS_POLL_ROUNDS: u32 = 256;
 
 /// Verified handed-off requests waiting to be served, at most (the rest
 /// wait in the kernel's socket buffer).
@@ -321,7 +327,25 @@ pub async fn serve_port(ctx: Rc<ShardCtx>, h: Rc<HandoffShard>, sock: UdpSocket)
                 FrameType::Pong => {}
             }
         };
+    // The port's kernel drops, read with SO_MEMINFO (glommio's receive
+    // gives no control messages) whenever the port goes idle, and every
+    // DROPS_POLL_ROUNDS rounds while it is busy.
+    let mut drops = match sock.local_addr() {
+        Ok(local) => udp::KernelDrops::new(crate::metrics::udp_socket_drops(
+            h.index(),
+            "handoff",
+            local,
+        )),
+        Err(_) => udp::KernelDrops::unexported(),
+    };
+    let mut rounds = 0u32;
     while !ctx.stop.is_stopped() {
+        rounds = rounds.wrapping_add(1);
+        if pending.is_empty() || rounds.is_multiple_of(DROPS_POLL_ROUNDS) {
+            if let Ok(count) = udp::drop_count_now(rx.as_raw_fd()) {
+                drops.observe(count);
+            }
+        }
         if pending.is_empty() {
             let got = future::or(async { Some(sock.recv_from(&mut buf).await) }, async {
                 ctx.stop.stopped().await;

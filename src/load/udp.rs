@@ -117,6 +117,10 @@ pub struct UdpPlan {
     pub gso: bool,
 }
 
+/// The event under which a run reports replies dropped by the load tool's
+/// own receive buffers (they count as lost: the server did answer).
+pub const OWN_SOCKET_DROPS: &str = "replies dropped by the load tool's own socket buffers";
+
 /// Open the sockets of a plan: bound to each source, connected to the target.
 pub fn open_sockets(plan: &UdpPlan) -> Result<Vec<Socket>, String> {
     let unspecified: IpAddr = match plan.target {
@@ -726,6 +730,17 @@ pub fn run_thread<C: UdpCodec>(
     // Whatever is still waiting after the timeout is lost.
     let end = plan.clock.now().max(hard_end);
     run.expire(end);
+    // Replies our own receive buffers had no room for (the kernel's count
+    // per socket, whole run): lost here, not at the server.
+    let own_drops: u64 = run
+        .fds
+        .iter()
+        .filter_map(|&fd| crate::shard::udp::drop_count_now(fd).ok())
+        .map(u64::from)
+        .sum();
+    if own_drops > 0 {
+        run.stats.events_n(OWN_SOCKET_DROPS, own_drops);
+    }
     if let Some(sched) = &schedule {
         run.stats.unsent += unsent_in_window(sched, k, plan.warmup_ns);
     }

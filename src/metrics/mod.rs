@@ -59,6 +59,21 @@ impl Protocol {
     }
 }
 
+/// The kernel-drop counter of one UDP socket of shard `shard`: `protocol`
+/// is `dns-udp`, `fn-udp` or `handoff`, `listen` the socket's address.
+pub fn udp_socket_drops(
+    shard: usize,
+    protocol: &'static str,
+    listen: std::net::SocketAddr,
+) -> metrics::Counter {
+    metrics::counter!(
+        names::UDP_SOCKET_DROPS,
+        "shard" => shard.to_string(),
+        "protocol" => protocol,
+        "listen" => listen.to_string()
+    )
+}
+
 /// Label value of the `shard` label on process-wide series.
 pub const PROCESS_SHARD: &str = "process";
 
@@ -76,6 +91,7 @@ pub mod names {
     pub const RRL_SLIPPED: &str = "shardgate_dns_rrl_slipped_total";
     pub const UDP_BATCHES: &str = "shardgate_udp_receive_batches_total";
     pub const UDP_COALESCING_WAITS: &str = "shardgate_udp_coalescing_waits_total";
+    pub const UDP_SOCKET_DROPS: &str = "shardgate_udp_socket_drops_total";
     pub const VIEW_HITS: &str = "shardgate_view_hits_total";
     pub const REQUEST_DURATION: &str = "shardgate_request_duration_seconds";
     pub const SHARD_UP: &str = "shardgate_shard_up";
@@ -167,7 +183,12 @@ pub const CATALOGUE: &[(&str, Kind, &str)] = &[
     (
         names::UDP_COALESCING_WAITS,
         Kind::Counter,
-        "Receive-coalescing waits (dns.udp_coalesce_us): the shard was busy and waited to serve the next datagrams in one larger batch.",
+        "Receive-coalescing waits: the shard neared saturation and waited (at most dns.udp_coalesce_us) to serve the next datagrams in one larger batch.",
+    ),
+    (
+        names::UDP_SOCKET_DROPS,
+        Kind::Counter,
+        "Datagrams the kernel dropped at a UDP socket before the shard received them (its receive buffer was full: SO_RXQ_OVFL), by protocol (dns-udp, fn-udp, handoff) and listen address; raise dns.udp_rcvbuf / functions.udp_rcvbuf (and net.core.rmem_max), or add shards.",
     ),
     (
         names::VIEW_HITS,

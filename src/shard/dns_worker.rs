@@ -152,6 +152,11 @@ impl DnsWorker {
         worker.views_changed();
         let settings = LoopSettings::for_dns(&ctx.shared.startup.dns);
         let (index, cpu) = (ctx.index, ctx.cpu);
+        let mut drops = udp::KernelDrops::new(crate::metrics::udp_socket_drops(
+            index,
+            crate::metrics::Protocol::DnsUdp.label(),
+            local,
+        ));
         let spawned = std::thread::Builder::new()
             .name(format!("shard-{index}-dns"))
             .spawn(move || {
@@ -162,7 +167,7 @@ impl DnsWorker {
                     }
                 }
                 tracing::debug!(shard = index, %local, "DNS UDP worker serving");
-                worker.run(&thread_sock, settings, index, local);
+                worker.run(&thread_sock, settings, index, local, &mut drops);
             });
         match spawned {
             Ok(thread) => Ok(DnsWorker {
@@ -225,12 +230,19 @@ struct Worker {
 }
 
 impl Worker {
-    fn run(&mut self, sock: &UdpSocket, settings: LoopSettings, index: usize, local: SocketAddr) {
+    fn run(
+        &mut self,
+        sock: &UdpSocket,
+        settings: LoopSettings,
+        index: usize,
+        local: SocketAddr,
+        drops: &mut udp::KernelDrops,
+    ) {
         let fd = sock.as_raw_fd();
         loop {
             let link = self.link.clone();
             let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                udp::serve_blocking(fd, self, &link.stop, settings)
+                udp::serve_blocking(fd, self, &link.stop, settings, drops)
             }));
             if served.is_ok() {
                 break;

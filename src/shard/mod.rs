@@ -8,6 +8,7 @@
 //! - [`pool`]: start-up (config, shard count, memlock), the shard pool, shutdown.
 //! - [`services`]: what each shard binds and spawns (the place to add services).
 //! - [`udp`]: batched `recvmmsg`/`sendmmsg` loops (and the plain baseline).
+//! - [`coalesce`]: the adaptive receive-coalescing policy of those loops.
 //! - [`dns_worker`]: a shard's DNS UDP worker thread.
 //! - [`tcp`]: DNS over TCP: framing, pipelining, limits.
 //! - [`sockets`]: SO_REUSEPORT + SO_INCOMING_CPU sockets via socket2.
@@ -18,6 +19,7 @@
 //! - [`stop`]: the shard-local stop signal.
 
 pub mod client_cap;
+pub mod coalesce;
 pub mod context;
 pub mod control;
 pub mod dns_worker;

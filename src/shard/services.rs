@@ -8,6 +8,7 @@
 //! [`ShardCtx`] and must return once `ctx.stop` fires.
 
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 
 use glommio::net::{TcpListener, UdpSocket};
@@ -20,7 +21,7 @@ use super::dns_worker::DnsWorker;
 use super::sockets;
 use super::stats::{DropKind, Proto};
 use super::tcp;
-use super::udp::DatagramHandler;
+use super::udp::{DatagramHandler, KernelDrops};
 
 /// Sockets one shard owns.
 #[derive(Default)]
@@ -43,8 +44,16 @@ pub fn bind_services(ctx: &ShardCtx) -> anyhow::Result<ShardSockets> {
     let mut s = ShardSockets::default();
     let startup = &ctx.shared.startup;
     let dns_handoff = ctx.handoff.clone().filter(|h| h.config().dns);
+    let dns_buffers = sockets::UdpBuffers {
+        rcvbuf: startup.dns.udp_rcvbuf,
+        sndbuf: startup.dns.udp_sndbuf,
+        rcvbuf_key: "dns.udp_rcvbuf",
+        sndbuf_key: "dns.udp_sndbuf",
+    };
     for &addr in &startup.dns.listen {
         let sock = sockets::bind_udp_std(addr, ctx.cpu)?;
+        sockets::set_udp_buffers(sock.as_raw_fd(), &dns_buffers)
+            .map_err(|e| anyhow::anyhow!("DNS UDP socket {addr}: {e}"))?;
         let screen: Option<Box<dyn super::dns_worker::Screen>> = match &dns_handoff {
             Some(h) => Some(Box::new(h.worker_gate(addr).map_err(|e| {
                 anyhow::anyhow!(
@@ -68,8 +77,18 @@ pub fn bind_services(ctx: &ShardCtx) -> anyhow::Result<ShardSockets> {
         s.dns_tcp.push(sockets::bind_tcp(addr, ctx.cpu)?);
     }
     if ctx.functions.is_some() {
-        for &addr in &ctx.shared.startup.functions.listen {
-            s.fn_udp.push(sockets::bind_udp(addr, ctx.cpu)?);
+        let fns = &ctx.shared.startup.functions;
+        let fn_buffers = sockets::UdpBuffers {
+            rcvbuf: fns.udp_rcvbuf,
+            sndbuf: fns.udp_sndbuf,
+            rcvbuf_key: "functions.udp_rcvbuf",
+            sndbuf_key: "functions.udp_sndbuf",
+        };
+        for &addr in &fns.listen {
+            let sock = sockets::bind_udp(addr, ctx.cpu)?;
+            sockets::set_udp_buffers(sock.as_raw_fd(), &fn_buffers)
+                .map_err(|e| anyhow::anyhow!("function UDP socket {addr}: {e}"))?;
+            s.fn_udp.push(sock);
             s.fn_tcp.push(sockets::bind_tcp(addr, ctx.cpu)?);
         }
     }
@@ -139,12 +158,21 @@ pub fn spawn_services(ctx: &Rc<ShardCtx>, sockets: ShardSockets) -> Vec<Task<()>
     if let Some(fs) = &ctx.functions {
         use crate::functions::server;
         for sock in sockets.fn_udp {
+            let drops = match sock.local_addr() {
+                Ok(local) => KernelDrops::new(crate::metrics::udp_socket_drops(
+                    ctx.index,
+                    crate::metrics::Protocol::FnUdp.label(),
+                    local,
+                )),
+                Err(_) => KernelDrops::unexported(),
+            };
             if let Some(h) = &ctx.handoff {
                 tasks.push(glommio::spawn_local(crate::handoff::io::serve_fn_udp(
                     fs.clone(),
                     h.clone(),
                     sock,
                     ctx.stop.clone(),
+                    drops,
                 )));
                 continue;
             }
@@ -152,6 +180,7 @@ pub fn spawn_services(ctx: &Rc<ShardCtx>, sockets: ShardSockets) -> Vec<Task<()>
                 fs.clone(),
                 sock,
                 ctx.stop.clone(),
+                drops,
             )));
         }
         for listener in sockets.fn_tcp {

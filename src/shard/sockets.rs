@@ -4,6 +4,8 @@
 //! `IPV6_V6ONLY` for IPv6, converted into glommio sockets by raw fd.
 //!
 //! Must be called on the glommio executor thread that will own the socket.
+//! UDP buffer sizes from the config are applied by [`set_udp_buffers`],
+//! which refuses a size the kernel would silently cap.
 
 use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, IntoRawFd};
@@ -47,6 +49,79 @@ fn explain(e: std::io::Error, what: &str, addr: SocketAddr) -> anyhow::Error {
         _ => "",
     };
     anyhow::anyhow!("cannot bind {what} socket on {addr}: {e}{hint}")
+}
+
+/// The socket buffers a UDP service asks for (bytes; 0 = the kernel's
+/// default) and the config keys they come from, for its errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UdpBuffers {
+    pub rcvbuf: u32,
+    pub sndbuf: u32,
+    /// e.g. `dns.udp_rcvbuf`.
+    pub rcvbuf_key: &'static str,
+    pub sndbuf_key: &'static str,
+}
+
+/// Set the buffers of UDP socket `fd`. The kernel caps `SO_RCVBUF` at
+/// `net.core.rmem_max` and `SO_SNDBUF` at `net.core.wmem_max` without an
+/// error; a capped size is an error here that names the limit, so an
+/// operator never runs with less buffer than the config says.
+pub fn set_udp_buffers(fd: std::os::fd::RawFd, b: &UdpBuffers) -> anyhow::Result<()> {
+    set_buffer(fd, libc::SO_RCVBUF, b.rcvbuf, b.rcvbuf_key, "rmem_max")?;
+    set_buffer(fd, libc::SO_SNDBUF, b.sndbuf, b.sndbuf_key, "wmem_max")
+}
+
+fn set_buffer(
+    fd: std::os::fd::RawFd,
+    option: libc::c_int,
+    bytes: u32,
+    key: &str,
+    limit: &str,
+) -> anyhow::Result<()> {
+    if bytes == 0 {
+        return Ok(());
+    }
+    let want = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    let mut got: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: setsockopt reads and getsockopt writes one int of live locals.
+    let ok = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            option,
+            (&want as *const libc::c_int).cast(),
+            len,
+        ) == 0
+            && libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                option,
+                (&mut got as *mut libc::c_int).cast(),
+                &mut len,
+            ) == 0
+    };
+    if !ok {
+        anyhow::bail!(
+            "cannot set {key} = {bytes} bytes: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    // The kernel stores twice the size asked for (room for its own
+    // bookkeeping), capped at twice the limit.
+    let granted = i64::from(got) / 2;
+    if granted < i64::from(want) {
+        let sysctl = format!("/proc/sys/net/core/{limit}");
+        let max = std::fs::read_to_string(&sysctl)
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_else(|_| "unknown".into());
+        anyhow::bail!(
+            "{key} = {bytes} bytes is above the kernel's limit net.core.{limit} = {max}, which caps \
+             the socket at {granted} bytes: raise the limit (sysctl -w net.core.{limit}={bytes}; \
+             see deploy/tuning.md) or lower {key}"
+        );
+    }
+    Ok(())
 }
 
 /// A UDP socket on `addr` for the calling shard, steered to `cpu`.

@@ -190,6 +190,8 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
             "dns.udp_coalesce_min_batch",
             o.dns.udp_coalesce_min_batch != n.dns.udp_coalesce_min_batch,
         ),
+        ("dns.udp_rcvbuf", o.dns.udp_rcvbuf != n.dns.udp_rcvbuf),
+        ("dns.udp_sndbuf", o.dns.udp_sndbuf != n.dns.udp_sndbuf),
         ("server.shards", o.server.shards != n.server.shards),
         (
             "server.io_memory_kib",

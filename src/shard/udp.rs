@@ -8,8 +8,14 @@
 //! stack for the group, split into datagrams below it), the rest one by one
 //! in the same `sendmmsg`; if the kernel refuses GSO on the socket (EIO, no
 //! checksum offload, EINVAL, a segment above the path MTU) the batch goes
-//! out datagram by datagram and GSO stays off for that socket. A busy loop
-//! may wait briefly before receiving so batches grow ([`LoopSettings`]).
+//! out datagram by datagram and GSO stays off for that socket. A loop near
+//! saturation may wait briefly before receiving so batches grow
+//! ([`LoopSettings`], `super::coalesce`).
+//!
+//! Every loop asks the kernel for its drop count (`SO_RXQ_OVFL`: datagrams
+//! the socket's receive buffer had no room for) and exports it as a counter
+//! ([`KernelDrops`]); the loop stores into that counter only when the count
+//! changed, so a socket that drops nothing never touches it.
 //!
 //! Both loops are generic over a [`DatagramHandler`], the per-service part
 //! (the DNS answer path today; function invocation datagrams later), so the
@@ -20,11 +26,12 @@ use std::mem::{size_of, zeroed};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_lite::future;
 use glommio::net::UdpSocket;
 
+use super::coalesce::Coalescer;
 use super::stats::DropKind;
 use super::stop::StopSignal;
 
@@ -48,19 +55,17 @@ type CmsgBuf = [u64; 4];
 
 /// How a batched loop receives: datagrams per call, and receive coalescing.
 ///
-/// Coalescing: after a receive batch of at least `coalesce_min_batch`
-/// datagrams that did not fill the batch (the shard is busy but keeping
-/// up), the loop waits `coalesce` before the next `recvmmsg` instead of
-/// waking for each new datagram. The next batch then carries more
-/// datagrams for the same system calls and wakeups, and its replies group
-/// into fewer GSO messages. The batch after a wait is followed by an
-/// immediate receive, and only what arrived while it was served (not the
-/// wait's own harvest) decides whether to wait again: so a shard keeps
-/// coalescing only while arrivals outpace its own service time, not at
-/// moderate rates where every wait would otherwise fill the next batch
-/// and call for another. It adds at most `coalesce` to a busy shard's
-/// latency and nothing to an idle one (small batches never wait), and a
-/// full batch is followed by the next receive at once.
+/// Coalescing: when the loop nears saturation (see `super::coalesce` for
+/// the load measure and why it is stable), after a receive batch of at
+/// least `coalesce_min_batch` datagrams that did not fill the batch, the
+/// loop waits up to `coalesce` (the ceiling, growing with the load) before
+/// the next `recvmmsg` instead of waking for each new datagram. The next
+/// batch then carries more datagrams for the same system calls and wakeups,
+/// and its replies group into fewer GSO messages. The batch after a wait is
+/// followed by an immediate receive, and only what arrived while it was
+/// served (not the wait's own harvest) decides whether to wait again. It
+/// adds at most `coalesce` to a busy shard's latency and nothing to one
+/// with headroom, and a full batch is followed by the next receive at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LoopSettings {
     pub batch: usize,
@@ -88,10 +93,103 @@ impl LoopSettings {
         }
     }
 
-    /// Whether a receive batch of `got` datagrams should be followed by a
-    /// coalescing wait (rather than a wait for the next datagram).
-    fn coalesce_after(&self, got: usize) -> bool {
-        !self.coalesce.is_zero() && got >= self.coalesce_min_batch && got < self.batch
+    /// The coalescing policy of a loop with these settings.
+    fn coalescer(&self) -> Coalescer {
+        Coalescer::new(self.coalesce, self.coalesce_min_batch, self.batch)
+    }
+}
+
+/// The kernel's count of datagrams it dropped at one socket because the
+/// receive buffer was full (`SO_RXQ_OVFL`), exported as a counter
+/// (`shardgate_udp_socket_drops_total`). The kernel stamps its running
+/// count on every datagram it queues, so drops show with the next datagram
+/// received after them.
+pub struct KernelDrops {
+    counter: metrics::Counter,
+    last: u32,
+    total: u64,
+}
+
+impl KernelDrops {
+    /// Drops exported into `counter` (set to 0 now, so the series exists
+    /// before the first drop).
+    pub fn new(counter: metrics::Counter) -> KernelDrops {
+        counter.absolute(0);
+        KernelDrops {
+            counter,
+            last: 0,
+            total: 0,
+        }
+    }
+
+    /// Drops counted but not exported (tests, benchmarks).
+    pub fn unexported() -> KernelDrops {
+        KernelDrops::new(metrics::Counter::noop())
+    }
+
+    /// The kernel's running count (32 bits, wrapping) is now `count`.
+    pub fn observe(&mut self, count: u32) {
+        if count != self.last {
+            self.total += u64::from(count.wrapping_sub(self.last));
+            self.last = count;
+            self.counter.absolute(self.total);
+        }
+    }
+
+    /// Datagrams dropped so far.
+    pub fn total(&self) -> u64 {
+        self.total
+    }
+}
+
+/// Turn on `SO_RXQ_OVFL` on `fd`: every datagram then carries the socket's
+/// drop count.
+pub fn enable_drop_count(fd: i32) -> io::Result<()> {
+    set_int_option(fd, libc::SOL_SOCKET, libc::SO_RXQ_OVFL, 1)
+}
+
+/// The socket's drop count right now (`SO_MEMINFO`), for a socket whose
+/// loop receives without control messages (the hand-off port).
+pub fn drop_count_now(fd: i32) -> io::Result<u32> {
+    // SK_MEMINFO_VARS (9) values; libc names only the indices.
+    let mut info = [0u32; 9];
+    let mut len = size_of_val(&info) as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `info`.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_MEMINFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(info[libc::SK_MEMINFO_DROPS as usize])
+}
+
+fn set_int_option(
+    fd: i32,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: setsockopt reads an int from a live local.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }
 
@@ -130,8 +228,9 @@ pub fn realtime_ns() -> u64 {
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
-/// Receive timestamps: room for one `SCM_TIMESTAMPNS` message per datagram.
-type RxCmsgBuf = [u64; 6];
+/// Receive control messages of one datagram: room for `SCM_TIMESTAMPNS`
+/// (CMSG_SPACE(16) = 32 bytes) and `SO_RXQ_OVFL` (CMSG_SPACE(4) = 24).
+type RxCmsgBuf = [u64; 8];
 
 /// Reusable buffers and headers for one batched socket.
 struct Batch {
@@ -162,9 +261,11 @@ struct Batch {
     gso: bool,
     /// Messages sent with more than one segment (for tests and debugging).
     gso_messages: u64,
-    /// Receive timestamps, when enabled ([`Batch::enable_timestamps`]).
+    /// Receive control messages (drop count, timestamps when enabled).
     rx_ctrl: Vec<RxCmsgBuf>,
     timestamps: bool,
+    /// The kernel stamps its drop count on each datagram (`SO_RXQ_OVFL`).
+    drop_count: bool,
 }
 
 impl Batch {
@@ -196,8 +297,9 @@ impl Batch {
             msg_start: vec![0; n + 1],
             gso: true,
             gso_messages: 0,
-            rx_ctrl: Vec::new(),
+            rx_ctrl: vec![[0u64; 8]; n],
             timestamps: false,
+            drop_count: false,
         });
         // The vectors above are never resized, so these pointers stay valid
         // for the life of the batch.
@@ -207,6 +309,7 @@ impl Batch {
                 names,
                 rx_iov,
                 rx_hdr,
+                rx_ctrl,
                 ..
             } = &mut *b;
             rx_iov[i].iov_base = rx[i * RX_SLOT..].as_mut_ptr().cast();
@@ -215,40 +318,37 @@ impl Batch {
             h.msg_name = (&mut names[i] as *mut libc::sockaddr_storage).cast();
             h.msg_iov = &mut rx_iov[i];
             h.msg_iovlen = 1;
+            h.msg_control = rx_ctrl[i].as_mut_ptr().cast();
         }
         b
     }
 
-    /// Ask the kernel for receive timestamps on `fd` and make room for
-    /// them; false (and no timestamps) when it refuses.
-    fn enable_timestamps(&mut self, fd: i32) -> bool {
-        let on: libc::c_int = 1;
-        // SAFETY: setsockopt reads an int from a live local.
-        let r = unsafe {
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_TIMESTAMPNS,
-                (&on as *const libc::c_int).cast(),
-                size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if r != 0 {
-            return false;
+    /// Ask the kernel for the drop count on `fd`; a refusal is logged and
+    /// leaves the count unseen.
+    fn enable_drop_count(&mut self, fd: i32) {
+        match enable_drop_count(fd) {
+            Ok(()) => self.drop_count = true,
+            Err(e) => tracing::warn!(
+                "SO_RXQ_OVFL refused ({e}): this socket's kernel drops are not counted"
+            ),
         }
-        self.rx_ctrl = vec![[0u64; 6]; self.n];
-        for (h, c) in self.rx_hdr.iter_mut().zip(&mut self.rx_ctrl) {
-            h.msg_hdr.msg_control = c.as_mut_ptr().cast();
-        }
-        self.timestamps = true;
-        true
     }
 
-    /// The receive time of datagram `i` (ns since the epoch), 0 if none.
-    fn rx_time_ns(&self, i: usize) -> u64 {
+    /// The drop count stamped on datagram `i`, if the kernel gave one.
+    fn drop_count_of(&self, i: usize) -> Option<u32> {
+        if !self.drop_count {
+            return None;
+        }
+        self.control_message(i, libc::SOL_SOCKET, libc::SO_RXQ_OVFL)
+            // SAFETY: SO_RXQ_OVFL's data is one u32.
+            .map(|data| unsafe { std::ptr::read_unaligned(data.cast::<u32>()) })
+    }
+
+    /// The data of datagram `i`'s control message `level`/`ty`, if present.
+    fn control_message(&self, i: usize, level: libc::c_int, ty: libc::c_int) -> Option<*const u8> {
         let h = &self.rx_hdr[i].msg_hdr;
-        if !self.timestamps || h.msg_controllen == 0 {
-            return 0;
+        if h.msg_controllen == 0 {
+            return None;
         }
         // SAFETY: the kernel filled msg_control (inside rx_ctrl[i]) with
         // msg_controllen bytes of well-formed control messages; CMSG_*
@@ -256,14 +356,36 @@ impl Batch {
         unsafe {
             let mut c = libc::CMSG_FIRSTHDR(h);
             while !c.is_null() {
-                if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
-                    let ts: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
-                    return ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
+                if (*c).cmsg_level == level && (*c).cmsg_type == ty {
+                    return Some(libc::CMSG_DATA(c).cast_const());
                 }
                 c = libc::CMSG_NXTHDR(h, c);
             }
         }
-        0
+        None
+    }
+
+    /// Ask the kernel for receive timestamps on `fd` and make room for
+    /// them; false (and no timestamps) when it refuses.
+    fn enable_timestamps(&mut self, fd: i32) -> bool {
+        if set_int_option(fd, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1).is_err() {
+            return false;
+        }
+        self.timestamps = true;
+        true
+    }
+
+    /// The receive time of datagram `i` (ns since the epoch), 0 if none.
+    fn rx_time_ns(&self, i: usize) -> u64 {
+        if !self.timestamps {
+            return 0;
+        }
+        self.control_message(i, libc::SOL_SOCKET, libc::SCM_TIMESTAMPNS)
+            .map_or(0, |data| {
+                // SAFETY: SCM_TIMESTAMPNS's data is one timespec.
+                let ts: libc::timespec = unsafe { std::ptr::read_unaligned(data.cast()) };
+                ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+            })
     }
 
     /// One `recvmmsg` with `flags` (`MSG_DONTWAIT`: never block; on a
@@ -271,7 +393,7 @@ impl Batch {
     /// only): number of datagrams, or the error (`WouldBlock` when the
     /// socket is empty or its receive timeout passed).
     fn recv(&mut self, fd: i32, flags: libc::c_int) -> io::Result<usize> {
-        let ctrl_len = if self.timestamps {
+        let ctrl_len = if self.timestamps || self.drop_count {
             size_of::<RxCmsgBuf>()
         } else {
             0
@@ -498,34 +620,42 @@ async fn wait_readable(sock: &UdpSocket, stop: &StopSignal) -> bool {
 /// batch through glommio, at most 200 ms, and if it is still full the rest
 /// of the batch is dropped and counted; a reply the kernel refuses is
 /// counted and skipped). When the socket is empty the task awaits glommio's
-/// `peek_from`, or, after a busy batch, sleeps for the coalescing wait
-/// (see [`LoopSettings`]).
+/// `peek_from`, or, near saturation, sleeps for the coalescing wait (see
+/// [`LoopSettings`]). The socket's kernel drops go to `drops`.
 pub async fn serve_batched<H: DatagramHandler>(
     sock: &UdpSocket,
     handler: &mut H,
     stop: &StopSignal,
     settings: LoopSettings,
+    drops: &mut KernelDrops,
 ) {
     let fd = sock.as_raw_fd();
     let mut b = Batch::new(settings.batch);
+    b.enable_drop_count(fd);
     if handler.wants_timestamps() && !b.enable_timestamps(fd) {
         tracing::warn!("SO_TIMESTAMPNS refused: socket waiting time is not seen by the hand-off");
     }
+    let mut policy = settings.coalescer();
+    let mut clock = RoundClock::start();
     // What to do before the next recvmmsg. After a partial batch the socket
     // is almost surely empty: go straight to the wakeup (whose first,
     // nonblocking peek still sees a datagram that arrived meanwhile) instead
     // of a recvmmsg bound to fail.
     let mut next = Next::Receive;
     while !stop.is_stopped() {
-        let after_coalescing = next == Next::Coalesce;
+        let after_coalescing = matches!(next, Next::Coalesce(_));
         match next {
             Next::Receive => {}
             Next::WaitReadable => {
                 if !wait_readable(sock, stop).await {
                     break;
                 }
+                clock.woke();
             }
-            Next::Coalesce => glommio::timer::sleep(settings.coalesce).await,
+            Next::Coalesce(wait) => {
+                glommio::timer::sleep(wait).await;
+                clock.woke();
+            }
         }
         let got = match b.recv(fd, libc::MSG_DONTWAIT) {
             Ok(n) if n > 0 => n,
@@ -541,10 +671,17 @@ pub async fn serve_batched<H: DatagramHandler>(
                 continue;
             }
         };
-        let k;
-        (next, k) = begin_round(&mut b, got, after_coalescing, &settings, handler);
+        let k = begin_round(&mut b, got, handler, drops);
         send_all(sock, &mut b, k, handler).await;
         handler.end_batch();
+        next = end_round(
+            &mut b,
+            got,
+            after_coalescing,
+            &mut clock,
+            &mut policy,
+            handler,
+        );
         glommio::yield_if_needed().await;
     }
 }
@@ -558,35 +695,85 @@ enum Next {
     /// Wait until the socket is readable (glommio `peek_from`; in
     /// [`serve_blocking`], a blocking receive).
     WaitReadable,
-    /// Busy: sleep for the coalescing wait, then receive.
-    Coalesce,
+    /// Near saturation: sleep this long, then receive.
+    Coalesce(Duration),
 }
 
-/// The first half of a round, once `recvmmsg` brought `got` datagrams:
-/// decide what comes before the next receive, then hand the datagrams to
-/// the handler and queue its replies. Returns that decision and the number
-/// of replies queued.
+/// Times a loop's rounds for the coalescing policy: idle from the end of
+/// one round until the loop woke for the next (a wait for datagrams or a
+/// coalescing sleep), busy from then until the round's replies were sent.
+/// A round that follows another at once has no idle part.
+struct RoundClock {
+    ended: Instant,
+    woke: Instant,
+}
+
+impl RoundClock {
+    fn start() -> RoundClock {
+        let now = Instant::now();
+        RoundClock {
+            ended: now,
+            woke: now,
+        }
+    }
+
+    /// The loop woke from a wait.
+    fn woke(&mut self) {
+        self.woke = Instant::now();
+    }
+
+    /// The round ended: (idle, busy) ns, and the next round starts here.
+    fn end(&mut self) -> (u64, u64) {
+        let now = Instant::now();
+        let woke = self.woke.max(self.ended);
+        let idle = woke.duration_since(self.ended).as_nanos() as u64;
+        let busy = now.duration_since(woke).as_nanos() as u64;
+        self.ended = now;
+        self.woke = now;
+        (idle, busy)
+    }
+}
+
+/// Once `recvmmsg` brought `got` datagrams: note the kernel's drop count,
+/// hand the datagrams to the handler and queue its replies. Returns the
+/// number of replies queued.
 fn begin_round<H: DatagramHandler>(
     b: &mut Batch,
     got: usize,
-    after_coalescing: bool,
-    settings: &LoopSettings,
     handler: &mut H,
-) -> (Next, usize) {
-    let next = if got == b.n || after_coalescing {
-        // A full batch: more is waiting. After a coalescing wait the
-        // batch size says nothing about the load (the wait made it);
-        // what arrives while it is served does, so receive again at
-        // once and let that batch decide.
+    drops: &mut KernelDrops,
+) -> usize {
+    if let Some(count) = b.drop_count_of(got - 1) {
+        drops.observe(count);
+    }
+    handler.begin_batch();
+    handle_received(b, got, handler)
+}
+
+/// After a round's replies went out: what comes before the next receive.
+/// A full batch means more is waiting. After a coalescing wait the batch
+/// size says nothing about the load (the wait made it); what arrives while
+/// it is served does, so receive again at once and let that batch decide.
+/// Otherwise the policy decides between a coalescing wait and waiting for
+/// the next datagram.
+fn end_round<H: DatagramHandler>(
+    b: &mut Batch,
+    got: usize,
+    after_coalescing: bool,
+    clock: &mut RoundClock,
+    policy: &mut Coalescer,
+    handler: &mut H,
+) -> Next {
+    let (idle, busy) = clock.end();
+    let wait = policy.after_round(idle, busy, got, after_coalescing);
+    if got == b.n || after_coalescing {
         Next::Receive
-    } else if settings.coalesce_after(got) {
+    } else if !wait.is_zero() {
         handler.coalescing();
-        Next::Coalesce
+        Next::Coalesce(wait)
     } else {
         Next::WaitReadable
-    };
-    handler.begin_batch();
-    (next, handle_received(b, got, handler))
+    }
 }
 
 /// Hand received datagrams `0..got` to the handler and queue its replies;
@@ -627,29 +814,40 @@ fn handle_received<H: DatagramHandler>(b: &mut Batch, got: usize, handler: &mut 
 /// [`DatagramHandler::idle`] and checks `stop`, so the loop returns within
 /// one timeout of it. Its send timeout (`SO_SNDTIMEO`) bounds how long a
 /// reply waits for room in a full send buffer before the rest of the
-/// batch is dropped and counted.
+/// batch is dropped and counted. The socket's kernel drops go to `drops`.
 pub fn serve_blocking<H: DatagramHandler>(
     fd: i32,
     handler: &mut H,
     stop: &AtomicBool,
     settings: LoopSettings,
+    drops: &mut KernelDrops,
 ) {
     let mut b = Batch::new(settings.batch);
+    b.enable_drop_count(fd);
     if handler.wants_timestamps() && !b.enable_timestamps(fd) {
         tracing::warn!("SO_TIMESTAMPNS refused: socket waiting time is not seen by the hand-off");
     }
+    let mut policy = settings.coalescer();
+    let mut clock = RoundClock::start();
     let mut next = Next::WaitReadable;
     while !stop.load(Ordering::Relaxed) {
-        let after_coalescing = next == Next::Coalesce;
+        let after_coalescing = matches!(next, Next::Coalesce(_));
         let flags = match next {
             Next::Receive => libc::MSG_DONTWAIT,
             Next::WaitReadable => libc::MSG_WAITFORONE,
-            Next::Coalesce => {
-                std::thread::sleep(settings.coalesce);
+            Next::Coalesce(wait) => {
+                std::thread::sleep(wait);
+                clock.woke();
                 libc::MSG_DONTWAIT
             }
         };
-        let got = match b.recv(fd, flags) {
+        let got = b.recv(fd, flags);
+        if flags == libc::MSG_WAITFORONE {
+            // The blocking receive is the wait (its copy of the first
+            // datagrams counts as idle: small beside the wait).
+            clock.woke();
+        }
+        let got = match got {
             Ok(n) if n > 0 => n,
             Ok(_) => {
                 next = Next::WaitReadable;
@@ -668,14 +866,21 @@ pub fn serve_blocking<H: DatagramHandler>(
                 continue;
             }
         };
-        let k;
-        (next, k) = begin_round(&mut b, got, after_coalescing, &settings, handler);
+        let k = begin_round(&mut b, got, handler, drops);
         if k > 0 {
             if let Some(start) = send_planned(fd, &mut b, k, handler) {
                 send_singles_blocking(fd, &mut b, start, k, handler);
             }
         }
         handler.end_batch();
+        next = end_round(
+            &mut b,
+            got,
+            after_coalescing,
+            &mut clock,
+            &mut policy,
+            handler,
+        );
     }
 }
 
@@ -967,7 +1172,9 @@ mod tests {
             let stop2 = stop.clone();
             let server_task = glommio::spawn_local(async move {
                 if let Some(settings) = batched {
-                    serve_batched(&sock, &mut h, &stop2, settings).await;
+                    let mut drops = KernelDrops::unexported();
+                    serve_batched(&sock, &mut h, &stop2, settings, &mut drops).await;
+                    assert_eq!(drops.total(), 0, "nothing overflowed");
                 } else {
                     serve_plain(&sock, &mut h, &stop2).await;
                 }
@@ -1006,10 +1213,8 @@ mod tests {
             coalesce_min_batch: 2,
         };
         run_loop(Some(settings), false);
-        assert!(settings.coalesce_after(5));
-        assert!(!settings.coalesce_after(8), "a full batch never waits");
-        assert!(!settings.coalesce_after(1), "a small batch never waits");
-        assert!(!LoopSettings::batch_only(8).coalesce_after(5));
+        assert!(settings.coalescer().enabled());
+        assert!(!LoopSettings::batch_only(8).coalescer().enabled());
     }
 
     #[test]
@@ -1091,7 +1296,13 @@ mod tests {
         });
         sent_rx.recv().unwrap();
         let mut h = BlockingEcho::default();
-        serve_blocking(sock.as_raw_fd(), &mut h, &stop, settings);
+        serve_blocking(
+            sock.as_raw_fd(),
+            &mut h,
+            &stop,
+            settings,
+            &mut KernelDrops::unexported(),
+        );
         let returned = std::time::Instant::now();
         let stopped_at = client.join().unwrap();
         assert!(
@@ -1102,6 +1313,51 @@ mod tests {
         assert_eq!(h.batches, 13, "blocking loop made {} batches", h.batches);
         assert_eq!(h.drops, 1, "the oversized datagram is counted");
         assert!(h.idles >= 1, "receive timeouts call idle");
+    }
+
+    /// Datagrams the receive buffer had no room for are counted from the
+    /// kernel's own count, as the socket reports it (`SO_MEMINFO`).
+    #[test]
+    fn kernel_drops_at_a_full_receive_buffer_are_counted() {
+        let sock =
+            super::super::sockets::bind_udp_std("127.0.0.1:0".parse().unwrap(), None).unwrap();
+        let fd = sock.as_raw_fd();
+        // The smallest buffer the kernel allows (it doubles and floors it).
+        set_int_option(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, 1).unwrap();
+        sock.set_nonblocking(false).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let server = sock.local_addr().unwrap();
+        let client = StdUdp::bind("127.0.0.1:0").unwrap();
+        // Flood while nobody receives, then one more after the first drain.
+        for i in 0..200u8 {
+            client.send_to(&[i; 1000], server).unwrap();
+        }
+        let dropped_before = drop_count_now(fd).unwrap();
+        assert!(dropped_before > 0, "a 2 KB buffer took 200 KB");
+        let mut drops = KernelDrops::unexported();
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let trailer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            client.send_to(&[0xFF; 10], server).unwrap();
+            std::thread::sleep(Duration::from_millis(200));
+            stop2.store(true, Ordering::Relaxed);
+        });
+        let mut h = BlockingEcho::default();
+        serve_blocking(fd, &mut h, &stop, LoopSettings::batch_only(8), &mut drops);
+        trailer.join().unwrap();
+        assert_eq!(drops.total(), u64::from(drop_count_now(fd).unwrap()));
+        assert_eq!(drops.total(), u64::from(dropped_before));
+    }
+
+    #[test]
+    fn a_drop_count_that_wraps_keeps_counting() {
+        let mut d = KernelDrops::unexported();
+        d.observe(u32::MAX - 1);
+        d.observe(u32::MAX - 1);
+        d.observe(3);
+        assert_eq!(d.total(), u64::from(u32::MAX) + 4);
     }
 
     #[test]
