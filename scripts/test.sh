@@ -64,6 +64,9 @@ install_prerequisites() {
         "clang:clang"
         "lld:wasm-ld"
         "python3:python3"
+        "protobuf-compiler:protoc"
+        "etcd-server:etcd"
+        "etcd-client:etcdctl"
     )
     local -a missing=()
     local entry pkg probe

@@ -35,6 +35,9 @@ use super::store::{Applied, Refused};
 pub struct Readiness {
     /// Why the process is not ready; empty = ready.
     pub waiting_for: Vec<String>,
+    /// Ready, but serving with a handicap (e.g. etcd unreachable: the last
+    /// applied fleet map keeps serving).
+    pub degraded: Vec<String>,
 }
 
 /// What a reload did.
@@ -54,11 +57,16 @@ pub trait Backend: Send + Sync {
     /// alone, the map version served, and where changes are persisted.
     fn map(&self) -> (Config, Overlay, u64, Option<String>);
     /// Apply changes (all or none), persisted before this returns.
-    fn change(&self, changes: &[Change]) -> Result<Applied, Refused>;
+    /// `read_revision`: the fleet map revision the caller read, if any.
+    fn change(&self, changes: &[Change], read_revision: Option<u64>) -> Result<Applied, Refused>;
     /// Reload the configuration file, as SIGHUP does.
     fn reload(&self) -> Reloaded;
     /// The map version served now.
     fn version(&self) -> u64;
+    /// The fleet map revision applied here (`[cluster]` only).
+    fn revision(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// Where a request goes.
@@ -233,8 +241,10 @@ fn dispatch(route: &Route, method: &str, req: &Request, b: &dyn Backend) -> Opti
         (Route::Healthz, "GET") => Response::text(200, "ok\n"),
         (Route::Readyz, "GET") => {
             let r = b.readiness();
-            if r.waiting_for.is_empty() {
+            if r.waiting_for.is_empty() && r.degraded.is_empty() {
                 Response::text(200, "ready\n")
+            } else if r.waiting_for.is_empty() {
+                Response::json(200, &json!({ "ready": true, "degraded": r.degraded }))
             } else {
                 Response::json(
                     503,
@@ -245,7 +255,11 @@ fn dispatch(route: &Route, method: &str, req: &Request, b: &dyn Backend) -> Opti
         (Route::Views, "GET") => {
             let (config, _, version, _) = b.map();
             let views: Vec<Value> = config.views.iter().map(view_json).collect();
-            Response::json(200, &json!({ "version": version, "views": views }))
+            let mut reply = json!({ "version": version, "views": views });
+            if let Some(r) = b.revision() {
+                reply["revision"] = json!(r);
+            }
+            Response::json(200, &reply)
         }
         (Route::View(view), "GET") => match find_view(b, view) {
             Ok(v) => Response::json(200, &v),
@@ -303,6 +317,7 @@ fn dispatch(route: &Route, method: &str, req: &Request, b: &dyn Backend) -> Opti
             match body::<Body>(req) {
                 Ok(body) => change(
                     b,
+                    req,
                     vec![Change::PutView {
                         view: view.clone(),
                         prefixes: body.prefixes,
@@ -312,10 +327,13 @@ fn dispatch(route: &Route, method: &str, req: &Request, b: &dyn Backend) -> Opti
                 Err(r) => r,
             }
         }
-        (Route::View(view), "DELETE") => change(b, vec![Change::DeleteView { view: view.clone() }]),
+        (Route::View(view), "DELETE") => {
+            change(b, req, vec![Change::DeleteView { view: view.clone() }])
+        }
         (Route::Records(view), "POST") => match body::<Record>(req) {
             Ok(record) => change(
                 b,
+                req,
                 vec![Change::AddRecord {
                     view: view.clone(),
                     record,
@@ -332,6 +350,7 @@ fn dispatch(route: &Route, method: &str, req: &Request, b: &dyn Backend) -> Opti
             match body::<Body>(req) {
                 Ok(body) => change(
                     b,
+                    req,
                     vec![Change::ReplaceRecords {
                         view: view.clone(),
                         name: name.clone(),
@@ -344,6 +363,7 @@ fn dispatch(route: &Route, method: &str, req: &Request, b: &dyn Backend) -> Opti
         }
         (Route::RecordSet { view, name, rtype }, "DELETE") => change(
             b,
+            req,
             vec![Change::DeleteRecords {
                 view: view.clone(),
                 name: name.clone(),
@@ -366,6 +386,7 @@ fn dispatch(route: &Route, method: &str, req: &Request, b: &dyn Backend) -> Opti
                     prefixes.extend(body.prefix);
                     change(
                         b,
+                        req,
                         vec![Change::AddPrefixes {
                             view: view.clone(),
                             prefixes,
@@ -377,6 +398,7 @@ fn dispatch(route: &Route, method: &str, req: &Request, b: &dyn Backend) -> Opti
         }
         (Route::Prefix { view, prefix }, "DELETE") => change(
             b,
+            req,
             vec![Change::RemovePrefixes {
                 view: view.clone(),
                 prefixes: vec![prefix.clone()],
@@ -390,7 +412,7 @@ fn dispatch(route: &Route, method: &str, req: &Request, b: &dyn Backend) -> Opti
                 Wrapped { changes: Vec<Change> },
             }
             match body::<Body>(req) {
-                Ok(Body::List(c)) | Ok(Body::Wrapped { changes: c }) => change(b, c),
+                Ok(Body::List(c)) | Ok(Body::Wrapped { changes: c }) => change(b, req, c),
                 Err(r) => r,
             }
         }
@@ -434,6 +456,9 @@ fn find_view(b: &dyn Backend, view: &str) -> Result<Value, Response> {
         Some(v) => {
             let mut j = view_json(v);
             j["version"] = json!(version);
+            if let Some(r) = b.revision() {
+                j["revision"] = json!(r);
+            }
             Ok(j)
         }
         None => Err(Response::error(404, &format!("no view named {view:?}"))),
@@ -456,27 +481,47 @@ fn problems_json(problems: &[Problem]) -> Vec<Value> {
         .collect()
 }
 
-fn change(b: &dyn Backend, changes: Vec<Change>) -> Response {
-    let result = b.change(&changes);
+fn change(b: &dyn Backend, req: &Request, changes: Vec<Change>) -> Response {
+    // `?revision=N`: the fleet map revision the caller read (`[cluster]`);
+    // the change is refused with 409 if what it touches changed since.
+    let read_revision = match req.query_param("revision") {
+        None => None,
+        Some(text) => match text.parse::<u64>() {
+            Ok(r) => Some(r),
+            Err(_) => return Response::error(
+                400,
+                &format!(
+                    "?revision={text:?} is not a revision: pass the \"revision\" of a GET reply"
+                ),
+            ),
+        },
+    };
+    let result = b.change(&changes, read_revision);
     crate::metrics::record_map_change(match &result {
         Ok(_) => "ok",
         Err(Refused::Persist(_)) => "failed",
+        Err(Refused::Conflict(_)) => "conflict",
+        Err(Refused::Unavailable(_)) => "unavailable",
         Err(_) => "rejected",
     });
     match result {
         Ok(Applied {
-            version: Some(v),
-            warning: None,
-        }) => Response::json(200, &json!({ "changed": true, "version": v })),
-        Ok(Applied {
-            version: Some(v),
-            warning: Some(w),
-        }) => Response::json(
-            200,
-            &json!({ "changed": true, "version": v, "durable": false, "warning": w }),
-        ),
-        Ok(Applied { version: None, .. }) => {
-            Response::json(200, &json!({ "changed": false, "version": b.version() }))
+            version,
+            warning,
+            revision,
+        }) => {
+            let mut reply = json!({
+                "changed": version.is_some(),
+                "version": version.unwrap_or_else(|| b.version()),
+            });
+            if let Some(r) = revision {
+                reply["revision"] = json!(r);
+            }
+            if let Some(w) = warning {
+                reply["durable"] = json!(false);
+                reply["warning"] = json!(w);
+            }
+            Response::json(200, &reply)
         }
         Err(Refused::Change(e)) => Response::error(e.status, &e.message),
         Err(Refused::Invalid(problems)) => Response::json(
@@ -484,6 +529,8 @@ fn change(b: &dyn Backend, changes: Vec<Change>) -> Response {
             &json!({ "error": "the change would make the address map invalid; nothing was applied", "problems": problems_json(&problems) }),
         ),
         Err(Refused::Persist(m)) => Response::error(500, &m),
+        Err(Refused::Conflict(m)) => Response::error(409, &m),
+        Err(Refused::Unavailable(m)) => Response::error(503, &m),
     }
 }
 

@@ -9,12 +9,15 @@
 //! - [`persist`]: crash-safe state files (temp, fsync, rename, dir fsync).
 //! - [`health`]: what `/readyz` waits for.
 //! - [`server`]: the listener thread (never on a shard).
+//! - [`cluster`]: with `[cluster]`, the fleet map in etcd that API changes
+//!   go to and the node follows (instead of the local state file).
 //!
 //! [`start`] wires them to the running process; [`validate`] holds the
 //! config checks of the admin settings.
 
 pub mod access;
 pub mod api;
+pub mod cluster;
 pub mod health;
 pub mod http;
 pub mod overlay;
@@ -207,6 +210,14 @@ pub struct Prepared {
     listener: TcpListener,
     policy: server::Policy,
     health: &'static health::Health,
+    /// With `[cluster]`: its settings, the state directory and the fleet
+    /// map the node serves until etcd answers.
+    cluster: Option<(
+        crate::config::ClusterConfig,
+        PathBuf,
+        cluster::mirror::Mirror,
+    )>,
+    base_dir: PathBuf,
 }
 
 /// Why start-up preparation failed.
@@ -230,10 +241,22 @@ pub fn prepare(
     crate::metrics::install(server.metrics).map_err(|e| PrepareError::Other(anyhow::anyhow!(e)))?;
     crate::metrics::register_process_series();
     let dir = state_dir(&server, base_dir);
-    let (store, loaded) = store::MapStore::open(&dir, loaded, base_dir).map_err(|e| match e {
+    let open_error = |e| match e {
         store::OpenError::Invalid(problems) => PrepareError::Config(problems),
         store::OpenError::State(m) => PrepareError::Other(anyhow::anyhow!(m)),
-    })?;
+    };
+    let (store, loaded, following) = match loaded.config.cluster.clone() {
+        None => {
+            let (store, loaded) =
+                store::MapStore::open(&dir, loaded, base_dir).map_err(open_error)?;
+            (store, loaded, None)
+        }
+        Some(c) => {
+            let (store, loaded, mirror) =
+                cluster::open(&dir, &c, loaded, base_dir).map_err(open_error)?;
+            (store, loaded, Some((c, dir.clone(), mirror)))
+        }
+    };
     let token = load_token(&server, base_dir).map_err(PrepareError::Other)?;
     let listener = bind(server.admin_listen, token.as_deref()).map_err(PrepareError::Other)?;
     let health = health::init(shards);
@@ -244,6 +267,8 @@ pub fn prepare(
             listener,
             policy: policy(&server, token),
             health,
+            cluster: following,
+            base_dir: base_dir.to_path_buf(),
         },
     ))
 }
@@ -254,9 +279,37 @@ impl Prepared {
         self.health
     }
 
-    /// Start serving the admin listener; returns its address.
+    /// Start following the fleet map (with `[cluster]`) and serving the
+    /// admin listener; returns the listener's address.
     pub fn start(self, shared: Arc<Shared>, ctl: Arc<Controller>) -> anyhow::Result<SocketAddr> {
-        start(self.listener, self.policy, shared, ctl, self.health)
+        let fleet = match self.cluster {
+            None => None,
+            Some((config, dir, mirror)) => {
+                let (publish_shared, publish_ctl) = (shared.clone(), ctl.clone());
+                let check_shared = shared.clone();
+                let base_dir = self.base_dir.clone();
+                let check_dir = self.base_dir.clone();
+                Some(cluster::ClusterMap::start(
+                    &config,
+                    &self.base_dir,
+                    &dir,
+                    mirror,
+                    move |overlay| {
+                        publish_shared
+                            .map_store
+                            .replace_overlay(overlay, &base_dir, |loaded| {
+                                publish(&publish_shared, &publish_ctl, loaded)
+                            })
+                    },
+                    move |current, changes| {
+                        check_shared
+                            .map_store
+                            .check_changes(current, changes, &check_dir)
+                    },
+                )?)
+            }
+        };
+        start(self.listener, self.policy, shared, ctl, self.health, fleet)
     }
 }
 
@@ -282,12 +335,14 @@ pub fn start(
     shared: Arc<Shared>,
     ctl: Arc<Controller>,
     health: &'static health::Health,
+    fleet: Option<Arc<cluster::ClusterMap>>,
 ) -> anyhow::Result<SocketAddr> {
     crate::metrics::set_map_version(shared.version());
     let backend = Arc::new(RuntimeBackend {
         shared,
         ctl,
         health,
+        fleet,
     });
     let addr = server::spawn(listener, backend, policy)
         .map_err(|e| anyhow::anyhow!("cannot start the admin listener thread: {e}"))?;
@@ -304,11 +359,22 @@ pub fn start(
     Ok(addr)
 }
 
+/// Serve `loaded` on every shard now: swap it in, wake idle shards, tell
+/// `/metrics`. Returns the new map version.
+fn publish(shared: &Shared, ctl: &Controller, loaded: crate::config::Loaded) -> u64 {
+    let version = shared.publish(loaded.map, loaded.config.dns);
+    ctl.broadcast(Command::Refresh);
+    crate::metrics::set_map_version(version);
+    version
+}
+
 /// The running process as the admin API sees it.
 struct RuntimeBackend {
     shared: Arc<Shared>,
     ctl: Arc<Controller>,
     health: &'static health::Health,
+    /// With `[cluster]`: where API changes go.
+    fleet: Option<Arc<cluster::ClusterMap>>,
 }
 
 impl Backend for RuntimeBackend {
@@ -321,33 +387,61 @@ impl Backend for RuntimeBackend {
     fn readiness(&self) -> Readiness {
         Readiness {
             waiting_for: self.health.waiting_for(),
+            degraded: self
+                .fleet
+                .as_ref()
+                .map(|f| f.degraded())
+                .unwrap_or_default(),
         }
     }
 
     fn map(&self) -> (Config, Overlay, u64, Option<String>) {
         let (config, overlay) = self.shared.map_store.snapshot();
-        let file = self
-            .shared
-            .map_store
-            .state_file()
-            .map(|p| p.display().to_string());
+        let file = match &self.fleet {
+            Some(f) => Some(f.state_file().display().to_string()),
+            None => self
+                .shared
+                .map_store
+                .state_file()
+                .map(|p| p.display().to_string()),
+        };
         (config, overlay, self.shared.version(), file)
     }
 
-    fn change(&self, changes: &[Change]) -> Result<Applied, Refused> {
+    fn change(&self, changes: &[Change], read_revision: Option<u64>) -> Result<Applied, Refused> {
+        if let Some(fleet) = &self.fleet {
+            let applied = fleet.change(changes, read_revision)?;
+            if let (Some(version), Some(revision)) = (applied.version, applied.revision) {
+                tracing::info!(
+                    "admin API: {} change(s) written to the fleet map at revision {revision}; serving address map version {version}",
+                    changes.len()
+                );
+            }
+            return Ok(applied);
+        }
+        if read_revision.is_some() {
+            return Err(Refused::Change(overlay::ChangeError {
+                status: 400,
+                message:
+                    "?revision= applies to a fleet map ([cluster]); this node keeps its own map"
+                        .into(),
+            }));
+        }
         let base_dir = self.shared.base_dir();
         let applied = self.shared.map_store.change(changes, &base_dir, |loaded| {
-            self.shared.publish(loaded.map, loaded.config.dns)
+            publish(&self.shared, &self.ctl, loaded)
         })?;
         if let Some(version) = applied.version {
-            self.ctl.broadcast(Command::Refresh);
-            crate::metrics::set_map_version(version);
             tracing::info!(
                 "admin API: {} change(s) applied; serving address map version {version}",
                 changes.len()
             );
         }
         Ok(applied)
+    }
+
+    fn revision(&self) -> Option<u64> {
+        self.fleet.as_ref().map(|f| f.revision())
     }
 
     fn reload(&self) -> Reloaded {

@@ -53,8 +53,11 @@ pub struct Applied {
     /// (e.g. adding a prefix the view already has).
     pub version: Option<u64>,
     /// Applied and persisted, but not surely durable (the state
-    /// directory's fsync failed): what to tell the operator.
+    /// directory's fsync failed), or written to the fleet map but not yet
+    /// applied here: what to tell the operator.
     pub warning: Option<String>,
+    /// The fleet map's etcd revision that holds the change (`[cluster]`).
+    pub revision: Option<u64>,
 }
 
 /// A change that was refused; nothing was applied.
@@ -66,6 +69,11 @@ pub enum Refused {
     Invalid(Vec<Problem>),
     /// The change could not be persisted (500).
     Persist(String),
+    /// Someone else changed what the change touches since the revision it
+    /// was made against (409): read again and retry.
+    Conflict(String),
+    /// The fleet map cannot be written now (503): etcd is unreachable.
+    Unavailable(String),
 }
 
 struct Inner {
@@ -148,6 +156,62 @@ impl MapStore {
         Ok((store, serving))
     }
 
+    /// Start-up of a node that follows a fleet map (`[cluster]`): the
+    /// overlay comes from the node's last applied fleet map, not from the
+    /// local state file (the follower persists its own). API changes reach
+    /// the store only through [`MapStore::replace_overlay`].
+    pub fn open_following(
+        loaded: Loaded,
+        overlay: Overlay,
+        base_dir: &Path,
+    ) -> Result<(MapStore, Loaded), OpenError> {
+        let store = MapStore::detached(&loaded.config);
+        let serving = {
+            let mut inner = store.lock();
+            inner.overlay = overlay;
+            store.merged(&inner.base, &inner.overlay, Some(loaded), base_dir)
+        }
+        .map_err(OpenError::Invalid)?;
+        Ok((store, serving))
+    }
+
+    /// The fleet map moved: serve `next` over the base. Validated and built
+    /// first; on a problem the current map keeps serving. Returns the
+    /// version published (`None`: `next` is what is served already).
+    pub fn replace_overlay(
+        &self,
+        next: Overlay,
+        base_dir: &Path,
+        publish: impl FnOnce(Loaded) -> u64,
+    ) -> Result<Option<u64>, Vec<Problem>> {
+        let mut inner = self.lock();
+        if next == inner.overlay {
+            return Ok(None);
+        }
+        let serving = self.merged(&inner.base, &next, None, base_dir)?;
+        inner.overlay = next;
+        Ok(Some(publish(serving)))
+    }
+
+    /// What `changes` make of `current` (a fleet map's overlay) over this
+    /// node's base, validated like a local change but neither served nor
+    /// persisted. `Ok(None)`: they change nothing.
+    pub fn check_changes(
+        &self,
+        current: &Overlay,
+        changes: &[Change],
+        base_dir: &Path,
+    ) -> Result<Option<Overlay>, Refused> {
+        let inner = self.lock();
+        let next = overlay::apply(&inner.base, current, changes).map_err(Refused::Change)?;
+        if &next == current {
+            return Ok(None);
+        }
+        self.merged(&inner.base, &next, None, base_dir)
+            .map_err(Refused::Invalid)?;
+        Ok(Some(next))
+    }
+
     /// The state file, when changes are persisted.
     pub fn state_file(&self) -> Option<&Path> {
         self.file.as_deref()
@@ -194,6 +258,7 @@ impl MapStore {
             return Ok(Applied {
                 version: None,
                 warning: None,
+                revision: None,
             });
         }
         let serving = self
@@ -224,6 +289,7 @@ impl MapStore {
         Ok(Applied {
             version: Some(publish(serving)),
             warning,
+            revision: None,
         })
     }
 

@@ -18,6 +18,7 @@
 //! publish task; `/metrics` then carries only the process-wide series. It
 //! exists to measure what metrics cost.
 
+pub mod cluster;
 pub mod histogram;
 pub mod process;
 pub mod shard;
@@ -130,11 +131,47 @@ pub mod names {
     pub const START_TIME: &str = "process_start_time_seconds";
     pub const CPU_SECONDS: &str = "process_cpu_seconds_total";
     pub const SHARD_CPU_SECONDS: &str = "shardgate_shard_cpu_seconds_total";
+    pub const CLUSTER_APPLIED_REVISION: &str = "shardgate_cluster_applied_revision";
+    pub const CLUSTER_ETCD_REVISION: &str = "shardgate_cluster_etcd_revision";
+    pub const CLUSTER_WATCH_LAG: &str = "shardgate_cluster_watch_lag_revisions";
+    pub const CLUSTER_ETCD_UP: &str = "shardgate_cluster_etcd_up";
+    pub const CLUSTER_CHANGES: &str = "shardgate_cluster_changes_total";
+    pub const CLUSTER_SNAPSHOTS: &str = "shardgate_cluster_snapshot_reloads_total";
 }
 
 /// Every metric family with its kind and help text (histograms rendered by
 /// this module are listed too, so the list is the whole catalogue).
 pub const CATALOGUE: &[(&str, Kind, &str)] = &[
+    (
+        names::CLUSTER_APPLIED_REVISION,
+        Kind::Gauge,
+        "etcd revision of the fleet address map this node serves ([cluster]).",
+    ),
+    (
+        names::CLUSTER_ETCD_REVISION,
+        Kind::Gauge,
+        "Newest etcd revision this node has heard of ([cluster]).",
+    ),
+    (
+        names::CLUSTER_WATCH_LAG,
+        Kind::Gauge,
+        "Revisions between the newest one heard from etcd and the one applied ([cluster]).",
+    ),
+    (
+        names::CLUSTER_ETCD_UP,
+        Kind::Gauge,
+        "1 while this node's watch on etcd is established ([cluster]).",
+    ),
+    (
+        names::CLUSTER_CHANGES,
+        Kind::Counter,
+        "Fleet map generations from etcd, by result: applied, or rejected (cannot be served here; the previous map keeps serving).",
+    ),
+    (
+        names::CLUSTER_SNAPSHOTS,
+        Kind::Counter,
+        "Full reads of the fleet map from etcd, by reason (start, compacted).",
+    ),
     (
         names::REQUESTS,
         Kind::Counter,
@@ -233,7 +270,7 @@ pub const CATALOGUE: &[(&str, Kind, &str)] = &[
     (
         names::MAP_CHANGES,
         Kind::Counter,
-        "Address-map changes through the admin API, by result (ok, rejected, failed).",
+        "Address-map changes through the admin API, by result (ok, rejected, failed; with [cluster] also conflict, unavailable).",
     ),
     (
         names::FN_INVOCATIONS,
@@ -632,7 +669,7 @@ pub fn register_process_series() {
                 .absolute(0);
         }
     }
-    for result in ["ok", "rejected", "failed"] {
+    for result in ["ok", "rejected", "failed", "conflict", "unavailable"] {
         metrics::counter!(names::MAP_CHANGES, "shard" => PROCESS_SHARD, "result" => result)
             .absolute(0);
     }

@@ -205,6 +205,7 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
             "server.shutdown_grace_ms",
             o.server.shutdown_grace_ms != n.server.shutdown_grace_ms,
         ),
+        ("cluster", o.cluster != n.cluster),
     ]
     .into_iter()
     .filter_map(|(key, changed)| changed.then_some(key))

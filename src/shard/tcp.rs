@@ -52,6 +52,19 @@ pub fn next_frame(buf: &[u8], max_len: usize) -> Frame {
     }
 }
 
+/// Bytes still missing from the frame that starts `buf` (whose complete
+/// frames were taken already), when its length prefix is in and valid;
+/// 0 otherwise. A large query is then read in one call instead of
+/// [`READ_CHUNK`]-sized pieces, each of which costs a read and a timer.
+pub fn missing_frame_bytes(buf: &[u8], max_len: usize) -> usize {
+    match next_frame(buf, max_len) {
+        Frame::Incomplete if buf.len() >= 2 => {
+            2 + usize::from(u16::from_be_bytes([buf[0], buf[1]])) - buf.len()
+        }
+        _ => 0,
+    }
+}
+
 /// Accept loop for one listener, until the shard stops.
 pub async fn serve_listener(ctx: Rc<ShardCtx>, listener: TcpListener) {
     loop {
@@ -246,16 +259,27 @@ async fn serve_connection(ctx: &ShardCtx, mut stream: TcpStream) {
             return;
         }
         let wait = deadline - now;
-        let got = read_bounded(
-            &mut stream,
-            &mut chunk,
-            wait,
-            &ctx.stop,
-            stopping || !rbuf.is_empty(),
-        )
-        .await;
+        let finishing = stopping || !rbuf.is_empty();
+        let missing = missing_frame_bytes(&rbuf, max_len);
+        let got = if missing > READ_CHUNK {
+            // A large query is on its way: read the rest straight into
+            // the buffer, in as few reads as the peer allows.
+            let have = rbuf.len();
+            rbuf.resize(have + missing, 0);
+            let got =
+                read_bounded(&mut stream, &mut rbuf[have..], wait, &ctx.stop, finishing).await;
+            let n = if let Read::Data(n) = got { n } else { 0 };
+            rbuf.truncate(have + n);
+            got
+        } else {
+            let got = read_bounded(&mut stream, &mut chunk, wait, &ctx.stop, finishing).await;
+            if let Read::Data(n) = got {
+                rbuf.extend_from_slice(&chunk[..n]);
+            }
+            got
+        };
         match got {
-            Read::Data(n) => rbuf.extend_from_slice(&chunk[..n]),
+            Read::Data(_) => {}
             Read::Closed | Read::Stop => return,
             Read::Deadline => {
                 ctx.stats.tcp_idle_closed();
@@ -289,6 +313,20 @@ mod tests {
         );
         assert_eq!(next_frame(&[2, 1, 0], 513), Frame::Incomplete);
         assert_eq!(next_frame(&[2, 1, 0], 512), Frame::Invalid { len: 513 });
+    }
+
+    #[test]
+    fn the_rest_of_a_large_frame_is_known_from_its_prefix() {
+        assert_eq!(missing_frame_bytes(&[], 65535), 0);
+        assert_eq!(missing_frame_bytes(&[0xFF], 65535), 0);
+        assert_eq!(missing_frame_bytes(&[0xFF, 0xFF], 65535), 65535);
+        assert_eq!(missing_frame_bytes(&[0x10, 0x00, 1, 2, 3], 65535), 4093);
+        assert_eq!(missing_frame_bytes(&[0, 3, 1, 2, 3], 512), 0, "complete");
+        assert_eq!(
+            missing_frame_bytes(&[0xFF, 0xFF], 4096),
+            0,
+            "over the limit"
+        );
     }
 
     proptest::proptest! {

@@ -8,6 +8,8 @@
 mod ports;
 pub use ports::free_port;
 
+pub mod etcd;
+
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -364,6 +366,12 @@ fn rand_id() -> u16 {
 
 /// `dig +short` from `src` (UDP, or TCP with `tcp`): the answer lines.
 pub fn dig(port: u16, src: &str, name: &str, tcp: bool) -> Vec<String> {
+    dig_at("127.0.0.1", port, src, name, tcp)
+}
+
+/// [`dig`] asking the server at `server` (e.g. `127.0.0.3`).
+pub fn dig_at(server: &str, port: u16, src: &str, name: &str, tcp: bool) -> Vec<String> {
+    let at = format!("@{server}");
     let mut cmd = Command::new("dig");
     cmd.args([
         "+short",
@@ -373,7 +381,7 @@ pub fn dig(port: u16, src: &str, name: &str, tcp: bool) -> Vec<String> {
         &port.to_string(),
         "-b",
         src,
-        "@127.0.0.1",
+        &at,
         name,
         "A",
     ]);
