@@ -115,7 +115,7 @@ pub fn validate_cluster(c: &ClusterConfig) -> Vec<Problem> {
             r
         } else {
             problems.push(Problem::at(
-                &format!("cluster.etcd[{i}]"),
+                format!("cluster.etcd[{i}]"),
                 format!("{url:?} is not an etcd client URL: write http://HOST:PORT or https://HOST:PORT"),
             ));
             continue;
@@ -126,7 +126,7 @@ pub fn validate_cluster(c: &ClusterConfig) -> Vec<Problem> {
             .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
         if !port_ok || hostport.contains('/') {
             problems.push(Problem::at(
-                &format!("cluster.etcd[{i}]"),
+                format!("cluster.etcd[{i}]"),
                 format!("{url:?} needs a host and a port and no path, e.g. http://127.0.0.1:2379"),
             ));
         }

@@ -58,6 +58,7 @@ def wait(what, pred, within):
 
 class Etcd:
     def __init__(self, root):
+        os.makedirs(root, exist_ok=True)
         self.dir = os.path.join(root, "etcd")
         self.port = free_port()
         peer = f"http://127.0.0.1:{free_port()}"

@@ -488,12 +488,10 @@ fn change(b: &dyn Backend, req: &Request, changes: Vec<Change>) -> Response {
         None => None,
         Some(text) => match text.parse::<u64>() {
             Ok(r) => Some(r),
-            Err(_) => return Response::error(
-                400,
-                &format!(
-                    "?revision={text:?} is not a revision: pass the \"revision\" of a GET reply"
-                ),
-            ),
+            Err(_) => {
+                let m = format!("?revision={text:?} is not a revision: pass one a GET replied");
+                return Response::error(400, &m);
+            }
         },
     };
     let result = b.change(&changes, read_revision);

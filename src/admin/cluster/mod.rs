@@ -55,6 +55,12 @@ pub fn load_state(state_dir: &Path, config: &ClusterConfig) -> Result<Mirror, St
     }
 }
 
+/// Serves an overlay: `Ok(Some(map version))`, `Ok(None)` when it is served
+/// already, or the problems that keep it from serving.
+type PublishFn = dyn Fn(Overlay) -> Result<Option<u64>, Vec<crate::config::Problem>> + Send + Sync;
+/// Checks API changes over a fleet overlay against this node's base.
+type CheckFn = dyn Fn(&Overlay, &[Change]) -> Result<Option<Overlay>, Refused> + Send + Sync;
+
 /// What the follower knows, shared with the admin API's writers.
 #[derive(Debug)]
 struct State {
@@ -78,11 +84,8 @@ pub struct ClusterMap {
     state_file: PathBuf,
     state: Mutex<State>,
     applied: Condvar,
-    /// Serves an overlay: `Ok(Some(map version))`, `Ok(None)` when it is
-    /// served already, or the problems that keep it from serving.
-    publish: Box<dyn Fn(Overlay) -> Result<Option<u64>, Vec<crate::config::Problem>> + Send + Sync>,
-    /// Checks API changes against this node's base.
-    check: Box<dyn Fn(&Overlay, &[Change]) -> Result<Option<Overlay>, Refused> + Send + Sync>,
+    publish: Box<PublishFn>,
+    check: Box<CheckFn>,
     client: follower::Link,
 }
 
