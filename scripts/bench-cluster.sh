@@ -15,7 +15,7 @@
 #    ratio (target >= 0.95).
 #
 #   scripts/bench-cluster.sh [--changes 1000] [--sizes 100000,1000000]
-#                            [--seconds 10] [--rate 20000] [--churn 100]
+#                            [--seconds 10] [--rate 20000] [--churn 100] [--rounds 3]
 #                            [--only propagation,sync,cost] [--json FILE] [--no-build]
 #
 # Bounded: each wait has a deadline; about 2-6 minutes with the defaults
@@ -28,7 +28,7 @@ args=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --no-build) build=0; shift ;;
-    --changes|--sizes|--seconds|--rate|--churn|--only|--json) args+=("$1" "$2"); shift 2 ;;
+    --changes|--sizes|--seconds|--rate|--churn|--rounds|--only|--json) args+=("$1" "$2"); shift 2 ;;
     *) echo "unknown argument $1 (see the header of $0)" >&2; exit 2 ;;
   esac
 done
