@@ -1315,6 +1315,66 @@ mod tests {
     const ZONE: &str = "[[zone]]\nname = \"svc.example.\"\nsoa = { mname = \"ns1.svc.example.\", rname = \"admin.svc.example.\" }\n";
 
     #[test]
+    fn cluster_settings_are_checked_with_advice() {
+        let ok = load(
+            &format!("{ZONE}[cluster]\netcd = [\"http://127.0.0.1:2379\"]\n"),
+            Path::new("."),
+        )
+        .expect("a minimal [cluster] loads");
+        let c = ok.config.cluster.expect("[cluster] is kept");
+        assert_eq!(c.prefix, "/shardgate/");
+        assert_eq!((c.dial_timeout_ms, c.request_timeout_ms), (2000, 5000));
+        let cases = [
+            ("etcd = []", "cluster.etcd", "at least one"),
+            (
+                "etcd = [\"127.0.0.1:2379\"]",
+                "cluster.etcd[0]",
+                "http://HOST:PORT",
+            ),
+            (
+                "etcd = [\"http://127.0.0.1\"]",
+                "cluster.etcd[0]",
+                "a host and a port",
+            ),
+            (
+                "etcd = [\"https://e:2379\"]",
+                "cluster.ca_file",
+                "CA certificate",
+            ),
+            (
+                "etcd = [\"http://e:2379\"]\nca_file = \"ca.pem\"",
+                "cluster.ca_file",
+                "every endpoint is http://",
+            ),
+            (
+                "etcd = [\"https://e:2379\"]\nca_file = \"ca.pem\"\ncert_file = \"c.pem\"",
+                "cluster.cert_file",
+                "together",
+            ),
+            (
+                "etcd = [\"http://e:2379\"]\nuser = \"sg\"",
+                "cluster.user",
+                "together",
+            ),
+            (
+                "etcd = [\"http://e:2379\"]\nprefix = \"shardgate\"",
+                "cluster.prefix",
+                "start and end",
+            ),
+            (
+                "etcd = [\"http://e:2379\"]\nrequest_timeout_ms = 0",
+                "cluster.request_timeout_ms",
+                "100..=60000",
+            ),
+        ];
+        for (table, key, want) in cases {
+            let p = problems(&format!("{ZONE}[cluster]\n{table}\n"));
+            let m = &at(&p, key).message;
+            assert!(m.contains(want), "{table}: {m}");
+        }
+    }
+
+    #[test]
     fn display_has_line_key_and_message() {
         let p = Problem {
             line: Some(7),

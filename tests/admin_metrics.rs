@@ -324,8 +324,23 @@ fn every_metric_in_the_dashboard_and_alerts_is_exported() {
             .then_some(m)
     })
     .expect("function series not published");
+    // The fleet-map series exist only with [cluster]: a node following a
+    // real etcd adds them.
+    let etcd = admin_support::etcd::Etcd::start(dir.path());
+    let fleet_dir = dir.path().join("fleet");
+    std::fs::create_dir_all(&fleet_dir).unwrap();
+    let fleet_ports = Ports::new();
+    let fleet_cfg =
+        config(fleet_ports, 1, "") + &format!("\n[cluster]\netcd = [\"{}\"]\n", etcd.url());
+    let fleet = Shardgate::start(&fleet_dir, fleet_ports, &fleet_cfg);
+    let fleet_metrics = eventually(Duration::from_secs(10), || {
+        let m = fleet.metrics();
+        m.contains("shardgate_cluster_etcd_up{shard=\"process\"} 1")
+            .then_some(m)
+    })
+    .unwrap_or_else(|| panic!("the fleet node never reached etcd; log:\n{}", fleet.log()));
     let metrics_file = dir.path().join("metrics.txt");
-    std::fs::write(&metrics_file, m).unwrap();
+    std::fs::write(&metrics_file, m + &fleet_metrics).unwrap();
     let out = Command::new(repo("scripts/check-metric-names.py"))
         .arg("--metrics")
         .arg(&metrics_file)
