@@ -362,8 +362,9 @@ impl ClusterMap {
                     views.iter().map(|v| format!("{v:?}")).collect::<Vec<_>>().join(", ")
                 )))
             }
+            // Only the follower's watch decides whether etcd is down: one
+            // slow transaction must not make every later write a 503.
             Err(e) => {
-                self.set_down(Some(e.clone()));
                 return Err(Refused::Unavailable(format!(
                     "the change could not be written to etcd ({e}); nothing was applied. Retry when etcd is back"
                 )));
