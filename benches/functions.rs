@@ -20,8 +20,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use shardgate::config::functions::{FunctionSpec, FunctionsConfig, Limits};
 use shardgate::functions::arena::Arena;
-use shardgate::functions::config::{FunctionSpec, FunctionsConfig, Limits};
 use shardgate::functions::{FunctionNode, LoadedFunction, Ring};
 use wasmtime::{Config, Engine, Linker, Module, Store};
 

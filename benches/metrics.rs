@@ -20,8 +20,8 @@ use std::time::Instant;
 use domain::base::{MessageBuilder, Name, Rtype};
 use shardgate::addrmap::AddressMap;
 use shardgate::dns::{self, Transport};
-use shardgate::metrics::shard::ShardMetrics;
 use shardgate::metrics::Registry;
+use shardgate::shard::meter::ShardMetrics;
 use shardgate::shard::stats::{Proto, ShardStats};
 
 const BATCH: usize = 32;
@@ -76,7 +76,7 @@ fn median(v: &mut [f64]) -> f64 {
 fn main() {
     let views = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/bench/views.toml");
     let loaded =
-        shardgate::config::load_file(&views).unwrap_or_else(|p| panic!("{views:?}: {p:?}"));
+        shardgate::addrmap::load_file(&views).unwrap_or_else(|p| panic!("{views:?}: {p:?}"));
     let map = loaded.map;
     let sources: Vec<IpAddr> = ["127.0.0.5", "127.0.0.133", "127.0.1.1"]
         .iter()

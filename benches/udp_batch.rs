@@ -22,12 +22,12 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use glommio::{LocalExecutorBuilder, Placement};
+use shardgate::addrmap;
 use shardgate::addrmap::AddressMap;
-use shardgate::config;
 use shardgate::dns::{self, Transport};
-use shardgate::shard::sockets;
-use shardgate::shard::stop::StopSignal;
-use shardgate::shard::udp::{self, DatagramHandler};
+use shardgate::runtime::sockets;
+use shardgate::runtime::stop::StopSignal;
+use shardgate::runtime::udp::{self, DatagramHandler};
 
 const BENCH_CONFIG: &str = r#"
 [dns]
@@ -214,7 +214,7 @@ fn run_once(mode: Mode, kind: Kind, secs: f64, window: usize, server_cpu: usize)
         .io_memory(1 << 20)
         .spawn(move || async move {
             let loaded =
-                config::load(BENCH_CONFIG, std::path::Path::new(".")).expect("bench config");
+                addrmap::load(BENCH_CONFIG, std::path::Path::new(".")).expect("bench config");
             let map = Rc::new(loaded.map);
             let sock = sockets::bind_udp("127.0.0.1:0".parse().unwrap(), None).unwrap();
             addr_tx.send(sock.local_addr().unwrap()).unwrap();

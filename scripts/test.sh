@@ -5,7 +5,8 @@
 #
 # 1. installs what the tests need when it is missing (apt-get, quietly, only
 #    for commands not found; needs root or sudo), and rustfmt/clippy;
-# 2. cargo fmt --check; cargo clippy --all-targets -D warnings;
+# 2. cargo fmt --check; cargo clippy --all-targets -D warnings; the layer
+#    order of src/lib.rs (scripts/check-layers.py);
 # 3. builds once in release and runs every test in release (unit, integration
 #    with real clients such as dig/kdig/dnsperf, doc tests);
 # 4. checks that the benchmarks build (cargo bench --no-run);
@@ -109,6 +110,7 @@ install_prerequisites() {
 run "prerequisites" install_prerequisites
 run "cargo fmt --check" cargo fmt --all -- --check
 run "cargo clippy" cargo clippy --all-targets -- -D warnings
+run "layer order (src/lib.rs)" bash -c 'python3 scripts/check-layers.py --self-test && python3 scripts/check-layers.py src'
 # One release build serves the tests, the integration tests' binaries and the
 # benchmarks (profile.bench inherits release).
 run "build (release)" cargo test --release --no-run

@@ -247,7 +247,7 @@ pub fn config(data: &[u8]) {
     {
         return;
     }
-    if let Ok(loaded) = crate::config::load(text, Path::new("/nonexistent")) {
+    if let Ok(loaded) = crate::addrmap::load(text, Path::new("/nonexistent")) {
         assert_eq!(loaded.map.views().len(), loaded.config.views.len());
     }
 }

@@ -7,8 +7,9 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use mimalloc::MiMalloc;
 
-use shardgate::config;
-use shardgate::shard::{self, RunError, RunOptions};
+use shardgate::node::{self, RunError, RunOptions};
+use shardgate::shard;
+use shardgate::{addrmap, config};
 
 #[global_allocator]
 static GLOBAL: MiMalloc = MiMalloc;
@@ -141,7 +142,7 @@ fn run(args: RunArgs) -> ExitCode {
     } else {
         ""
     };
-    match shard::run(opts) {
+    match node::run(opts) {
         Ok(()) => ExitCode::SUCCESS,
         Err(RunError::Config { source, problems }) => {
             for p in &problems {
@@ -162,7 +163,7 @@ fn run(args: RunArgs) -> ExitCode {
 
 fn check_config(file: &std::path::Path) -> ExitCode {
     let source = file.display().to_string();
-    match config::load_file(file) {
+    match addrmap::load_file(file) {
         Ok(loaded) => {
             let base_dir = match file.parent() {
                 Some(d) if !d.as_os_str().is_empty() => d,

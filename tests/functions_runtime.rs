@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use shardgate::functions::config::{FunctionSpec, FunctionsConfig, Limits};
+use shardgate::config::functions::{FunctionSpec, FunctionsConfig, Limits};
 use shardgate::functions::{ArtifactSource, FunctionNode, FunctionShard, InvokeError, Status};
 
 fn repo(p: &str) -> PathBuf {
@@ -486,7 +486,7 @@ module = "functions/checksum.txt"
 name = "bad/name"
 module = "x.wat"
 "#;
-    let problems = match shardgate::config::load(text, Path::new(env!("CARGO_MANIFEST_DIR"))) {
+    let problems = match shardgate::addrmap::load(text, Path::new(env!("CARGO_MANIFEST_DIR"))) {
         Ok(_) => panic!("invalid limits accepted"),
         Err(p) => p,
     };

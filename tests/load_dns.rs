@@ -318,7 +318,7 @@ fn open_loop_latency_includes_a_stall_and_closed_loop_hides_it() {
 fn remote_targets_are_refused_without_allow_remote() {
     let dir = tempfile::tempdir().unwrap();
     let q = query_file(dir.path(), "upf.svc.example. A\n");
-    let out = Command::new(LOAD)
+    let out = Command::new(load_bin())
         .args(["dns", "--target", "192.0.2.1:53", "-f", &q, "-d", "1s"])
         .output()
         .unwrap();
@@ -331,7 +331,7 @@ fn remote_targets_are_refused_without_allow_remote() {
 fn bad_query_files_name_their_lines() {
     let dir = tempfile::tempdir().unwrap();
     let q = query_file(dir.path(), "ok.example. A\nbroken.example.\nx. BOGUS\n");
-    let out = Command::new(LOAD)
+    let out = Command::new(load_bin())
         .args(["dns", "--target", "127.0.0.1:9", "-f", &q, "-d", "1s"])
         .output()
         .unwrap();

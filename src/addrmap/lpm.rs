@@ -479,16 +479,6 @@ impl Lpm {
         }
     }
 
-    #[inline]
-    pub fn lookup_v4(&self, addr: u32) -> Option<Match> {
-        self.v4.lookup(addr)
-    }
-
-    #[inline]
-    pub fn lookup_v6(&self, addr: u128) -> Option<Match> {
-        self.v6.lookup(addr)
-    }
-
     pub fn mem_size(&self) -> usize {
         self.v4.mem_size() + self.v6.mem_size()
     }

@@ -27,8 +27,8 @@ use serde_json::{json, Value};
 use crate::config::{Config, Problem};
 
 use super::http::{constant_time_eq, percent_decode, Request, Response};
-use super::overlay::{record_from_config, Change, Overlay, Record, RecordData};
-use super::store::{Applied, Refused};
+use crate::mapstore::overlay::{record_from_config, Change, Overlay, Record, RecordData};
+use crate::mapstore::store::{Applied, Refused};
 
 /// Readiness as the backend sees it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -278,7 +278,7 @@ fn dispatch(route: &Route, method: &str, req: &Request, b: &dyn Backend) -> Opti
         },
         (Route::RecordSet { view, name, rtype }, "GET") => match find_view(b, view) {
             Ok(v) => {
-                let want_name = super::overlay::canonical_name(name);
+                let want_name = crate::mapstore::overlay::canonical_name(name);
                 let records: Vec<&Value> = v["records"]
                     .as_array()
                     .into_iter()
@@ -286,7 +286,7 @@ fn dispatch(route: &Route, method: &str, req: &Request, b: &dyn Backend) -> Opti
                     .filter(|r| {
                         r["name"]
                             .as_str()
-                            .map(super::overlay::canonical_name)
+                            .map(crate::mapstore::overlay::canonical_name)
                             .as_deref()
                             == Some(want_name.as_str())
                             && r["type"]

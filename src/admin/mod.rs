@@ -1,130 +1,35 @@
 //! The admin plane: the admin HTTP listener (`/metrics`, `/healthz`,
-//! `/readyz`, the `/v1` address-map API), its access policy (bearer token,
-//! loopback-only without one) and the persisted address-map changes.
+//! `/readyz`, the `/v1` address-map API) and its access policy (bearer
+//! token, loopback-only without one). The map it changes is
+//! `mapstore`'s; what `/readyz` waits for is `shard::health`.
 //!
 //! - [`http`]: sans-IO HTTP/1.1 request parsing and response bytes.
 //! - [`api`]: routes and handlers over a [`api::Backend`].
-//! - [`overlay`]: API changes as data, and their merge over the config.
-//! - [`store`]: the single writer of the served map (reloads and API changes).
-//! - [`persist`]: crash-safe state files (temp, fsync, rename, dir fsync).
-//! - [`health`]: what `/readyz` waits for.
+//! - [`access`]: browser defence (Host, Origin) and the bearer token.
+//! - [`slots`]: who gets one of the listener's connection slots.
 //! - [`server`]: the listener thread (never on a shard).
-//! - [`cluster`]: with `[cluster]`, the fleet map in etcd that API changes
-//!   go to and the node follows (instead of the local state file).
 //!
-//! [`start`] wires them to the running process; [`validate`] holds the
-//! config checks of the admin settings.
+//! [`prepare`] and [`Prepared::start`] wire them to the running process.
 
 pub mod access;
 pub mod api;
-pub mod cluster;
-pub mod health;
 pub mod http;
-pub mod overlay;
-pub mod persist;
 pub mod server;
 pub mod slots;
-pub mod store;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::config::{Config, Problem, ServerConfig};
+use crate::config::{Config, Problem, ServerConfig, MIN_TOKEN_LEN};
 use crate::shard::control::{self, Command, Controller};
 use crate::shard::state::{ReloadOutcome, Shared};
 
+use crate::mapstore::cluster;
+use crate::mapstore::overlay::{self, Change, Overlay};
+use crate::mapstore::store::{self, Applied, Refused};
+use crate::shard::health;
 use api::{Backend, Readiness, Reloaded};
-use overlay::{Change, Overlay};
-use store::{Applied, Refused};
-
-/// Shortest accepted admin token.
-pub const MIN_TOKEN_LEN: usize = 16;
-
-/// Config checks of the admin settings (part of `config::validate`).
-pub fn validate(server: &ServerConfig) -> Vec<Problem> {
-    let mut problems = Vec::new();
-    let mut problem = |key: &str, message: String| {
-        problems.push(Problem {
-            line: None,
-            key: key.to_owned(),
-            message,
-        })
-    };
-    if server.admin_token.is_some() && server.admin_token_file.is_some() {
-        problem(
-            "server.admin_token_file",
-            "set either server.admin_token or server.admin_token_file, not both".into(),
-        );
-    }
-    if let Some(token) = &server.admin_token {
-        if token.trim().len() < MIN_TOKEN_LEN || token.trim() != token {
-            problem(
-                "server.admin_token",
-                format!(
-                    "the admin token must be at least {MIN_TOKEN_LEN} characters without surrounding spaces; \
-                     generate one with `openssl rand -hex 24`"
-                ),
-            );
-        }
-    }
-    for (i, h) in server.admin_hosts.iter().enumerate() {
-        let bad = h.is_empty()
-            || h.parse::<std::net::IpAddr>().is_ok()
-            || !h
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
-        if bad {
-            problem(
-                &format!("server.admin_hosts[{i}]"),
-                format!(
-                    "{h:?} is not a host name: list the names clients use in the Host header                      (e.g. \"admin.node7.example\", no port); IP addresses and localhost are always accepted"
-                ),
-            );
-        }
-    }
-    if server.admin_header_timeout_ms == 0 || server.admin_request_timeout_ms == 0 {
-        problem(
-            "server.admin_header_timeout_ms",
-            "admin_header_timeout_ms and admin_request_timeout_ms must be above 0 (defaults 5000 and 30000)".into(),
-        );
-    } else if server.admin_header_timeout_ms > server.admin_request_timeout_ms {
-        problem(
-            "server.admin_header_timeout_ms",
-            format!(
-                "{} exceeds server.admin_request_timeout_ms ({}): the head is part of the request; \
-                 lower it or raise the request timeout",
-                server.admin_header_timeout_ms, server.admin_request_timeout_ms
-            ),
-        );
-    }
-    if server.admin_connections_per_client == 0
-        || server.admin_connections_per_client > server::MAX_CONNECTIONS
-    {
-        problem(
-            "server.admin_connections_per_client",
-            format!(
-                "{} is outside 1..={}: one address may hold at most that many of the admin listener's {} \
-                 connections (default 8)",
-                server.admin_connections_per_client,
-                server::MAX_CONNECTIONS,
-                server::MAX_CONNECTIONS
-            ),
-        );
-    }
-    let has_token = server.admin_token.is_some() || server.admin_token_file.is_some();
-    if !server.admin_listen.ip().is_loopback() && !has_token {
-        problem(
-            "server.admin_listen",
-            format!(
-                "{} is not a loopback address and no admin token is set: anyone who reaches it could change \
-                 the address map. Set server.admin_token (or admin_token_file), or bind to 127.0.0.1",
-                server.admin_listen
-            ),
-        );
-    }
-    problems
-}
 
 /// The state directory: `server.state_dir` (relative to `base_dir`, the
 /// config file's directory), else `$STATE_DIRECTORY` (set by systemd's
@@ -233,10 +138,10 @@ pub enum PrepareError {
 /// start-up). Returns what to serve, the map store, and what
 /// [`Prepared::start`] needs once the shards' controller exists.
 pub fn prepare(
-    loaded: crate::config::Loaded,
+    loaded: crate::addrmap::Loaded,
     base_dir: &Path,
     shards: usize,
-) -> Result<(crate::config::Loaded, store::MapStore, Prepared), PrepareError> {
+) -> Result<(crate::addrmap::Loaded, store::MapStore, Prepared), PrepareError> {
     let server = loaded.config.server.clone();
     crate::metrics::install(server.metrics).map_err(|e| PrepareError::Other(anyhow::anyhow!(e)))?;
     crate::metrics::register_process_series();
@@ -361,7 +266,7 @@ pub fn start(
 
 /// Serve `loaded` on every shard now: swap it in, wake idle shards, tell
 /// `/metrics`. Returns the new map version.
-fn publish(shared: &Shared, ctl: &Controller, loaded: crate::config::Loaded) -> u64 {
+fn publish(shared: &Shared, ctl: &Controller, loaded: crate::addrmap::Loaded) -> u64 {
     let version = shared.publish(loaded.map, loaded.config.dns);
     ctl.broadcast(Command::Refresh);
     crate::metrics::set_map_version(version);
@@ -460,6 +365,7 @@ impl Backend for RuntimeBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::validate_server as validate;
 
     #[test]
     fn non_loopback_admin_needs_a_token() {

@@ -26,7 +26,7 @@ use super::http::{self, Parsed, Response};
 use super::slots::{Admit, Slots};
 
 /// Connections served at once; see [`super::slots`] for who gets a slot.
-pub const MAX_CONNECTIONS: usize = 64;
+pub const MAX_CONNECTIONS: usize = crate::config::MAX_ADMIN_CONNECTIONS;
 /// A response that cannot be written within this is abandoned.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 

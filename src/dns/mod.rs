@@ -1,7 +1,6 @@
 //! Sans-IO DNS address service: query bytes + who asked -> answer bytes.
 //!
-//! INTERFACE CONTRACT (owned by the dns/addrmap helper; the runtime relies on
-//! exactly these items):
+//! The entry point:
 //! - `answer(map: &AddressMap, query: &[u8], client: IpAddr, transport: Transport, out: &mut Vec<u8>) -> Outcome`
 //!   clears `out` and writes the response there (reusing its capacity).
 //! - `Outcome::{Answered { rcode, truncated }, Dropped(DropReason)}`

@@ -492,11 +492,6 @@ impl Ring {
         r
     }
 
-    /// Whether [`Ring::upkeep_step`] has anything to do.
-    pub fn needs_upkeep(&self) -> bool {
-        !self.retired.is_empty() || self.spare.len() < self.spares_wanted
-    }
-
     /// One unit of background work: release one used-up batch to the pool
     /// (its slots' memory is reset there), or add one instance to the
     /// spare batch being built. Returns whether it did anything.

@@ -236,7 +236,7 @@ pub fn invoke_http(
     input: &[u8],
     timeout: Duration,
 ) -> Result<Vec<u8>, ClientError> {
-    if !super::config::valid_name(name) {
+    if !crate::config::functions::valid_name(name) {
         return Err(ClientError::Usage(format!(
             "{name:?} is not a valid function name: use 1-64 characters of A-Z a-z 0-9 _ - ."
         )));

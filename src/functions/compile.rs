@@ -28,7 +28,7 @@ use wasmtime::{
 };
 
 use super::arena::ArenaData;
-use super::config::{FunctionSpec, Limits};
+use crate::config::functions::{FunctionSpec, Limits};
 
 /// Node-wide engine settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

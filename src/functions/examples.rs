@@ -6,8 +6,7 @@
 
 use std::path::Path;
 
-/// The prefix that names a built-in module.
-pub const PREFIX: &str = "builtin:";
+pub use crate::config::functions::{is_builtin, BUILTIN_MODULE_PREFIX as PREFIX};
 
 /// File name and contents of every built-in example.
 pub const EXAMPLES: &[(&str, &[u8])] = &[
@@ -28,11 +27,6 @@ pub const EXAMPLES: &[(&str, &[u8])] = &[
         include_bytes!("../../functions/ttl_decrement.wasm"),
     ),
 ];
-
-/// Whether `module` (as written in the config) names a built-in example.
-pub fn is_builtin(module: &Path) -> bool {
-    module.to_str().is_some_and(|s| s.starts_with(PREFIX))
-}
 
 /// The bytes of the built-in `module`; `Err` lists what exists.
 pub fn read(module: &Path) -> Result<&'static [u8], String> {

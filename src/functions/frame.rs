@@ -20,8 +20,8 @@
 //! no answer (no reflection of stray traffic); a request of another version
 //! gets a version-1 reply with status `UnsupportedVersion`.
 
-use super::config::valid_name;
 use super::outcome::Status;
+use crate::config::functions::valid_name;
 
 pub const MAGIC: [u8; 4] = *b"SGFN";
 pub const VERSION: u8 = 1;

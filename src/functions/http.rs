@@ -6,8 +6,8 @@
 //! may sit in the buffer), acts on the [`Step`], drains `consumed` bytes and
 //! continues; responses go out in request order.
 
-use super::config::valid_name;
 use super::outcome::Status;
+use crate::config::functions::valid_name;
 
 /// Headers parsed per request; more is `431`.
 pub const MAX_HEADERS: usize = 32;

@@ -10,18 +10,20 @@
 pub mod arena;
 pub mod client;
 pub mod compile;
-pub mod config;
 pub mod examples;
 pub mod frame;
+pub mod handoff;
 pub mod http;
 pub mod node;
 pub mod outcome;
 pub mod server;
 pub mod shard;
 
+pub use crate::config::functions::{
+    FunctionConfig, FunctionSpec, FunctionsConfig, Limits, LimitsConfig,
+};
 pub use arena::{Ring, StatsSnapshot};
 pub use compile::{ArtifactSource, LoadedFunction};
-pub use config::{FunctionConfig, FunctionSpec, FunctionsConfig, Limits, LimitsConfig};
 pub use node::{FunctionNode, LoadFailure};
 pub use outcome::{InvokeError, Status};
 pub use shard::{FunctionShard, Lookup};

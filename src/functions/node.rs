@@ -13,7 +13,7 @@ use wasmtime::Engine;
 
 use super::arena::slots_per_ring;
 use super::compile::{build_engine, load_function, ArtifactCache, EngineSettings, LoadedFunction};
-use super::config::{FunctionSpec, FunctionsConfig};
+use crate::config::functions::{FunctionSpec, FunctionsConfig};
 use crate::config::Config;
 
 /// A function that could not be loaded, and why.

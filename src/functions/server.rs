@@ -16,9 +16,9 @@ use super::frame::{self, Decoded};
 use super::http::{self, HttpLimits, Step};
 use super::outcome::Status;
 use super::shard::{bump, FunctionShard, Lookup};
-use crate::shard::stop::StopSignal;
-use crate::shard::tcp::{read_bounded, Read};
-use crate::shard::udp::{self, DatagramHandler};
+use crate::runtime::stop::StopSignal;
+use crate::runtime::tcp::{read_bounded, Read};
+use crate::runtime::udp::{self, DatagramHandler};
 
 /// Datagrams per receive batch: invocations run synchronously, so a small
 /// batch keeps a slow function from delaying many replies.
@@ -213,8 +213,9 @@ fn answer_buffered(
             } => {
                 bump(&stats.http_requests);
                 if let Some(h) = shard.handoff() {
-                    use crate::handoff::io::{write_http_verdict, HttpVerdict};
-                    let verdict = h.http_verdict(shard, name, &rbuf[pos..]);
+                    use super::handoff::{http_verdict, write_http_verdict};
+                    use crate::handoff::policy::HttpVerdict;
+                    let verdict = http_verdict(h, shard, name, &rbuf[pos..]);
                     if verdict != HttpVerdict::Serve {
                         let code = if verdict == HttpVerdict::Overloaded {
                             503
@@ -393,7 +394,7 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::functions::config::{FunctionSpec, FunctionsConfig, Limits};
+    use crate::config::functions::{FunctionSpec, FunctionsConfig, Limits};
     use crate::functions::FunctionNode;
 
     #[test]

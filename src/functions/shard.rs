@@ -14,7 +14,7 @@ use super::arena::{Ring, StatsSnapshot};
 use super::compile::LoadedFunction;
 use super::node::FunctionNode;
 use super::outcome::InvokeError;
-use crate::shard::stop::StopSignal;
+use crate::runtime::stop::StopSignal;
 
 /// Wakes the upkeep task from the request path (single-threaded, no locks).
 #[derive(Default)]
@@ -67,14 +67,14 @@ pub struct SurfaceStats {
     /// (`functions.http_max_connections_per_client`).
     pub http_client_refused: Cell<u64>,
     /// Open connections per client.
-    pub http_clients: crate::shard::client_cap::ClientCounts,
+    pub http_clients: crate::runtime::client_cap::ClientCounts,
     pub http_idle_closed: Cell<u64>,
     /// Replies by status (its HTTP equivalent), for the metrics.
-    pub udp_status: crate::metrics::shard::StatusCounts,
-    pub http_status: crate::metrics::shard::StatusCounts,
+    pub udp_status: crate::metrics::local::StatusCounts,
+    pub http_status: crate::metrics::local::StatusCounts,
     /// Invocation latency per surface, for the metrics.
-    pub udp_latency: crate::metrics::shard::RequestTimer,
-    pub http_latency: crate::metrics::shard::RequestTimer,
+    pub udp_latency: crate::metrics::local::RequestTimer,
+    pub http_latency: crate::metrics::local::RequestTimer,
 }
 
 pub(crate) fn bump(c: &Cell<u64>) {

@@ -44,8 +44,8 @@ pub const MAC_LEN: usize = 32;
 pub const OVERHEAD: usize = HEADER_LEN + MAC_LEN;
 /// Largest payload a frame may carry (fits one IPv4 UDP datagram).
 pub const MAX_PAYLOAD: usize = 65_507 - OVERHEAD;
-/// Shortest key accepted.
-pub const MIN_KEY_LEN: usize = 32;
+/// Shortest accepted key, bytes (the config check uses the same bound).
+pub use crate::config::handoff::MIN_KEY_LEN;
 const FLAG_HOP: u8 = 1;
 
 /// What a frame is.

@@ -9,27 +9,31 @@
 //! node's service address (raw socket) or relays the answer back through
 //! the first node, which keeps no per-request state either way.
 //!
-//! - [`policy`]: the work-conserving admission and the per-request
-//!   decision (sans-IO).
+//! - [`policy`]: the work-conserving admission, the per-request decision,
+//!   the HTTP verdict and the hop marker of redirects (sans-IO).
 //! - [`frame`]: the versioned, MAC'd frame and its checks (sans-IO).
 //! - [`replay`]: the node-wide, lock-free replay guard.
 //! - [`liveness`]: the heartbeat state machine (sans-IO).
 //! - [`reject`]: overload answers (DNS SERVFAIL, function error text).
 //! - [`raw`]: IPv4/UDP packet building and the raw sender for direct replies.
-//! - [`config`]: the `[handoff]` table and its checks.
+//! - [`settings`]: thresholds and the MAC key from the `[handoff]` table
+//!   ([`crate::config::handoff`]).
 //! - [`shard`]: one shard's hand-off state, counters and sends.
-//! - [`io`]: the gated UDP handlers, the hand-off port, the heartbeat, HTTP.
+//! - [`gate`]: the admission in front of a UDP answer path, the heartbeat.
 //! - [`worker`]: the gate of a shard's DNS UDP worker thread.
 
-pub mod config;
 pub mod frame;
-pub mod io;
+pub mod gate;
 pub mod liveness;
 pub mod policy;
 pub mod raw;
 pub mod reject;
 pub mod replay;
+pub mod settings;
 pub mod shard;
 pub mod worker;
 
 pub use shard::HandoffShard;
+
+// The services' sides live with them: `functions::handoff` (gated function
+// UDP, HTTP 307/503), `shard::handoff_port` (requests handed to this node).

@@ -49,6 +49,8 @@
 //! A cold function is served here (built inline) rather than handed to a
 //! saturated alternate.
 
+use super::frame::Key;
+
 /// Settings of the admission (from `[handoff]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Thresholds {
@@ -63,10 +65,11 @@ pub struct Thresholds {
 
 impl Default for Thresholds {
     fn default() -> Self {
+        use crate::config::handoff as defaults;
         Thresholds {
-            max_wait_us: 2_000,
-            target_busy_percent: 97,
-            alternate_saturated_percent: 95,
+            max_wait_us: defaults::DEFAULT_MAX_WAIT_US,
+            target_busy_percent: defaults::DEFAULT_TARGET_BUSY_PERCENT,
+            alternate_saturated_percent: defaults::DEFAULT_ALTERNATE_SATURATED_PERCENT,
         }
     }
 }
@@ -325,6 +328,95 @@ impl Admission {
     pub fn estimate_ns(&self) -> u64 {
         self.estimate_ns
     }
+}
+
+// ----- HTTP: the verdict of one request and the hop marker of redirects -----
+
+/// What the HTTP surface does with one `POST /fn/<name>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HttpVerdict {
+    Serve,
+    /// 307 to this URL.
+    Redirect(String),
+    /// 503 with Retry-After.
+    Overloaded,
+}
+
+/// The value of the hop marker (`handoff=<token>` in the query string of
+/// the request line at the front of `head`) that our redirects add; the
+/// token is checked by [`hop_token_is_valid`].
+pub fn hop_marker(head: &[u8]) -> Option<&[u8]> {
+    let line_end = head
+        .iter()
+        .position(|&b| b == b'\r' || b == b'\n')
+        .unwrap_or(head.len());
+    let line = &head[..line_end];
+    let q = line.iter().position(|&b| b == b'?')?;
+    let query_end = line[q..]
+        .iter()
+        .position(|&b| b == b' ')
+        .map_or(line.len(), |p| q + p);
+    line[q + 1..query_end]
+        .split(|&b| b == b'&')
+        .find_map(|kv| kv.strip_prefix(b"handoff="))
+}
+
+/// How long a redirect's hop token is honoured, seconds (the client
+/// follows a 307 at once; the margin covers clock skew between the pair).
+pub const HOP_TOKEN_TTL_S: u64 = 30;
+
+fn hop_token_data(name: &str, ts_s: u64) -> Vec<u8> {
+    let mut d = b"shardgate http hop ".to_vec();
+    d.extend_from_slice(&ts_s.to_be_bytes());
+    d.extend_from_slice(name.as_bytes());
+    d
+}
+
+fn hex_digit(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    }
+}
+
+/// The hop token a node sealing with `key` puts on a redirect for function
+/// `name` at `now_s` (Unix seconds): `<seconds>.<32 hex digits of MAC>`.
+pub fn hop_token(key: &Key, name: &str, now_s: u64) -> String {
+    let tag = key.tag(&hop_token_data(name, now_s));
+    let mut t = format!("{now_s}.");
+    for b in &tag[..16] {
+        t.push_str(&format!("{b:02x}"));
+    }
+    t
+}
+
+/// Whether `token` was made by [`hop_token`] with `key` (the peer's sending
+/// key) for `name`, at most [`HOP_TOKEN_TTL_S`] from `now_s`. Any client
+/// can type `?handoff=1`; only the paired node can mint a valid token.
+pub fn hop_token_is_valid(key: &Key, name: &str, token: &[u8], now_s: u64) -> bool {
+    let Some(dot) = token.iter().position(|&b| b == b'.') else {
+        return false;
+    };
+    let (ts, mac) = (&token[..dot], &token[dot + 1..]);
+    let Some(ts_s) = std::str::from_utf8(ts)
+        .ok()
+        .filter(|t| !t.is_empty() && t.len() <= 20 && t.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|t| t.parse::<u64>().ok())
+    else {
+        return false;
+    };
+    if ts_s.abs_diff(now_s) > HOP_TOKEN_TTL_S || mac.len() != 32 {
+        return false;
+    }
+    let mut tag = [0u8; 16];
+    for (i, pair) in mac.chunks(2).enumerate() {
+        match (hex_digit(pair[0]), hex_digit(pair[1])) {
+            (Some(h), Some(l)) => tag[i] = (h << 4) | l,
+            _ => return false,
+        }
+    }
+    key.verify(&hop_token_data(name, ts_s), &tag)
 }
 
 #[cfg(test)]

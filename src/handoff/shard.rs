@@ -10,14 +10,40 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use super::config::{HandoffConfig, ReplyMode};
 use super::frame::{self, DropReason, Frame, FrameType, Key, Opener, ServiceKind};
 use super::liveness::{Liveness, Transition};
 use super::policy::{Admission, Alternate, Decision, HandoffReason, Request};
 use super::raw::RawSender;
 use super::replay::ReplayTable;
 use super::worker::{GateLink, WorkerGate};
-use crate::metrics::shard::HandoffCounts;
+use crate::config::handoff::{HandoffConfig, ReplyMode};
+
+/// Hand-off running totals of one shard; published by
+/// `shard::meter::ShardMetrics::publish_handoff`. All zero until hand-off is configured.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HandoffCounts {
+    pub cold: u64,
+    pub overloaded: u64,
+    pub frames_received: u64,
+    pub dropped_bad_mac: u64,
+    pub dropped_stale: u64,
+    pub dropped_wrong_source: u64,
+    pub dropped_malformed: u64,
+    pub dropped_replayed: u64,
+    pub dropped_guard_full: u64,
+    pub bad_hop_tokens: u64,
+    pub replies_direct: u64,
+    pub replies_relay: u64,
+    pub overload_rejects: u64,
+    pub alternate_up: bool,
+    /// Handed-off share of the last window, parts per million.
+    pub share_ppm: u32,
+    /// The alternate's reported busy percent (None: reports none).
+    pub alternate_busy_percent: Option<u8>,
+    pub alternate_saturated: bool,
+    /// This shard's busy percent as reported to the alternate.
+    pub busy_percent: u8,
+}
 
 /// Shard-local running totals.
 #[derive(Debug, Default)]
@@ -223,12 +249,6 @@ impl HandoffShard {
     #[inline]
     pub fn is_up(&self) -> bool {
         self.up.get()
-    }
-
-    /// The reply mode in effect (direct falls back to relay without raw
-    /// sockets).
-    pub fn reply_mode(&self) -> ReplyMode {
-        self.reply.get()
     }
 
     /// Nanoseconds on the admission's monotonic clock.

@@ -25,8 +25,8 @@ use super::frame::{self, Frame, FrameType, Key, ServiceKind};
 use super::policy::{Admission, Alternate, Decision, HandoffReason, Request, Thresholds};
 use super::reject;
 use super::shard::unix_us;
-use crate::shard::dns_worker::Screen;
-use crate::shard::udp::realtime_ns;
+use crate::runtime::screen::Screen;
+use crate::runtime::udp::realtime_ns;
 
 /// The executor side's and the worker side's shared facts (see the
 /// module docs).

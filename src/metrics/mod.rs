@@ -1,5 +1,6 @@
-//! Metrics: registration, the per-shard publishing API, and the `/metrics`
-//! rendering.
+//! Metrics: registration, the series catalogue, shard-local instruments
+//! ([`local`]) and the `/metrics` rendering. A leaf: it imports no service;
+//! each service's meter is built on it (the shard's is `shard::meter`).
 //!
 //! One global `metrics-exporter-prometheus` recorder (built with
 //! `build_recorder()`, no HTTP listener, no tokio) holds every counter and
@@ -8,10 +9,10 @@
 //! `"process"` for process-wide ones (reloads, RSS, open fds).
 //!
 //! The request path never touches the recorder. Shards count in shard-local
-//! `Cell`s ([`shard::ShardStats`]) and time requests into shard-local
-//! histograms; a low-priority task on each shard copies those into handles
-//! registered once at start-up ([`shard::ShardMetrics::publish`], about once a
-//! second). Latency histograms are rendered by this module as proper
+//! `Cell`s (`shard::stats::ShardStats`) and time requests into shard-local
+//! histograms ([`local::RequestTimer`]); a low-priority task on each shard
+//! copies those into handles registered once at start-up
+//! (`shard::meter::ShardMetrics`, about once a second). Latency histograms are rendered by this module as proper
 //! Prometheus histograms and appended to the exporter's output.
 //!
 //! `[metrics] enabled = false` (config) turns off request timing and the
@@ -20,8 +21,8 @@
 
 pub mod cluster;
 pub mod histogram;
+pub mod local;
 pub mod process;
-pub mod shard;
 
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, OnceLock};

@@ -17,8 +17,8 @@ use glommio::TaskQueueHandle;
 use super::dns_worker::WorkerLink;
 use super::state::{Served, Shared};
 use super::stats::ShardStats;
-use super::stop::StopSignal;
-use crate::metrics::shard::ShardMetrics;
+use crate::runtime::stop::StopSignal;
+use crate::shard::meter::ShardMetrics;
 
 /// One shard's state.
 pub struct ShardCtx {
@@ -36,7 +36,7 @@ pub struct ShardCtx {
     pub stop: StopSignal,
     /// Tasks that must finish before the shard exits (in-flight TCP work).
     pub gate: Gate,
-    /// Low-priority queue for upkeep (stats publishing, later resets/warm-ups).
+    /// Low-priority queue for upkeep (stats publishing, arena resets and warm-ups).
     pub background: TaskQueueHandle,
     /// This shard's function arenas and counters, when functions are served.
     pub functions: Option<std::rc::Rc<crate::functions::FunctionShard>>,

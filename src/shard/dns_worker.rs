@@ -38,11 +38,13 @@ use std::time::{Duration, Instant};
 
 use super::context::ShardCtx;
 use super::state::{Served, Shared};
-use super::stats::{DropKind, Proto, ShardStats, StatsSnapshot};
-use super::stop::StopSignal;
-use super::udp::{self, DatagramHandler, LoopSettings};
+use super::stats::{Proto, ShardStats, StatsSnapshot};
 use crate::dns::{self, Transport};
-use crate::metrics::shard::WorkerMeter;
+use crate::runtime::screen::Screen;
+use crate::runtime::stop::StopSignal;
+use crate::runtime::udp::DropKind;
+use crate::runtime::udp::{self, DatagramHandler, LoopSettings};
+use crate::shard::meter::WorkerMeter;
 
 /// How long the worker blocks in one receive before it checks for stop and
 /// reports; also the bound on how late it notices a stop.
@@ -53,21 +55,6 @@ const SEND_TIMEOUT: Duration = Duration::from_millis(200);
 const REPORT_EVERY: Duration = Duration::from_millis(250);
 /// Batches between two clock reads for [`REPORT_EVERY`].
 const BATCHES_PER_CLOCK_CHECK: u32 = 64;
-
-/// Something in front of the worker's answer path with state of its own
-/// (the hand-off gate, `crate::handoff::worker`): it sees every batch and
-/// may deal with a datagram itself.
-pub trait Screen: Send {
-    fn begin_batch(&mut self);
-    /// `None`: the worker answers; `Some(send)`: the screen dealt with it
-    /// (`send`: a reply was written into `out`).
-    fn screen(&mut self, d: &[u8], from: SocketAddr, out: &mut Vec<u8>) -> Option<bool>;
-    /// After the batch's replies went out.
-    fn end_batch(&mut self);
-    /// The next datagram reached the socket at `realtime_ns` (see
-    /// [`super::udp::DatagramHandler::received_at`]).
-    fn received_at(&mut self, _realtime_ns: u64) {}
-}
 
 /// What a worker hands to its shard.
 #[derive(Debug, Default, Clone)]
@@ -162,7 +149,7 @@ impl DnsWorker {
             .spawn(move || {
                 crate::metrics::process::register_shard_thread(index);
                 if let Some(cpu) = cpu {
-                    if let Err(e) = super::sockets::pin_current_thread(cpu) {
+                    if let Err(e) = crate::runtime::sockets::pin_current_thread(cpu) {
                         tracing::warn!(shard = index, cpu, "DNS worker not pinned: {e}");
                     }
                 }

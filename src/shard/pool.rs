@@ -1,11 +1,10 @@
-//! Start-up and shutdown of the shard pool: load the configuration, pick the
-//! shard count, check the locked-memory limit, start one pinned glommio
-//! executor per shard, wait until every shard has bound its sockets (or
+//! The shard pool: pick the shard count, check the locked-memory limit and
+//! pinning ([`plan`]), start one pinned glommio executor per shard ([`serve`]), wait until every shard has bound its sockets (or
 //! report the first failure and stop the rest), serve until a stop signal,
 //! and log the final counters.
 
 use std::os::fd::OwnedFd;
-use std::path::PathBuf;
+
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -16,46 +15,19 @@ use anyhow::{anyhow, bail, Context as _};
 use futures_lite::future;
 use glommio::{Latency, LocalExecutorPoolBuilder, PoolPlacement, Shares};
 
-use crate::config::{self, Problem};
+use super::health;
 
 use super::context::ShardCtx;
 use super::control::{self, Command, Controller};
 use super::services;
-use super::sockets;
 use super::state::{ConfigSource, Shared};
 use super::stats::Proto;
+use crate::runtime::sockets;
 
 /// glommio refuses to start below this locked-memory limit.
 const MIN_MEMLOCK: u64 = 512 * 1024;
 /// How often shards publish their counters to the stats board.
 const STATS_PUBLISH_EVERY: Duration = Duration::from_secs(1);
-
-/// What `shardgate run` was asked to do.
-#[derive(Debug, Clone, Default)]
-pub struct RunOptions {
-    /// Config file; `None` = the embedded default.
-    pub config: Option<PathBuf>,
-    /// Shard count override (`--shards`).
-    pub shards: Option<usize>,
-}
-
-/// Why `run` failed.
-#[derive(Debug)]
-pub enum RunError {
-    /// The configuration is invalid; `source` names it for messages.
-    Config {
-        source: String,
-        problems: Vec<Problem>,
-    },
-    /// Anything else that stopped start-up or serving.
-    Runtime(anyhow::Error),
-}
-
-impl From<anyhow::Error> for RunError {
-    fn from(e: anyhow::Error) -> Self {
-        RunError::Runtime(e)
-    }
-}
 
 /// A shard's start-up report to the main thread.
 enum Startup {
@@ -63,32 +35,23 @@ enum Startup {
     Failed { index: usize, error: String },
 }
 
-/// Run shardgate until SIGTERM/SIGINT. Returns after every shard has stopped.
-pub fn run(opts: RunOptions) -> Result<(), RunError> {
-    let (loaded, source) = match &opts.config {
-        Some(path) => (
-            config::load_file(path).map_err(|problems| RunError::Config {
-                source: path.display().to_string(),
-                problems,
-            })?,
-            ConfigSource::File(path.clone()),
-        ),
-        None => (
-            config::load_embedded().map_err(|problems| RunError::Config {
-                source: "<embedded default>".into(),
-                problems,
-            })?,
-            ConfigSource::Embedded,
-        ),
-    };
+/// Where the shards run: how many, on which CPUs, with how much io_memory.
+pub struct Placement {
+    pub shards: usize,
+    cpus: glommio::CpuSet,
+    io_memory_kib: usize,
+    listen: Vec<std::net::SocketAddr>,
+}
+
+/// Pick the shard count (`--shards`, else `server.shards`, else one per
+/// usable CPU) and check that the shards can start there: the CPUs this
+/// process may use, the locked-memory limit, pinning.
+pub fn plan(config: &crate::config::Config, shards: Option<usize>) -> anyhow::Result<Placement> {
     // Shards are pinned only to CPUs this process may use (taskset, cgroup
     // cpuset), so `taskset -c 1 shardgate --shards 1` runs on CPU 1.
     let cpus = allowed_cpus()?;
     let usable = cpus.len();
-    let n = match opts
-        .shards
-        .or(Some(loaded.config.server.shards).filter(|&s| s > 0))
-    {
+    let n = match shards.or(Some(config.server.shards).filter(|&s| s > 0)) {
         Some(n) => n,
         None => usable,
     };
@@ -96,17 +59,16 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
         return Err(anyhow!(
             "cannot run {n} shards on {usable} usable online CPU(s) (online CPUs this process's affinity allows): \
              use --shards (or server.shards) between 1 and {usable}"
-        )
-        .into());
+        ));
     }
-    let io_memory_kib = loaded.config.server.io_memory_kib;
+    let io_memory_kib = config.server.io_memory_kib;
     check_memlock(n, io_memory_kib)?;
     // A shard that cannot pin dies inside glommio before it can say why:
     // find out here, with an error that names the cause.
     let mut cpu_list: Vec<usize> = cpus.iter().map(|l| l.cpu).collect();
     cpu_list.sort_unstable();
-    sockets::check_pinning(&cpu_list).map_err(RunError::Runtime)?;
-    let listen = loaded.config.dns.listen.clone();
+    sockets::check_pinning(&cpu_list)?;
+    let listen = config.dns.listen.clone();
     for addr in listen.iter().filter(|a| a.ip().is_unspecified()) {
         // The UDP loop does not use IP_PKTINFO: a reply leaves from the
         // kernel's preferred source address, not the one the query was sent to.
@@ -116,43 +78,37 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
         );
     }
 
-    // Admin plane: metrics recorder, persisted API map changes merged over
-    // the config, admin token and listener (bound now so a bad address stops
-    // start-up).
-    let (loaded, map_store, admin) =
-        crate::admin::prepare(loaded, &source.base_dir(), n).map_err(|e| match e {
-            crate::admin::PrepareError::Config(problems) => RunError::Config {
-                source: source_name(&source),
-                problems,
-            },
-            crate::admin::PrepareError::Other(e) => RunError::Runtime(e),
-        })?;
-    let health = admin.health();
-    // Functions compile here, off the shards, once for all of them.
-    let functions = crate::functions::FunctionNode::for_run(&loaded.config, &source.base_dir(), n)
-        .map_err(|e| anyhow!("{e}"))?;
-    if let Some(node) = &functions {
-        crate::admin::report_functions(health, node);
-    }
-    let shared = Arc::new(
-        Shared::new(loaded, source.clone(), n)
-            .with_map_store(map_store)
-            .with_functions(functions),
-    );
-    let (ctl, shard_fds) = Controller::new(n).context("cannot create shard control channels")?;
-    let ctl = Arc::new(ctl);
-    let admin_addr = admin.start(shared.clone(), ctl.clone())?;
-    tracing::info!(
-        "admin listener on http://{admin_addr} (/metrics, /healthz, /readyz, /v1/views)"
-    );
-    control::spawn_signal_thread(shared.clone(), ctl.clone())
-        .context("cannot install signal handlers")?;
+    Ok(Placement {
+        shards: n,
+        cpus,
+        io_memory_kib,
+        listen,
+    })
+}
 
+/// Start the shards of `placement` on `shared` (each takes its control
+/// channel from `control_fds`), wait until every one has bound its
+/// sockets or one failed, report ready (systemd, `/readyz` through
+/// `health`), serve until a stop signal and log the final counters.
+pub fn serve(
+    placement: Placement,
+    shared: Arc<Shared>,
+    ctl: Arc<Controller>,
+    control_fds: Vec<OwnedFd>,
+    health: &'static health::Health,
+) -> anyhow::Result<()> {
+    let Placement {
+        shards: n,
+        cpus,
+        io_memory_kib,
+        listen,
+    } = placement;
+    let source = shared.source.clone();
     let (ready_tx, ready_rx) = mpsc::channel::<Startup>();
     let boot = Boot {
         shared: shared.clone(),
         next_index: Arc::new(AtomicUsize::new(0)),
-        control_fds: Arc::new(Mutex::new(shard_fds.into_iter().map(Some).collect())),
+        control_fds: Arc::new(Mutex::new(control_fds.into_iter().map(Some).collect())),
         ready: ready_tx,
     };
     let started = Instant::now();
@@ -217,7 +173,7 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
             (true, Some(first)) => format!("a shard executor could not start: {first}"),
             (true, None) => "every shard exited during start-up without an error".into(),
         };
-        return Err(anyhow!("start-up failed: {reason}").into());
+        return Err(anyhow!("start-up failed: {reason}"));
     }
     crate::notify::ready();
     crate::notify::status(&control::status_text(&shared));
@@ -275,7 +231,7 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
     if errors.is_empty() {
         Ok(())
     } else {
-        Err(anyhow!("shard(s) failed: {}", errors.join("; ")).into())
+        Err(anyhow!("shard(s) failed: {}", errors.join("; ")))
     }
 }
 
@@ -359,7 +315,7 @@ async fn shard_main(boot: Boot) -> Result<(), String> {
     ctx.stop.stopped().await;
     // Not ready any more (load balancers stop sending) while draining.
     ctx.metrics.set_up(false);
-    if let Some(health) = crate::admin::health::global() {
+    if let Some(health) = crate::shard::health::global() {
         health.set_shard_serving(index, false);
     }
     // Listeners and UDP loops return at once on stop; in-flight TCP work
@@ -409,14 +365,6 @@ async fn publish_stats(ctx: Rc<ShardCtx>) {
         if stopped {
             return;
         }
-    }
-}
-
-/// The configuration's name in messages.
-fn source_name(source: &ConfigSource) -> String {
-    match source {
-        ConfigSource::Embedded => "<embedded default>".to_string(),
-        ConfigSource::File(p) => p.display().to_string(),
     }
 }
 

@@ -13,7 +13,8 @@ use crate::config::RrlConfig;
 use crate::dns::rrl::{self, Rrl, Verdict};
 use crate::dns::Outcome;
 
-use super::stats::{DropKind, ShardStats};
+use super::stats::ShardStats;
+use crate::runtime::udp::DropKind;
 
 /// One UDP path's limiter and its clock.
 #[derive(Debug)]

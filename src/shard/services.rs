@@ -2,7 +2,7 @@
 //! the shard will own (before the shard reports ready, so a bind error stops
 //! start-up cleanly), then [`spawn_services`] starts one task per socket.
 //!
-//! Adding a per-shard service (e.g. function invocation datagrams) means
+//! Adding a per-shard service means
 //! adding its sockets to [`ShardSockets`], binding them in `bind_services`
 //! and spawning its tasks in `spawn_services`; the tasks get the shard's
 //! [`ShardCtx`] and must return once `ctx.stop` fires.
@@ -18,10 +18,11 @@ use crate::dns::{self, Transport};
 
 use super::context::ShardCtx;
 use super::dns_worker::DnsWorker;
-use super::sockets;
-use super::stats::{DropKind, Proto};
+use super::stats::Proto;
 use super::tcp;
-use super::udp::{DatagramHandler, KernelDrops};
+use crate::runtime::sockets;
+use crate::runtime::udp::DropKind;
+use crate::runtime::udp::{DatagramHandler, KernelDrops};
 
 /// Sockets one shard owns.
 #[derive(Default)]
@@ -54,7 +55,7 @@ pub fn bind_services(ctx: &ShardCtx) -> anyhow::Result<ShardSockets> {
         let sock = sockets::bind_udp_std(addr, ctx.cpu)?;
         sockets::set_udp_buffers(sock.as_raw_fd(), &dns_buffers)
             .map_err(|e| anyhow::anyhow!("DNS UDP socket {addr}: {e}"))?;
-        let screen: Option<Box<dyn super::dns_worker::Screen>> = match &dns_handoff {
+        let screen: Option<Box<dyn crate::runtime::screen::Screen>> = match &dns_handoff {
             Some(h) => Some(Box::new(h.worker_gate(addr).map_err(|e| {
                 anyhow::anyhow!(
                     "shard {}: cannot open the DNS worker's hand-off socket on {}: {e}",
@@ -128,14 +129,13 @@ pub fn spawn_services(ctx: &Rc<ShardCtx>, sockets: ShardSockets) -> Vec<Task<()>
     }
     if let Some(port) = sockets.handoff {
         if let Some(h) = &ctx.handoff {
-            use crate::handoff::io;
-            tasks.push(glommio::spawn_local(io::serve_port(
+            tasks.push(glommio::spawn_local(super::handoff_port::serve_port(
                 ctx.clone(),
                 h.clone(),
                 port,
             )));
             match glommio::spawn_local_into(
-                io::heartbeat(h.clone(), ctx.stop.clone()),
+                crate::handoff::gate::heartbeat(h.clone(), ctx.stop.clone()),
                 ctx.background,
             ) {
                 Ok(task) => tasks.push(task),
@@ -167,13 +167,15 @@ pub fn spawn_services(ctx: &Rc<ShardCtx>, sockets: ShardSockets) -> Vec<Task<()>
                 Err(_) => KernelDrops::unexported(),
             };
             if let Some(h) = &ctx.handoff {
-                tasks.push(glommio::spawn_local(crate::handoff::io::serve_fn_udp(
-                    fs.clone(),
-                    h.clone(),
-                    sock,
-                    ctx.stop.clone(),
-                    drops,
-                )));
+                tasks.push(glommio::spawn_local(
+                    crate::functions::handoff::serve_fn_udp(
+                        fs.clone(),
+                        h.clone(),
+                        sock,
+                        ctx.stop.clone(),
+                        drops,
+                    ),
+                ));
                 continue;
             }
             tasks.push(glommio::spawn_local(server::serve_udp(

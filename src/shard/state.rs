@@ -2,7 +2,8 @@
 //! served address map behind an `ArcSwap` plus a version counter, the stats
 //! board, and where the configuration came from (for reloads).
 //!
-//! Writers (reload on the signal thread, later the admin API) build a new
+//! Writers (reloads on the signal thread, the admin API, the fleet-map
+//! follower through `mapstore`) build a new
 //! [`Served`] completely, store it, then bump the version. Each shard reads
 //! the version once per receive batch (a read-only load of a line nobody
 //! writes between reloads) and only on a change fetches the new `Arc`.
@@ -13,9 +14,10 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
+use crate::addrmap;
 use crate::addrmap::AddressMap;
-use crate::admin::store::MapStore;
-use crate::config::{self, Config, DnsConfig, Problem};
+use crate::config::{Config, DnsConfig, Problem};
+use crate::mapstore::store::MapStore;
 
 use super::stats::StatsBoard;
 
@@ -34,7 +36,7 @@ pub struct Served {
 /// Where the running configuration comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConfigSource {
-    /// `config::EMBEDDED_DEFAULT`: nothing to reload.
+    /// `crate::config::EMBEDDED_DEFAULT`: nothing to reload.
     Embedded,
     File(PathBuf),
 }
@@ -58,7 +60,7 @@ impl ConfigSource {
 pub struct Shared {
     served: ArcSwap<Served>,
     version: AtomicU64,
-    /// Serializes writers (reloads, later the admin API); readers never take it.
+    /// Serializes writers (reloads, the admin API); readers never take it.
     write_lock: Mutex<()>,
     pub stats: StatsBoard,
     pub source: ConfigSource,
@@ -87,7 +89,7 @@ pub enum ReloadOutcome {
 }
 
 impl Shared {
-    pub fn new(loaded: config::Loaded, source: ConfigSource, shards: usize) -> Shared {
+    pub fn new(loaded: addrmap::Loaded, source: ConfigSource, shards: usize) -> Shared {
         let served = Served {
             version: 1,
             map: loaded.map,
@@ -112,7 +114,7 @@ impl Shared {
     }
 
     /// Use `store` (opened with the persisted API changes, see
-    /// `admin::store::MapStore::open`) instead of a detached one.
+    /// `mapstore::store::MapStore::open`) instead of a detached one.
     pub fn with_map_store(mut self, store: MapStore) -> Shared {
         self.map_store = store;
         self
@@ -158,7 +160,7 @@ impl Shared {
         };
         // The map store merges the admin API's changes over the new file.
         let reloaded = self.map_store.reload(
-            || config::load_file(path),
+            || addrmap::load_file(path),
             &self.base_dir(),
             |loaded| {
                 for note in restart_only_changes(&self.startup, &loaded.config) {
@@ -218,7 +220,7 @@ mod tests {
 
     #[test]
     fn settings_a_reload_cannot_apply_are_named() {
-        let old = config::load_embedded().expect("embedded default").config;
+        let old = addrmap::load_embedded().expect("embedded default").config;
         let mut new = old.clone();
         assert!(restart_only_changes(&old, &new).is_empty());
         new.dns.udp_coalesce_us += 1;
@@ -233,11 +235,11 @@ mod tests {
 
     #[test]
     fn publish_bumps_version_and_swaps_generation() {
-        let loaded = config::load_embedded().expect("embedded default is valid");
+        let loaded = addrmap::load_embedded().expect("embedded default is valid");
         let shared = Shared::new(loaded, ConfigSource::Embedded, 1);
         assert_eq!(shared.version(), 1);
         assert_eq!(shared.current().version, 1);
-        let again = config::load_embedded().unwrap();
+        let again = addrmap::load_embedded().unwrap();
         let v = shared.publish(again.map, again.config.dns);
         assert_eq!(v, 2);
         assert_eq!(shared.version(), 2);
@@ -249,8 +251,8 @@ mod tests {
     fn reload_rejects_invalid_file_and_keeps_serving() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
-        std::fs::write(&path, config::EMBEDDED_DEFAULT).unwrap();
-        let loaded = config::load_file(&path).unwrap();
+        std::fs::write(&path, crate::config::EMBEDDED_DEFAULT).unwrap();
+        let loaded = addrmap::load_file(&path).unwrap();
         let shared = Shared::new(loaded, ConfigSource::File(path.clone()), 1);
         std::fs::write(&path, "[dns]\nlisten = 5\n").unwrap();
         match shared.reload() {
@@ -258,7 +260,7 @@ mod tests {
             other => panic!("expected rejection, got {other:?}"),
         }
         assert_eq!(shared.version(), 1);
-        std::fs::write(&path, config::EMBEDDED_DEFAULT).unwrap();
+        std::fs::write(&path, crate::config::EMBEDDED_DEFAULT).unwrap();
         assert!(matches!(
             shared.reload(),
             ReloadOutcome::Swapped { version: 2 }

@@ -10,6 +10,7 @@ use std::cell::Cell;
 use std::sync::Mutex;
 
 use crate::dns::{DropReason, Outcome};
+use crate::runtime::udp::{DropKind, DROP_KINDS};
 
 /// Transport a query came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,25 +21,6 @@ pub enum Proto {
 
 /// rcode slots: 0..=15 are the header rcodes, the last one counts any other.
 pub const RCODE_SLOTS: usize = 17;
-
-/// Why a query got no answer (besides the answer path's own reasons).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DropKind {
-    /// Shorter than a DNS header.
-    TooShort = 0,
-    /// A response (QR set), never answered.
-    NotAQuery = 1,
-    /// A UDP datagram larger than the receive slot (cut by the kernel).
-    Oversized = 2,
-    /// The answer could not be sent (socket error or send buffer stuck).
-    SendFailed = 3,
-    /// A sender address family we do not serve.
-    BadSource = 4,
-    /// Response rate limiting dropped the answer (`[dns.rrl]`).
-    RateLimited = 5,
-}
-
-pub const DROP_KINDS: usize = 6;
 
 /// The counters of one shard. Single-threaded: only its shard touches it.
 #[derive(Debug, Default)]
@@ -53,7 +35,7 @@ pub struct ShardStats {
     tcp_idle_closed: Cell<u64>,
     tcp_oversize_closed: Cell<u64>,
     /// Open DNS TCP connections per client (`dns.tcp_max_connections_per_client`).
-    pub tcp_clients: super::client_cap::ClientCounts,
+    pub tcp_clients: crate::runtime::client_cap::ClientCounts,
     udp_batches: Cell<u64>,
     udp_coalescing_waits: Cell<u64>,
     rrl_limited: Cell<u64>,

@@ -1,7 +1,7 @@
 //! DNS over TCP (RFC 7766): 2-byte length framing, several queries per
 //! connection, pipelined queries answered in order, an idle timeout, a
 //! per-shard connection cap, a per-client cap within it
-//! ([`super::client_cap`]) and a bound on the length field.
+//! ([`crate::runtime::client_cap`]) and a bound on the length field.
 //!
 //! Each connection is its own task under the shard's gate, so a slow or
 //! stalled client only holds its own connection: every read and write has a
@@ -13,14 +13,14 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use futures_lite::future;
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::AsyncWriteExt;
 use glommio::net::{TcpListener, TcpStream};
 
 use crate::dns::{self, Outcome, Transport};
 
 use super::context::ShardCtx;
 use super::stats::Proto;
-use super::stop::StopSignal;
+use crate::runtime::tcp::{read_bounded, Read};
 
 /// Bytes read from a connection per read call.
 const READ_CHUNK: usize = 4096;
@@ -123,53 +123,6 @@ pub async fn serve_listener(ctx: Rc<ShardCtx>, listener: TcpListener) {
         }
     }
     // Dropping the listener closes it: no new connections on this shard.
-}
-
-/// What one bounded read of a connection brought.
-pub enum Read {
-    Data(usize),
-    /// The peer closed the connection, or the read failed.
-    Closed,
-    /// Nothing arrived before the deadline.
-    Deadline,
-    /// The shard is stopping and the connection had nothing in flight.
-    Stop,
-}
-
-/// Read once from `stream` into `chunk`, for at most `wait`. A stop signal
-/// ends the wait too (`Read::Stop`), unless `finishing`: a request is in
-/// flight (partly received) or the shard is already stopping, and the read
-/// may complete it before the deadline. Shared by every TCP protocol of a
-/// shard (DNS here, HTTP in `functions::server`).
-pub async fn read_bounded(
-    stream: &mut TcpStream,
-    chunk: &mut [u8],
-    wait: Duration,
-    stop: &StopSignal,
-    finishing: bool,
-) -> Read {
-    let read = async {
-        match stream.read(chunk).await {
-            Ok(0) | Err(_) => Read::Closed,
-            Ok(n) => Read::Data(n),
-        }
-    };
-    let timer = async {
-        glommio::timer::sleep(wait).await;
-        Read::Deadline
-    };
-    if finishing {
-        future::or(read, timer).await
-    } else {
-        future::or(
-            read,
-            future::or(timer, async {
-                stop.stopped().await;
-                Read::Stop
-            }),
-        )
-        .await
-    }
 }
 
 /// Serve one connection until the peer closes it, it idles out, sends an

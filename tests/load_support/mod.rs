@@ -14,13 +14,24 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-pub const LOAD: &str = env!("CARGO_BIN_EXE_shardgate-load");
+/// The `shardgate-load` binary: the workspace's `load` crate builds it next
+/// to `shardgate` (same target directory and profile).
+pub fn load_bin() -> std::path::PathBuf {
+    let bin = Path::new(env!("CARGO_BIN_EXE_shardgate")).with_file_name("shardgate-load");
+    assert!(
+        bin.exists(),
+        "{} is missing: build the workspace (`cargo test --release` at the root builds both crates, \
+         or `cargo build --release -p shardgate-load`)",
+        bin.display()
+    );
+    bin
+}
 
 /// Run `shardgate-load` with `args` plus `--json dir/name.json`; returns the
 /// process output and the parsed result.
 pub fn run_load(dir: &Path, name: &str, args: &[&str]) -> (Output, serde_json::Value) {
     let json = dir.join(format!("{name}.json"));
-    let out = Command::new(LOAD)
+    let out = Command::new(load_bin())
         .args(args)
         .arg("--json")
         .arg(&json)

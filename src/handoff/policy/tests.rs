@@ -6,6 +6,9 @@
 
 use super::*;
 use proptest::prelude::*;
+use std::net::SocketAddr;
+
+use crate::handoff::frame::Key;
 
 const T: Thresholds = Thresholds {
     max_wait_us: 2_000,
@@ -443,4 +446,66 @@ fn an_alternate_that_reports_nothing_is_never_saturated() {
         busy_percent: Some(95),
     });
     assert!(adm.alternate_saturated());
+}
+
+#[test]
+fn hop_marker_is_read_from_the_query_string_only() {
+    assert_eq!(
+        hop_marker(b"POST /fn/echo?handoff=1 HTTP/1.1\r\nHost: x\r\n"),
+        Some(&b"1"[..])
+    );
+    assert_eq!(
+        hop_marker(b"POST /fn/echo?a=b&handoff=12.ab HTTP/1.1\r\n"),
+        Some(&b"12.ab"[..])
+    );
+    assert_eq!(
+        hop_marker(b"POST /fn/echo HTTP/1.1\r\nX: ?handoff=1\r\n"),
+        None
+    );
+    assert_eq!(hop_marker(b""), None);
+}
+
+#[test]
+fn only_the_peer_can_mint_a_hop_token_and_only_for_a_while() {
+    let shared = Key::new(&[7u8; 32]).unwrap();
+    let a: SocketAddr = "127.0.0.2:8055".parse().unwrap();
+    let b: SocketAddr = "127.0.0.3:8055".parse().unwrap();
+    // A mints with its sending key; B checks with A's sending key.
+    let t = hop_token(&shared.for_sender(a), "echo", 1_000);
+    let peer_key = shared.for_sender(a);
+    assert!(hop_token_is_valid(&peer_key, "echo", t.as_bytes(), 1_000));
+    assert!(hop_token_is_valid(
+        &peer_key,
+        "echo",
+        t.as_bytes(),
+        1_000 + HOP_TOKEN_TTL_S
+    ));
+    // Expired, for another function, typed by a client, or B's own.
+    assert!(!hop_token_is_valid(&peer_key, "echo", t.as_bytes(), 1_031));
+    assert!(!hop_token_is_valid(&peer_key, "other", t.as_bytes(), 1_000));
+    assert!(!hop_token_is_valid(&peer_key, "echo", b"1", 1_000));
+    let own = hop_token(&shared.for_sender(b), "echo", 1_000);
+    assert!(!hop_token_is_valid(
+        &peer_key,
+        "echo",
+        own.as_bytes(),
+        1_000
+    ));
+    // A forged timestamp breaks the MAC; junk never panics.
+    let forged = t.replacen("1000.", "1001.", 1);
+    assert!(!hop_token_is_valid(
+        &peer_key,
+        "echo",
+        forged.as_bytes(),
+        1_000
+    ));
+    for junk in [
+        &b"."[..],
+        b"1.",
+        b".ab",
+        b"99999999999999999999999.00",
+        b"1.zz",
+    ] {
+        assert!(!hop_token_is_valid(&peer_key, "echo", junk, 1_000));
+    }
 }

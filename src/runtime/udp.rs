@@ -18,8 +18,8 @@
 //! changed, so a socket that drops nothing never touches it.
 //!
 //! Both loops are generic over a [`DatagramHandler`], the per-service part
-//! (the DNS answer path today; function invocation datagrams later), so the
-//! I/O machinery exists once.
+//! (the DNS answer path, function invocation datagrams, the hand-off gate
+//! in front of either), so the I/O machinery exists once.
 
 use std::io;
 use std::mem::{size_of, zeroed};
@@ -32,8 +32,26 @@ use futures_lite::future;
 use glommio::net::UdpSocket;
 
 use super::coalesce::Coalescer;
-use super::stats::DropKind;
 use super::stop::StopSignal;
+
+/// Why a query got no answer (besides the answer path's own reasons).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropKind {
+    /// Shorter than a DNS header.
+    TooShort = 0,
+    /// A response (QR set), never answered.
+    NotAQuery = 1,
+    /// A UDP datagram larger than the receive slot (cut by the kernel).
+    Oversized = 2,
+    /// The answer could not be sent (socket error or send buffer stuck).
+    SendFailed = 3,
+    /// A sender address family we do not serve.
+    BadSource = 4,
+    /// Response rate limiting dropped the answer (`[dns.rrl]`).
+    RateLimited = 5,
+}
+
+pub const DROP_KINDS: usize = 6;
 
 /// Datagrams per `recvmmsg`/`sendmmsg` call of the loops that are not
 /// configured (function and hand-off surfaces).

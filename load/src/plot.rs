@@ -220,7 +220,7 @@ pub fn read_result(path: &Path) -> Result<RunResult, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::load::stats::{RunInfo, Stats};
+    use crate::stats::{RunInfo, Stats};
 
     fn result(scale: u64) -> RunResult {
         let mut s = Stats::default();

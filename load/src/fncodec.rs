@@ -1,11 +1,11 @@
 //! Function invocation datagrams for the load generator: request templates
 //! built once with the function service's own frame encoder
-//! ([`crate::functions::frame`]), the request id patched per send, replies
+//! ([`shardgate::functions::frame`]), the request id patched per send, replies
 //! decoded with its decoder and judged by their status byte.
 
 use super::codec::{Outcome, UdpCodec};
-use crate::functions::frame;
-use crate::functions::Status;
+use shardgate::functions::frame;
+use shardgate::functions::Status;
 
 /// Where the 8-byte request id sits in a frame.
 const ID_AT: usize = frame::HEADER_LEN - 8;

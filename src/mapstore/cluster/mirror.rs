@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::layout::{self, Keys, LayoutError};
-use crate::admin::overlay::Overlay;
+use crate::mapstore::overlay::Overlay;
 
 /// Version of the persisted mirror format.
 pub const FORMAT: u32 = 1;

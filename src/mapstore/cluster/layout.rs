@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::admin::overlay::{Overlay, Record, RecordData, RecordSet, ViewDelta};
+use crate::mapstore::overlay::{Overlay, Record, RecordData, RecordSet, ViewDelta};
 
 /// The keys and values of a map, ordered as etcd orders them.
 pub type Keys = BTreeMap<String, Vec<u8>>;

@@ -5,8 +5,8 @@
 //! `X-Shardgate-Status` header.
 
 use super::codec::Outcome;
-use crate::functions::http::STATUS_HEADER;
-use crate::functions::Status;
+use shardgate::functions::http::STATUS_HEADER;
+use shardgate::functions::Status;
 
 /// Largest response head accepted.
 pub const MAX_HEAD: usize = 16 * 1024;
@@ -168,7 +168,7 @@ pub fn parse_response(buf: &[u8]) -> Result<Parsed, HttpError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::functions::http as server;
+    use shardgate::functions::http as server;
 
     fn respond(code: u16, status: Status, body: &[u8], keep_alive: bool) -> Vec<u8> {
         let mut out = Vec::new();

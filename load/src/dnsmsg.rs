@@ -151,7 +151,7 @@ impl UdpCodec for DnsCodec {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::load::queryfile;
+    use crate::queryfile;
 
     fn codec(opts: DnsOptions) -> DnsCodec {
         let specs = queryfile::parse("upf.svc.example. A\nsmf.svc.example. AAAA\n").unwrap();

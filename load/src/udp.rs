@@ -735,7 +735,7 @@ pub fn run_thread<C: UdpCodec>(
     let own_drops: u64 = run
         .fds
         .iter()
-        .filter_map(|&fd| crate::shard::udp::drop_count_now(fd).ok())
+        .filter_map(|&fd| shardgate::runtime::udp::drop_count_now(fd).ok())
         .map(u64::from)
         .sum();
     if own_drops > 0 {

@@ -450,7 +450,7 @@ fn run_fn_http(a: FnHttpArgs) -> Result<(), String> {
             a.connections, c.threads
         ));
     }
-    if !crate::functions::config::valid_name(&f.function) {
+    if !shardgate::config::functions::valid_name(&f.function) {
         return Err(format!(
             "{:?} is not a valid function name: use 1-64 characters of A-Z a-z 0-9 _ - .",
             f.function

@@ -27,7 +27,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::config::{ClusterConfig, Loaded};
+use crate::addrmap::Loaded;
+use crate::config::ClusterConfig;
 
 use super::overlay::{Change, Overlay};
 use super::store::{Applied, Refused};

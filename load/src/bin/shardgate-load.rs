@@ -1,4 +1,4 @@
-//! `shardgate-load`: the bundled load generator (see `shardgate::load`).
+//! `shardgate-load`: the bundled load generator (see the `shardgate_load` library).
 
 use mimalloc::MiMalloc;
 
@@ -6,5 +6,5 @@ use mimalloc::MiMalloc;
 static GLOBAL: MiMalloc = MiMalloc;
 
 fn main() -> std::process::ExitCode {
-    shardgate::load::cli::main()
+    shardgate_load::cli::main()
 }

@@ -8,7 +8,18 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::config::Problem;
+use super::Problem;
+
+/// The prefix of a `module` that names an example built into the binary
+/// (`builtin:checksum.wat`, see `functions::examples`).
+pub const BUILTIN_MODULE_PREFIX: &str = "builtin:";
+
+/// Whether `module` (as written in the config) names a built-in example.
+pub fn is_builtin(module: &Path) -> bool {
+    module
+        .to_str()
+        .is_some_and(|s| s.starts_with(BUILTIN_MODULE_PREFIX))
+}
 
 /// The `[functions]` table: surfaces, node-wide engine settings and the
 /// default limits every function gets unless its `[[function]]` entry says
@@ -242,7 +253,7 @@ impl FunctionsConfig {
             };
             let spec = FunctionSpec {
                 name: f.name.clone(),
-                module: if super::examples::is_builtin(&f.module) {
+                module: if is_builtin(&f.module) {
                     f.module.clone()
                 } else {
                     base_dir.join(&f.module)
@@ -330,7 +341,7 @@ fn check_limits(out: &mut Vec<Problem>, prefix: &str, c: &LimitsConfig) {
 
 /// Semantic checks of the function configuration: ranges, names, duplicates.
 /// Whether modules exist and compile is checked when they are loaded
-/// ([`crate::functions::FunctionNode::start`]).
+/// (`functions::FunctionNode::start`).
 pub fn validate(functions: &FunctionsConfig, entries: &[FunctionConfig]) -> Vec<Problem> {
     let mut out = Vec::new();
     check_limits(&mut out, "functions.defaults", &functions.defaults);
@@ -380,7 +391,7 @@ pub fn validate(functions: &FunctionsConfig, entries: &[FunctionConfig]) -> Vec<
         ("functions.udp_rcvbuf", functions.udp_rcvbuf),
         ("functions.udp_sndbuf", functions.udp_sndbuf),
     ] {
-        if let Some(message) = crate::config::socket_buffer_problem(bytes) {
+        if let Some(message) = super::socket_buffer_problem(bytes) {
             out.push(problem(key.into(), message));
         }
     }

@@ -8,9 +8,15 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::frame::{Key, MIN_KEY_LEN};
-use super::policy::Thresholds;
-use crate::config::{Config, Problem};
+use super::{Config, Problem};
+
+/// Shortest accepted hand-off key, bytes.
+pub const MIN_KEY_LEN: usize = 32;
+
+/// Defaults of the overload thresholds (`handoff::policy::Thresholds`).
+pub const DEFAULT_MAX_WAIT_US: u64 = 2_000;
+pub const DEFAULT_TARGET_BUSY_PERCENT: u8 = 97;
+pub const DEFAULT_ALTERNATE_SATURATED_PERCENT: u8 = 95;
 
 /// How the alternate answers a handed-off request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -94,9 +100,9 @@ impl Default for HandoffConfig {
             key_file: PathBuf::from("/etc/shardgate/handoff.key"),
             reply: ReplyMode::Relay,
             alternate_service_ips: Vec::new(),
-            max_wait_us: Thresholds::default().max_wait_us,
-            target_busy_percent: Thresholds::default().target_busy_percent,
-            alternate_saturated_percent: Thresholds::default().alternate_saturated_percent,
+            max_wait_us: DEFAULT_MAX_WAIT_US,
+            target_busy_percent: DEFAULT_TARGET_BUSY_PERCENT,
+            alternate_saturated_percent: DEFAULT_ALTERNATE_SATURATED_PERCENT,
             backlog_wait_us: None,
             window_ms: 2_000,
             heartbeat_interval_ms: 200,
@@ -109,14 +115,6 @@ impl Default for HandoffConfig {
 }
 
 impl HandoffConfig {
-    pub fn thresholds(&self) -> Thresholds {
-        Thresholds {
-            max_wait_us: self.max_wait_us,
-            target_busy_percent: self.target_busy_percent,
-            alternate_saturated_percent: self.alternate_saturated_percent,
-        }
-    }
-
     /// Whether a direct reply may carry `source` (a frame's original
     /// service address) as its source address.
     pub fn direct_source_allowed(&self, source: &SocketAddr) -> bool {
@@ -137,8 +135,10 @@ impl HandoffConfig {
     /// `openssl rand -hex 32`) loses its trailing newline and spaces; a
     /// binary key (`head -c 32 /dev/urandom`) is used byte for byte, so a
     /// random key that happens to end in 0x20 or 0x0a keeps its length.
-    /// A key file readable or writable by others is refused.
-    pub fn read_key(&self, base_dir: &Path) -> Result<Key, String> {
+    /// A key file readable or writable by others is refused, and so is a
+    /// key shorter than [`MIN_KEY_LEN`]. `handoff` turns the bytes into its
+    /// MAC key.
+    pub fn read_key_bytes(&self, base_dir: &Path) -> Result<Vec<u8>, String> {
         let path = self.key_path(base_dir);
         let bytes = std::fs::read(&path).map_err(|e| {
             format!(
@@ -164,12 +164,21 @@ impl HandoffConfig {
                 }
             }
         }
-        Key::new(key_bytes(&bytes)).map_err(|e| format!("{}: {e}", path.display()))
+        let key = key_bytes(&bytes);
+        if key.len() < MIN_KEY_LEN {
+            return Err(format!(
+                "{}: the hand-off key has {} bytes; use at least {MIN_KEY_LEN} random bytes \
+                 (e.g. `head -c 32 /dev/urandom > KEYFILE`, the same file on both nodes)",
+                path.display(),
+                key.len()
+            ));
+        }
+        Ok(key.to_vec())
     }
 }
 
 /// The key in a key file's bytes: text keys lose trailing whitespace,
-/// binary keys are kept whole (see [`HandoffConfig::read_key`]).
+/// binary keys are kept whole (see [`HandoffConfig::read_key_bytes`]).
 pub fn key_bytes(file: &[u8]) -> &[u8] {
     let text = file
         .iter()
@@ -355,7 +364,7 @@ pub fn check_files(config: &Config, base_dir: &Path) -> Vec<Problem> {
     let Some(h) = &config.handoff else {
         return Vec::new();
     };
-    match h.read_key(base_dir) {
+    match h.read_key_bytes(base_dir) {
         Ok(_) => Vec::new(),
         Err(e) => vec![problem(
             "handoff.key_file",
@@ -435,9 +444,9 @@ mod tests {
             ..HandoffConfig::default()
         };
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let e = cfg.read_key(dir.path()).unwrap_err();
+        let e = cfg.read_key_bytes(dir.path()).unwrap_err();
         assert!(e.contains("chmod 640"), "{e}");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
-        assert!(cfg.read_key(dir.path()).is_ok());
+        assert!(cfg.read_key_bytes(dir.path()).is_ok());
     }
 }

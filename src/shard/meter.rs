@@ -1,4 +1,4 @@
-//! The shard side of metrics: handles registered once per shard and kept,
+//! A shard's meter: handles registered once per shard and kept,
 //! request timing into shard-local histograms, and the periodic publish that
 //! copies a shard's local counts into those handles.
 //!
@@ -19,11 +19,14 @@ use std::time::Instant;
 
 use metrics::{counter, gauge, Counter, Gauge};
 
-use super::histogram::{LocalHistogram, SharedHistogram};
-use super::{names, Protocol, Registry};
+use super::stats::{Proto, StatsSnapshot, RCODE_SLOTS};
 use crate::addrmap::AddressMap;
 use crate::dns::{self, Outcome, Transport};
-use crate::shard::stats::{DropKind, Proto, StatsSnapshot, DROP_KINDS, RCODE_SLOTS};
+use crate::handoff::shard::HandoffCounts;
+use crate::metrics::histogram::SharedHistogram;
+use crate::metrics::local::{labels_of, RequestTimer, StatusCounts};
+use crate::metrics::{names, Protocol, Registry};
+use crate::runtime::udp::{DropKind, DROP_KINDS};
 
 /// DNS rcode mnemonics for the `rcode` label, by rcode; the last slot of
 /// the runtime's counters (any rcode above 15) renders as `other`.
@@ -67,52 +70,6 @@ fn drop_reason(kind: usize) -> &'static str {
         .unwrap_or("other")
 }
 
-/// HTTP status codes counted one by one on the function surfaces; any
-/// other code is counted as `other`.
-pub const STATUS_CODES: [u16; 14] = [
-    200, 400, 404, 405, 408, 411, 413, 414, 415, 431, 500, 501, 503, 504,
-];
-
-/// Responses by HTTP status code (a UDP invocation's frame status counts as
-/// its HTTP equivalent), shard-local: one per function surface per shard.
-#[derive(Debug, Default)]
-pub struct StatusCounts {
-    /// Parallel to [`STATUS_CODES`]; the last slot is `other`.
-    counts: [Cell<u64>; STATUS_CODES.len() + 1],
-}
-
-impl StatusCounts {
-    /// Count one response with HTTP status `code`.
-    #[inline]
-    pub fn record(&self, code: u16) {
-        let i = STATUS_CODES
-            .iter()
-            .position(|&c| c == code)
-            .unwrap_or(STATUS_CODES.len());
-        let c = &self.counts[i];
-        c.set(c.get().wrapping_add(1));
-    }
-
-    /// Responses so far, all codes.
-    pub fn total(&self) -> u64 {
-        self.counts.iter().map(Cell::get).sum()
-    }
-
-    /// `(outcome label, count)` for every code seen at least once.
-    fn seen(&self) -> impl Iterator<Item = (String, u64)> + '_ {
-        self.counts
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| c.get() > 0)
-            .map(|(i, c)| {
-                let label = STATUS_CODES
-                    .get(i)
-                    .map_or_else(|| "other".to_owned(), |code| code.to_string());
-                (label, c.get())
-            })
-    }
-}
-
 /// Per-function running totals of one shard, as the function runtime keeps
 /// them; published by [`ShardMetrics::publish_function`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -133,33 +90,6 @@ pub struct FunctionCounts {
     pub warmups: u64,
     /// Ready instances in the ring now (a gauge).
     pub ready: u64,
-}
-
-/// Hand-off running totals of one shard; published by
-/// [`ShardMetrics::publish_handoff`]. All zero until hand-off is configured.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct HandoffCounts {
-    pub cold: u64,
-    pub overloaded: u64,
-    pub frames_received: u64,
-    pub dropped_bad_mac: u64,
-    pub dropped_stale: u64,
-    pub dropped_wrong_source: u64,
-    pub dropped_malformed: u64,
-    pub dropped_replayed: u64,
-    pub dropped_guard_full: u64,
-    pub bad_hop_tokens: u64,
-    pub replies_direct: u64,
-    pub replies_relay: u64,
-    pub overload_rejects: u64,
-    pub alternate_up: bool,
-    /// Handed-off share of the last window, parts per million.
-    pub share_ppm: u32,
-    /// The alternate's reported busy percent (None: reports none).
-    pub alternate_busy_percent: Option<u8>,
-    pub alternate_saturated: bool,
-    /// This shard's busy percent as reported to the alternate.
-    pub busy_percent: u8,
 }
 
 /// Handles of one function on one shard.
@@ -241,7 +171,7 @@ impl ShardMetrics {
     /// [`super::install`]). Without one, or when metrics are disabled, the
     /// handles are still valid but timing is off.
     pub fn register(shard: usize) -> ShardMetrics {
-        Self::register_with(super::global(), shard)
+        Self::register_with(crate::metrics::global(), shard)
     }
 
     /// Register with `registry` (tests pass a local one); counters and gauges
@@ -375,11 +305,6 @@ impl ShardMetrics {
     /// Whether requests are timed.
     pub fn enabled(&self) -> bool {
         self.enabled
-    }
-
-    /// The `shard` label value.
-    pub fn shard_label(&self) -> &str {
-        &self.shard
     }
 
     /// Start timing a DNS query: `None` (no clock read) when disabled.
@@ -629,7 +554,7 @@ impl ShardMetrics {
             self.dns[Transport::Udp as usize].publish(&self.published[Protocol::DnsUdp as usize]);
         }
         self.dns[Transport::Tcp as usize].publish(&self.published[Protocol::DnsTcp as usize]);
-        self.last_publish.set(super::unix_now());
+        self.last_publish.set(crate::metrics::unix_now());
     }
 
     /// Publish this shard's function service: every function's totals, and
@@ -804,7 +729,7 @@ impl WorkerMeter {
     /// One query of the batch was answered: count it and its view.
     #[inline]
     pub fn answered(&mut self, map: &AddressMap, client: IpAddr, outcome: Outcome) {
-        if !self.timer.enabled {
+        if !self.timer.enabled() {
             return;
         }
         self.batch.answered();
@@ -835,76 +760,6 @@ impl WorkerMeter {
     pub fn publish_latency(&self) {
         self.timer.publish(&self.published);
     }
-}
-
-/// Times requests into a shard-local histogram: [`start`](Self::start)
-/// before the work, [`finish`](Self::finish) after it. Two clock reads and
-/// two `Cell` adds; nothing at all when metrics are disabled.
-#[derive(Debug)]
-pub struct RequestTimer {
-    enabled: bool,
-    histogram: LocalHistogram,
-}
-
-impl Default for RequestTimer {
-    /// Enabled when the installed metrics registry is (see [`super::install`]).
-    fn default() -> Self {
-        RequestTimer::new(super::global().is_some_and(Registry::enabled))
-    }
-}
-
-impl RequestTimer {
-    pub fn new(enabled: bool) -> RequestTimer {
-        RequestTimer {
-            enabled,
-            histogram: LocalHistogram::default(),
-        }
-    }
-
-    /// `None` (no clock read) when disabled.
-    #[inline]
-    pub fn start(&self) -> Option<Instant> {
-        if self.enabled {
-            Some(Instant::now())
-        } else {
-            None
-        }
-    }
-
-    #[inline]
-    pub fn finish(&self, started: Option<Instant>) {
-        if let Some(t0) = started {
-            let ns = t0.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64;
-            self.histogram.record_ns(ns);
-        }
-    }
-
-    /// Record an already measured latency; ignored when disabled.
-    #[inline]
-    pub fn record_ns(&self, ns: u64) {
-        self.record_n(ns, 1);
-    }
-
-    /// Record `n` observations of `ns` each; ignored when disabled.
-    #[inline]
-    pub fn record_n(&self, ns: u64, n: u64) {
-        if self.enabled {
-            self.histogram.record_n(ns, n);
-        }
-    }
-
-    /// Copy the counts into the published snapshot.
-    pub fn publish(&self, shared: &SharedHistogram) {
-        self.histogram.publish(shared);
-    }
-}
-
-/// `(key, value)` pairs as `metrics` labels.
-fn labels_of(pairs: &[(&'static str, String)]) -> Vec<metrics::Label> {
-    pairs
-        .iter()
-        .map(|(k, v)| metrics::Label::new(*k, v.clone()))
-        .collect()
 }
 
 #[cfg(test)]
@@ -1012,7 +867,7 @@ mod tests {
         let m = metrics::with_local_recorder(&recorder, || {
             ShardMetrics::register_with(Some(&registry), 0)
         });
-        let map = crate::config::load_embedded().unwrap().map;
+        let map = crate::addrmap::load_embedded().unwrap().map;
         m.set_views(map.views().iter().map(|v| v.name.as_str()));
         let noerror = Outcome::Answered {
             rcode: 0,

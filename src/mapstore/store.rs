@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use crate::addrmap::AddressMap;
-use crate::config::{self, Config, Loaded, Problem};
+use crate::addrmap::Loaded;
+use crate::config::{self, Config, Problem};
 
 use super::overlay::{self, Change, ChangeError, Overlay};
 use super::persist;
@@ -390,10 +391,10 @@ fn parse_overlay(bytes: &[u8]) -> Result<Overlay, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::admin::overlay::Record;
+    use crate::mapstore::overlay::Record;
 
     fn loaded() -> Loaded {
-        config::load_embedded().expect("embedded default is valid")
+        crate::addrmap::load_embedded().expect("embedded default is valid")
     }
 
     fn add_instance(view: &str, prefix: &str) -> Change {
