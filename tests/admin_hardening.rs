@@ -6,13 +6,13 @@
 //! address holding requests open gets at most its share of the slots; a
 //! request trickling in a byte at a time is cut at the request deadline.
 
-mod admin_support;
+mod support;
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::time::Duration;
 
-use admin_support::*;
+use support::*;
 
 /// Send raw request bytes from `src`; the status and the whole response.
 fn raw_from(src: Ipv4Addr, port: u16, request: &str) -> (u16, String) {

@@ -4,14 +4,14 @@
 //! wrong or mixed answer; a `kill -9` right after a 200 loses nothing; bad
 //! requests apply nothing; `POST /v1/reload` does what SIGHUP does.
 
-mod admin_support;
+mod support;
 
 use std::net::{Ipv4Addr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use admin_support::*;
+use support::*;
 
 const INSTANCE: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 77);
 const SITE: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 78);

@@ -4,14 +4,15 @@
 //! exported; a real Prometheus scrapes every shard and sees a counter move;
 //! the admin access policy (token, loopback) holds.
 
-mod admin_support;
+mod support;
 
 use std::io::Write;
 use std::net::{Ipv4Addr, UdpSocket};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use admin_support::*;
+use support::dns::upf_query;
+use support::*;
 
 /// Function traffic over both surfaces: successful invocations, an
 /// unknown function (404) and an input over the limit (413).
@@ -326,7 +327,7 @@ fn every_metric_in_the_dashboard_and_alerts_is_exported() {
     .expect("function series not published");
     // The fleet-map series exist only with [cluster]: a node following a
     // real etcd adds them.
-    let etcd = admin_support::etcd::Etcd::start(dir.path());
+    let etcd = support::etcd::Etcd::start(dir.path());
     let fleet_dir = dir.path().join("fleet");
     std::fs::create_dir_all(&fleet_dir).unwrap();
     let fleet_ports = Ports::new();
@@ -599,19 +600,6 @@ fn readyz_and_healthz_and_bad_requests() {
     std::io::Read::read_to_string(&mut raw, &mut resp).unwrap();
     assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
     assert_eq!(s.http("GET", "/healthz", None).0, 200);
-}
-
-/// A DNS query for `upf.svc.example. A` with ID `id`, no EDNS.
-fn upf_query(id: u16) -> Vec<u8> {
-    let mut q = Vec::with_capacity(40);
-    q.extend_from_slice(&id.to_be_bytes());
-    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
-    for label in ["upf", "svc", "example"] {
-        q.push(label.len() as u8);
-        q.extend_from_slice(label.as_bytes());
-    }
-    q.extend_from_slice(&[0, 0, 1, 0, 1]);
-    q
 }
 
 /// Send `upf_query` as fast as the socket takes it for at most `within`

@@ -4,13 +4,13 @@
 //! 409; nodes ride out etcd going away (and restarts while it is away);
 //! a compacted revision makes a node read a fresh snapshot.
 
-mod admin_support;
+mod support;
 
 use std::path::Path;
 use std::time::Duration;
 
-use admin_support::etcd::Etcd;
-use admin_support::*;
+use support::etcd::Etcd;
+use support::*;
 
 const PREFIX: &str = "/fleet-test/";
 

@@ -5,12 +5,12 @@
 //! usage error (2) and a stopped server is unreachable (3). Also
 //! `check-config` refuses a function module that does not compile.
 
-mod admin_support;
+mod support;
 
 use std::net::Ipv4Addr;
 use std::process::{Command, Output};
 
-use admin_support::*;
+use support::*;
 
 const SITE: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 5);
 const TOKEN: &str = "ctl-test-token-0123456789";

@@ -4,33 +4,29 @@
 //! Every test starts its own server on its own free port (killed on drop)
 //! from a config written to a temporary directory.
 
-mod ports;
-use ports::free_port;
+mod support;
+use support::dns::{a_records, header, query as build_query, QTYPE_A};
+use support::{free_port, Process, BIN};
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpStream, UdpSocket};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use domain::base::iana::Rcode;
-use domain::base::Message;
-use domain::rdata::A;
-
-const BIN: &str = env!("CARGO_BIN_EXE_shardgate");
 
 // ---------------------------------------------------------------------------
 // Server under test
 // ---------------------------------------------------------------------------
 
 struct Server {
-    child: Child,
+    proc: Process,
     port: u16,
     dir: tempfile::TempDir,
-    log: Arc<Mutex<Vec<String>>>,
 }
 
 /// Test settings substituted into the config template.
@@ -186,27 +182,12 @@ impl Server {
         port: u16,
         dir: tempfile::TempDir,
     ) -> Server {
-        let mut child = Command::new(program)
-            .args(args)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start shardgate");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let stderr = child.stderr.take().unwrap();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
+        let mut cmd = Command::new(program);
+        cmd.args(args).env("RUST_LOG", "info");
         Server {
-            child,
+            proc: Process::spawn(cmd, None),
             port,
             dir,
-            log,
         }
     }
 
@@ -215,46 +196,21 @@ impl Server {
     }
 
     fn log_text(&self) -> String {
-        self.log.lock().unwrap().join("\n")
+        self.proc.log_text()
     }
 
     /// Wait until a log line contains `needle`; panics with the log on timeout
     /// or if the server exits first.
     fn wait_log(&mut self, needle: &str, timeout: Duration) {
-        let end = Instant::now() + timeout;
-        loop {
-            if self.log.lock().unwrap().iter().any(|l| l.contains(needle)) {
-                return;
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                std::thread::sleep(Duration::from_millis(100));
-                panic!(
-                    "shardgate exited ({status}) before logging {needle:?}:\n{}",
-                    self.log_text()
-                );
-            }
-            if Instant::now() > end {
-                panic!(
-                    "timed out waiting for {needle:?} in the log:\n{}",
-                    self.log_text()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        self.proc.wait_log(needle, timeout);
     }
 
     fn count_log(&self, needle: &str) -> usize {
-        self.log
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|l| l.contains(needle))
-            .count()
+        self.proc.count_log(needle)
     }
 
     fn signal(&self, sig: i32) {
-        // SAFETY: sending a signal to our own child process.
-        assert_eq!(unsafe { libc::kill(self.child.id() as i32, sig) }, 0);
+        self.proc.signal(sig);
     }
 
     fn addr4(&self) -> SocketAddr {
@@ -279,13 +235,6 @@ impl Server {
             .output()
             .expect("run dig (apt-get install dnsutils)");
         Dig::parse(&String::from_utf8_lossy(&out.stdout))
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -369,41 +318,6 @@ fn set(v: &[&str]) -> BTreeSet<String> {
 // ---------------------------------------------------------------------------
 // Raw DNS
 // ---------------------------------------------------------------------------
-
-/// A query with RD set, optionally with an EDNS OPT record (1232 bytes).
-fn build_query(id: u16, name: &str, qtype: u16, edns: bool) -> Vec<u8> {
-    let mut q = Vec::new();
-    q.extend_from_slice(&id.to_be_bytes());
-    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, u8::from(edns)]);
-    for label in name.trim_end_matches('.').split('.') {
-        q.push(label.len() as u8);
-        q.extend_from_slice(label.as_bytes());
-    }
-    q.push(0);
-    q.extend_from_slice(&qtype.to_be_bytes());
-    q.extend_from_slice(&[0, 1]);
-    if edns {
-        q.extend_from_slice(&[0, 0, 41, 0x04, 0xD0, 0, 0, 0, 0, 0, 0]);
-    }
-    q
-}
-
-const QTYPE_A: u16 = 1;
-
-fn a_records(resp: &[u8]) -> BTreeSet<Ipv4Addr> {
-    let msg = Message::from_octets(resp.to_vec()).expect("a DNS message");
-    msg.answer()
-        .expect("answer section")
-        .limit_to::<A>()
-        .map(|r| r.expect("A record").data().addr())
-        .collect()
-}
-
-fn header(resp: &[u8]) -> (u16, bool, Rcode) {
-    let msg = Message::from_octets(resp.to_vec()).expect("a DNS message");
-    let h = msg.header();
-    (h.id(), h.qr(), h.rcode())
-}
 
 fn udp_client(src: &str) -> UdpSocket {
     let s = UdpSocket::bind((src, 0)).unwrap();
@@ -574,7 +488,7 @@ fn dns_udp_is_served_by_pinned_worker_threads() {
                 d.raw
             );
         }
-        let workers: Vec<(String, String)> = threads_of(srv.child.id())
+        let workers: Vec<(String, String)> = threads_of(srv.proc.pid())
             .into_iter()
             .filter(|(name, _)| name.starts_with("shard-") && name.ends_with("-dns"))
             .collect();
@@ -1342,7 +1256,7 @@ fn sighup_on_the_embedded_default_is_a_logged_no_op() {
         if srv.count_log("serving DNS") > 0 {
             break;
         }
-        if srv.child.try_wait().unwrap().is_some() {
+        if srv.proc.try_exit().is_some() {
             assert!(
                 srv.log_text().contains("start-up failed")
                     || srv.log_text().contains("cannot bind"),
@@ -1379,7 +1293,10 @@ fn sighup_on_the_embedded_default_is_a_logged_no_op() {
     srv.wait_log("nothing to reload", Duration::from_secs(5));
     // Still serving the embedded map afterwards.
     srv.signal(libc::SIGTERM);
-    let status = srv.child.wait().unwrap();
+    let status = srv
+        .proc
+        .wait_exit(Duration::from_secs(60))
+        .expect("shardgate exits after SIGTERM");
     assert!(status.success());
 }
 
@@ -1416,7 +1333,7 @@ fn sigterm_finishes_in_flight_tcp_then_exits_zero_promptly() {
     assert!(closed_within(&mut t, Duration::from_secs(2)));
     // Then the process exits 0 well within the grace period.
     let status = loop {
-        if let Some(s) = srv.child.try_wait().unwrap() {
+        if let Some(s) = srv.proc.try_exit() {
             break s;
         }
         assert!(
@@ -1446,7 +1363,7 @@ fn sigterm_with_a_stalled_in_flight_query_exits_zero_at_the_grace_deadline() {
     let t0 = Instant::now();
     srv.signal(libc::SIGTERM);
     let status = loop {
-        if let Some(s) = srv.child.try_wait().unwrap() {
+        if let Some(s) = srv.proc.try_exit() {
             break s;
         }
         assert!(
@@ -1474,7 +1391,7 @@ fn sigterm_on_an_idle_server_exits_zero_at_once() {
     let t0 = Instant::now();
     srv.signal(libc::SIGTERM);
     let status = loop {
-        if let Some(s) = srv.child.try_wait().unwrap() {
+        if let Some(s) = srv.proc.try_exit() {
             break s;
         }
         assert!(
@@ -1570,4 +1487,18 @@ fn addresses_in_use_and_too_many_shards_fail_with_a_clear_error() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("online CPU"));
+}
+
+/// The shared query builder (tests/support/dns.rs) writes what the raw
+/// tests of this suite expect on the wire.
+#[test]
+fn the_builder_writes_the_wire_form_of_a_plain_and_an_edns_query() {
+    let plain = build_query(0x1234, "upf.svc.example.", QTYPE_A, false);
+    let mut want = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    want.extend_from_slice(b"\x03upf\x03svc\x07example\x00\x00\x01\x00\x01");
+    assert_eq!(plain, want);
+    let edns = build_query(0x1234, "upf.svc.example", QTYPE_A, true);
+    want[11] = 1;
+    want.extend_from_slice(&[0, 0, 41, 0x04, 0xD0, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(edns, want);
 }

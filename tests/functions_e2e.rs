@@ -5,24 +5,17 @@
 //!
 //! Every test starts its own server on its own free ports (killed on drop).
 
-mod ports;
-use ports::free_port;
+mod support;
+use support::{free_port, repo, Process, BIN};
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use shardgate::functions::frame;
 use shardgate::functions::Status;
-
-const BIN: &str = env!("CARGO_BIN_EXE_shardgate");
-
-fn repo(p: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
-}
 
 fn online_cpus() -> usize {
     std::thread::available_parallelism()
@@ -44,10 +37,9 @@ fn pin_to(cpu: usize) {
 }
 
 struct Server {
-    child: Child,
+    proc: Process,
     fn_port: u16,
     dir: tempfile::TempDir,
-    log: Arc<Mutex<Vec<String>>>,
     shards: usize,
 }
 
@@ -123,29 +115,11 @@ impl Server {
             config_text(dns_port, fn_port, &dir.path().join("cache")),
         )
         .unwrap();
-        let mut child = Command::new(BIN)
-            .args(["run", "--config"])
-            .arg(&path)
-            .args(["--shards", &shards.to_string()])
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start shardgate");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let stderr = child.stderr.take().unwrap();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
+        let shards_arg = shards.to_string();
         let mut server = Server {
-            child,
+            proc: Process::run(&path, &["--shards", &shards_arg]),
             fn_port,
             dir,
-            log,
             shards,
         };
         server.wait_log("shardgate serving", Duration::from_secs(60));
@@ -157,60 +131,26 @@ impl Server {
     }
 
     fn log_text(&self) -> String {
-        self.log.lock().unwrap().join("\n")
+        self.proc.log_text()
     }
 
     fn wait_log(&mut self, needle: &str, timeout: Duration) {
-        let end = Instant::now() + timeout;
-        loop {
-            if self.log.lock().unwrap().iter().any(|l| l.contains(needle)) {
-                return;
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                std::thread::sleep(Duration::from_millis(100));
-                panic!(
-                    "shardgate exited ({status}) before logging {needle:?}:\n{}",
-                    self.log_text()
-                );
-            }
-            if Instant::now() > end {
-                panic!(
-                    "timed out waiting for {needle:?} in the log:\n{}",
-                    self.log_text()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        self.proc.wait_log(needle, timeout);
     }
 
     /// SIGTERM and wait for exit; returns the log.
     fn stop(&mut self) -> String {
-        // SAFETY: signalling our own child.
-        assert_eq!(
-            unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) },
-            0
-        );
-        let end = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < end {
-            if let Ok(Some(status)) = self.child.try_wait() {
+        match self.proc.stop(Duration::from_secs(10)) {
+            Some(status) => {
                 assert!(
                     status.success(),
                     "exit status {status}:\n{}",
                     self.log_text()
                 );
-                std::thread::sleep(Duration::from_millis(100));
-                return self.log_text();
+                self.log_text()
             }
-            std::thread::sleep(Duration::from_millis(10));
+            None => panic!("shardgate did not stop after SIGTERM:\n{}", self.log_text()),
         }
-        panic!("shardgate did not stop after SIGTERM:\n{}", self.log_text());
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -697,28 +637,10 @@ fn restart_uses_the_compile_cache_and_bad_modules_are_named() {
     let dir_path = server.dir.path().to_path_buf();
     let config = dir_path.join("shardgate.toml");
     server.stop();
-    let mut child = Command::new(BIN)
-        .args(["run", "--shards", "1", "--config"])
-        .arg(&config)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut seen = String::new();
-    let end = Instant::now() + Duration::from_secs(30);
-    let mut line = String::new();
-    while Instant::now() < end && !seen.contains("shardgate serving") {
-        line.clear();
-        if stderr.read_line(&mut line).unwrap_or(0) == 0 {
-            break;
-        }
-        seen.push_str(&line);
-    }
-    let _ = child.kill();
-    let _ = child.wait();
+    let mut again = Process::run(&config, &["--shards", "1"]);
+    again.wait_log("shardgate serving", Duration::from_secs(30));
+    let seen = again.log_text();
+    again.kill();
     assert!(
         seen.contains("functions: 3 loaded (3 from the compile cache), 1 failed"),
         "{seen}"

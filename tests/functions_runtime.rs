@@ -4,15 +4,14 @@
 //! reported by name while the other functions run, and the artifact cache
 //! makes a restart skip compilation.
 
+mod support;
+use support::repo;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use shardgate::config::functions::{FunctionSpec, FunctionsConfig, Limits};
 use shardgate::functions::{ArtifactSource, FunctionNode, FunctionShard, InvokeError, Status};
-
-fn repo(p: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
-}
 
 fn settings(cache: &Path) -> FunctionsConfig {
     FunctionsConfig {

@@ -5,13 +5,12 @@
 //! nightly toolchain. Also checks that every target has a fuzz binary and
 //! seeds.
 
+mod support;
+use support::repo;
+
 use std::path::{Path, PathBuf};
 
 use shardgate::fuzzing::TARGETS;
-
-fn repo(p: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
-}
 
 fn files(dir: &Path) -> Vec<PathBuf> {
     let Ok(rd) = std::fs::read_dir(dir) else {

@@ -9,20 +9,23 @@
 //! address used); nothing is configured as port 0. Readiness is awaited on
 //! log lines and on /metrics, never on a fixed sleep.
 
+mod support;
+
+use support::process::{Log, Process, BIN};
+
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use shardgate::functions::frame as fnframe;
 use shardgate::functions::Status;
 use shardgate::handoff::frame::{self, Frame, FrameType, Key, ServiceKind};
 
-const BIN: &str = env!("CARGO_BIN_EXE_shardgate");
 const KEY: &[u8] = b"handoff-e2e-key-0123456789abcdef-0123";
 const A_IP: [u8; 4] = [127, 0, 0, 2];
 const B_IP: [u8; 4] = [127, 0, 0, 3];
@@ -31,30 +34,13 @@ const PATIENCE: Duration = Duration::from_secs(30);
 
 // ---------------------------------------------------------------- ports
 
-const LOW: u32 = 12_000;
-const SPAN: u32 = 20_000;
-static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
-
 /// A port free (TCP and UDP) on 127.0.0.1-.5, never handed out twice by
 /// this process, below the ephemeral range so no port-0 socket gets it.
 fn port() -> u16 {
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0)
-        ^ std::process::id().wrapping_mul(2_654_435_761);
-    let _ = NEXT.compare_exchange(u32::MAX, seed % SPAN, Ordering::SeqCst, Ordering::SeqCst);
-    for _ in 0..SPAN {
-        let p = (LOW + NEXT.fetch_add(1, Ordering::SeqCst) % SPAN) as u16;
-        let free = (1..=5u8).all(|last| {
-            let ip = std::net::Ipv4Addr::new(127, 0, 0, last);
-            TcpListener::bind((ip, p)).is_ok() && UdpSocket::bind((ip, p)).is_ok()
-        });
-        if free {
-            return p;
-        }
-    }
-    panic!("no free port in {LOW}..{}", LOW + SPAN);
+    let ips: Vec<std::net::Ipv4Addr> = (1..=5u8)
+        .map(|l| std::net::Ipv4Addr::new(127, 0, 0, l))
+        .collect();
+    support::ports::free_port_on(&ips)
 }
 
 // ---------------------------------------------------------------- nodes
@@ -231,8 +217,9 @@ warm_on_demand = {wod}
 
 struct Node {
     spec: Spec,
-    child: Option<Child>,
-    log: Arc<Mutex<Vec<String>>>,
+    proc: Option<Process>,
+    /// Every run's log lines (a restarted node keeps its history).
+    log: Log,
     config: PathBuf,
 }
 
@@ -243,8 +230,8 @@ impl Node {
         std::fs::write(&config, spec.config(dir)).unwrap();
         let mut node = Node {
             spec: spec.clone(),
-            child: None,
-            log: Arc::new(Mutex::new(Vec::new())),
+            proc: None,
+            log: Log::default(),
             config,
         };
         node.spawn();
@@ -252,33 +239,11 @@ impl Node {
     }
 
     fn spawn(&mut self) {
-        use std::os::unix::process::CommandExt;
         let mut cmd = Command::new(BIN);
-        // SAFETY: prctl only, between fork and exec: the node dies with the
-        // test thread that started it, even if the test process is killed.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        let mut child = cmd
-            .args(["run", "--config"])
+        cmd.args(["run", "--config"])
             .arg(&self.config)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start shardgate");
-        let stderr = child.stderr.take().unwrap();
-        let sink = self.log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        self.child = Some(child);
+            .env("RUST_LOG", "info");
+        self.proc = Some(Process::spawn_into(cmd, self.log.clone(), None));
         let started = self.count_log("shardgate serving");
         self.wait_log("shardgate serving", started + 1);
     }
@@ -298,42 +263,16 @@ impl Node {
 
     /// Wait until `needle` has been logged `times` times in all.
     fn wait_log(&mut self, needle: &str, times: usize) {
-        let end = Instant::now() + PATIENCE;
-        while self.count_log(needle) < times {
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
-                std::thread::sleep(Duration::from_millis(100));
-                panic!(
-                    "shardgate exited ({status}) before logging {needle:?}:\n{}",
-                    self.log_text()
-                );
-            }
-            assert!(
-                Instant::now() < end,
-                "timed out waiting for {needle:?} x{times}:\n{}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        self.proc
+            .as_mut()
+            .expect("node running")
+            .wait_log_times(needle, times, PATIENCE);
     }
 
     /// SIGTERM and wait for the exit.
     fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let end = Instant::now() + PATIENCE;
-        loop {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            if Instant::now() > end {
-                let _ = child.kill();
-                let _ = child.wait();
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
+        if let Some(mut p) = self.proc.take() {
+            p.stop(PATIENCE);
         }
     }
 
@@ -386,15 +325,6 @@ impl Node {
         self.metric(&format!(
             "shardgate_function_invocations_total{{shard=\"0\",function=\"{function}\",outcome=\"ok\"}}"
         ))
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
     }
 }
 

@@ -5,12 +5,12 @@
 //! spread, and open-loop latency includes a stall the way closed loop
 //! (coordinated omission) does not.
 
-mod load_support;
+mod support;
 
 use std::process::Command;
 use std::time::Duration;
 
-use load_support::*;
+use support::load::*;
 
 #[test]
 fn closed_loop_counts_match_what_the_target_saw() {

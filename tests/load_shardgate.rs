@@ -4,33 +4,23 @@
 //! that traps is counted as errors of kind `trap`; a port with nothing
 //! listening loses every request (UDP) or never connects (HTTP).
 
-mod load_support;
+mod support;
 
-mod ports;
-use ports::free_port;
+use support::{free_port, repo, try_http, Ports, Shardgate};
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use load_support::*;
-
-const SHARDGATE: &str = env!("CARGO_BIN_EXE_shardgate");
-
-fn repo(p: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
-}
+use support::load::*;
 
 /// A running `shardgate run` with DNS, functions and admin on free ports;
 /// killed on drop.
 struct Server {
-    child: Child,
+    /// Killed on drop.
+    _server: Shardgate,
     dns: u16,
     func: u16,
     admin: u16,
-    dir: tempfile::TempDir,
+    _dir: tempfile::TempDir,
 }
 
 impl Server {
@@ -73,56 +63,18 @@ deadline_ms = 100
             cache = dir.path().join("cache").display(),
             probe = repo("tests/functions_fixtures/probe.wat").display(),
         );
-        let path = dir.path().join("shardgate.toml");
-        std::fs::write(&path, cfg).unwrap();
-        let log = std::fs::File::create(dir.path().join("log")).unwrap();
-        let child = Command::new(SHARDGATE)
-            .args(["run", "--config"])
-            .arg(&path)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start shardgate");
-        let s = Server {
-            child,
+        let sg = Shardgate::start(dir.path(), Ports { dns, admin }, &cfg);
+        Server {
+            _server: sg,
             dns,
             func,
             admin,
-            dir,
-        };
-        s.wait_ready();
-        s
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
-    }
-
-    fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline {
-            if self.get("/readyz").is_some_and(|(code, _)| code == 200) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+            _dir: dir,
         }
-        panic!("shardgate did not become ready:\n{}", self.log());
     }
 
     fn get(&self, path: &str) -> Option<(u16, String)> {
-        let mut s = TcpStream::connect(("127.0.0.1", self.admin)).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-        )
-        .ok()?;
-        let mut text = String::new();
-        s.read_to_string(&mut text).ok()?;
-        let code = text.split(' ').nth(1)?.parse().ok()?;
-        let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
-        Some((code, body))
+        try_http(self.admin, "GET", path, None, None).ok()
     }
 
     /// `shardgate_requests_total` for `protocol`, summed over shards.
@@ -148,13 +100,6 @@ deadline_ms = 100
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

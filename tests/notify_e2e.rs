@@ -2,41 +2,21 @@
 //! test listens on, `shardgate run` sends `READY=1` only once its DNS port
 //! answers, and `STOPPING=1` when it receives SIGTERM.
 
-mod ports;
-use ports::free_port;
+mod support;
+use support::dns::upf_query;
+use support::{free_port, Process, BIN};
 
 use std::net::UdpSocket;
 use std::os::unix::net::UnixDatagram;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_shardgate");
-
-struct Guard(Child);
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A minimal A query for `upf.svc.example.` with the given ID.
-fn query(id: u16) -> Vec<u8> {
-    let mut q = id.to_be_bytes().to_vec();
-    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
-    for label in ["upf", "svc", "example"] {
-        q.push(label.len() as u8);
-        q.extend_from_slice(label.as_bytes());
-    }
-    q.extend_from_slice(&[0, 0, 1, 0, 1]);
-    q
-}
 
 fn dns_answers(port: u16) -> bool {
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     sock.set_read_timeout(Some(Duration::from_millis(300)))
         .unwrap();
-    sock.send_to(&query(0x5151), ("127.0.0.1", port)).unwrap();
+    sock.send_to(&upf_query(0x5151), ("127.0.0.1", port))
+        .unwrap();
     let mut buf = [0u8; 512];
     matches!(sock.recv(&mut buf), Ok(n) if n >= 12 && buf[..2] == [0x51, 0x51])
 }
@@ -77,19 +57,15 @@ data = "10.0.9.9"
         .set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
 
-    let child = Command::new(BIN)
-        .args(["run", "--config"])
+    let mut cmd = Command::new(BIN);
+    cmd.args(["run", "--config"])
         .arg(&config_path)
         .env("NOTIFY_SOCKET", &socket_path)
         // Watchdog keep-alives every second (the server sends them no more
         // often than every 2 s, once every shard has published).
         .env("WATCHDOG_USEC", "2000000")
-        .env_remove("WATCHDOG_PID")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut guard = Guard(child);
+        .env_remove("WATCHDOG_PID");
+    let mut server = Process::spawn(cmd, None);
 
     let mut buf = [0u8; 256];
     let n = notify.recv(&mut buf).expect("no READY=1 within 20 s");
@@ -120,8 +96,7 @@ data = "10.0.9.9"
     );
     assert!(watchdog, "no WATCHDOG=1 within 10 s of READY=1");
 
-    let pid = guard.0.id() as libc::pid_t;
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    server.signal(libc::SIGTERM);
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut stopping = false;
     while Instant::now() < deadline && !stopping {
@@ -131,6 +106,8 @@ data = "10.0.9.9"
         }
     }
     assert!(stopping, "no STOPPING=1 after SIGTERM");
-    let status = guard.0.wait().unwrap();
+    let status = server
+        .wait_exit(Duration::from_secs(30))
+        .expect("shardgate exits after SIGTERM");
     assert!(status.success(), "exit status after SIGTERM: {status}");
 }

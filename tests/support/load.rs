@@ -3,7 +3,6 @@
 //! controls and counts (a DNS responder that can answer with any rcode, drop
 //! or stall, and a function-frame responder). Every target runs on an
 //! ephemeral loopback port and stops on drop.
-#![allow(dead_code)]
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
@@ -17,7 +16,7 @@ use std::time::{Duration, Instant};
 /// The `shardgate-load` binary: the workspace's `load` crate builds it next
 /// to `shardgate` (same target directory and profile).
 pub fn load_bin() -> std::path::PathBuf {
-    let bin = Path::new(env!("CARGO_BIN_EXE_shardgate")).with_file_name("shardgate-load");
+    let bin = Path::new(super::process::BIN).with_file_name("shardgate-load");
     assert!(
         bin.exists(),
         "{} is missing: build the workspace (`cargo test --release` at the root builds both crates, \

@@ -4,9 +4,8 @@
 //! port between the moment a test picks it and the moment the server binds
 //! it. Each test process takes ports from its own stride of 10000..32767,
 //! skipping any port something already holds (TCP or UDP, IPv4 or IPv6).
-#![allow(dead_code)]
 
-use std::net::{TcpListener, UdpSocket};
+use std::net::{Ipv4Addr, TcpListener, UdpSocket};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 const LOW: u32 = 10_000;
@@ -17,6 +16,24 @@ static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
 /// A port free on 127.0.0.1 and ::1, for both TCP and UDP, right now, and
 /// never returned twice by this process.
 pub fn free_port() -> u16 {
+    next_free(|port| {
+        TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && UdpSocket::bind(("127.0.0.1", port)).is_ok()
+            && TcpListener::bind(("::1", port)).is_ok()
+            && UdpSocket::bind(("::1", port)).is_ok()
+    })
+}
+
+/// A port free for TCP and UDP on every address of `ips` (e.g. the
+/// 127.0.0.x addresses of a node pair), never returned twice.
+pub fn free_port_on(ips: &[Ipv4Addr]) -> u16 {
+    next_free(|port| {
+        ips.iter()
+            .all(|&ip| TcpListener::bind((ip, port)).is_ok() && UdpSocket::bind((ip, port)).is_ok())
+    })
+}
+
+fn next_free(free: impl Fn(u16) -> bool) -> u16 {
     // Start each process at a spot of its own (test binaries may run at
     // the same time as other tools on the machine).
     let _ = NEXT.compare_exchange(
@@ -27,11 +44,7 @@ pub fn free_port() -> u16 {
     );
     for _ in 0..SPAN {
         let port = (LOW + NEXT.fetch_add(1, Ordering::SeqCst) % SPAN) as u16;
-        let free = TcpListener::bind(("127.0.0.1", port)).is_ok()
-            && UdpSocket::bind(("127.0.0.1", port)).is_ok()
-            && TcpListener::bind(("::1", port)).is_ok()
-            && UdpSocket::bind(("::1", port)).is_ok();
-        if free {
+        if free(port) {
             return port;
         }
     }

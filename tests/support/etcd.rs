@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::free_port;
+use super::ports::free_port;
 
 pub struct Etcd {
     child: Option<Child>,
@@ -102,7 +102,7 @@ impl Etcd {
             .collect();
         let body = serde_json::json!({ "success": ops }).to_string();
         let (status, reply) =
-            super::try_http(self.client_port, "POST", "/v3/kv/txn", Some(&body), None)
+            super::admin::try_http(self.client_port, "POST", "/v3/kv/txn", Some(&body), None)
                 .expect("etcd txn");
         assert_eq!(status, 200, "{reply}");
         let v: serde_json::Value = serde_json::from_str(&reply).expect("txn reply JSON");

@@ -2,25 +2,18 @@
 //! binary on loopback with its own ports and state directory (killed on
 //! drop), talk HTTP to its admin listener, and ask it DNS questions from a
 //! chosen source address.
-#![allow(dead_code)]
-
-#[path = "../ports/mod.rs"]
-mod ports;
-pub use ports::free_port;
-
-pub mod etcd;
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use domain::base::iana::Rcode;
-use domain::base::{MessageBuilder, Name, Rtype};
 use domain::rdata::A;
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_shardgate");
+use super::ports::free_port;
+use super::process::Process;
 
 /// Ports of one server under test.
 #[derive(Debug, Clone, Copy)]
@@ -107,9 +100,10 @@ data = "10.0.9.5"
     )
 }
 
-/// A running `shardgate run`; killed on drop.
+/// A running `shardgate run`; killed on drop. Its log (all runs in `dir`)
+/// is `dir/shardgate.log`.
 pub struct Shardgate {
-    child: Option<Child>,
+    proc: Process,
     pub ports: Ports,
     pub dir: PathBuf,
     pub token: Option<String>,
@@ -128,23 +122,13 @@ impl Shardgate {
     pub fn spawn(dir: &Path, ports: Ports, config_text: &str) -> Shardgate {
         let cfg = dir.join("shardgate.toml");
         std::fs::write(&cfg, config_text).unwrap();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("shardgate.log"))
-            .unwrap();
-        let child = Command::new(BIN)
-            .args(["run", "--config"])
+        let mut cmd = Command::new(super::process::BIN);
+        cmd.args(["run", "--config"])
             .arg(&cfg)
             .env("RUST_LOG", "info")
-            .env_remove("STATE_DIRECTORY")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start shardgate");
+            .env_remove("STATE_DIRECTORY");
         Shardgate {
-            child: Some(child),
+            proc: Process::spawn(cmd, Some(dir.join("shardgate.log"))),
             ports,
             dir: dir.to_path_buf(),
             token: None,
@@ -156,12 +140,13 @@ impl Shardgate {
         self
     }
 
+    /// Everything logged in `dir`, this run and the earlier ones.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("shardgate.log")).unwrap_or_default()
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().unwrap().id()
+        self.proc.pid()
     }
 
     pub fn wait_ready(&self) {
@@ -181,41 +166,21 @@ impl Shardgate {
 
     /// Exit status if the process has exited within `within`.
     pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                self.child = None;
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.proc.wait_exit(within)
     }
 
     /// SIGKILL, no chance to flush anything.
     pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.proc.kill();
     }
 
     /// SIGTERM and wait for a clean exit.
     pub fn stop(&mut self) {
-        if let Some(c) = &self.child {
-            // SAFETY: plain kill(2) on our own child's pid.
-            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-        }
-        if self.wait_exit(Duration::from_secs(10)).is_none() {
-            self.kill9();
-        }
+        self.proc.stop(Duration::from_secs(10));
     }
 
     pub fn sighup(&self) {
-        // SAFETY: plain kill(2) on our own child's pid.
-        unsafe { libc::kill(self.pid() as i32, libc::SIGHUP) };
+        self.proc.signal(libc::SIGHUP);
     }
 
     /// An admin request with this server's token.
@@ -234,12 +199,6 @@ impl Shardgate {
     pub fn ask(&self, src: Ipv4Addr) -> Vec<Ipv4Addr> {
         query_a(self.ports.dns, src, "upf.svc.example.")
             .unwrap_or_else(|e| panic!("query from {src}: {e}; log:\n{}", self.log()))
-    }
-}
-
-impl Drop for Shardgate {
-    fn drop(&mut self) {
-        self.kill9();
     }
 }
 
@@ -315,13 +274,7 @@ pub fn query_a(port: u16, src: Ipv4Addr, name: &str) -> Result<Vec<Ipv4Addr>, St
 /// Like [`query_a`] on an already bound socket (one flow, one shard).
 pub fn query_a_on(sock: &UdpSocket, port: u16, name: &str) -> Result<Vec<Ipv4Addr>, String> {
     let id: u16 = rand_id();
-    let mut b = MessageBuilder::new_vec();
-    b.header_mut().set_id(id);
-    b.header_mut().set_rd(true);
-    let mut q = b.question();
-    q.push((Name::<Vec<u8>>::from_str_relaxed(name), Rtype::A))
-        .unwrap();
-    let query = q.into_message().into_octets();
+    let query = super::dns::query(id, name, super::dns::QTYPE_A, false);
     let mut buf = [0u8; 4096];
     for _ in 0..3 {
         sock.send_to(&query, ("127.0.0.1", port))
@@ -344,17 +297,6 @@ pub fn query_a_on(sock: &UdpSocket, port: u16, name: &str) -> Result<Vec<Ipv4Add
         }
     }
     Err("no answer after 3 tries".into())
-}
-
-trait FromStrRelaxed {
-    fn from_str_relaxed(s: &str) -> Self;
-}
-
-impl FromStrRelaxed for Name<Vec<u8>> {
-    fn from_str_relaxed(s: &str) -> Self {
-        use std::str::FromStr;
-        Name::<Vec<u8>>::from_str(s).expect("a valid name")
-    }
 }
 
 fn rand_id() -> u16 {
