@@ -22,7 +22,7 @@ use shardgate::addrmap::AddressMap;
 use shardgate::dns::{self, Transport};
 use shardgate::metrics::Registry;
 use shardgate::shard::meter::ShardMetrics;
-use shardgate::shard::stats::{Proto, ShardStats};
+use shardgate::shard::stats::ShardStats;
 
 const BATCH: usize = 32;
 const BLOCK_BATCHES: usize = 500;
@@ -58,7 +58,7 @@ fn block(
                 m.answered_in_batch();
                 m.count_view(map, *from, outcome);
             }
-            stats.record(Proto::Udp, outcome);
+            stats.record(Transport::Udp, outcome);
             black_box(&out);
         }
         if let Some(m) = metrics {

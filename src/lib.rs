@@ -12,7 +12,8 @@
 //! `scripts/check-layers.py` reads this list and every `crate::` path under
 //! `src/`, and fails the test command on an import that climbs.
 //!
-//! 1. `config`, `notify`: configuration as data (schema, load, checks); systemd notify.
+//! 1. `config`, `http`, `notify`: configuration as data (schema, load, checks); HTTP
+//!    response heads; systemd notify.
 //! 2. `logging`, `metrics`: log set-up; the metrics registry and shard-local instruments.
 //! 3. `addrmap`: the address map, built from the config types.
 //! 4. `dns`: DNS query to answer over the map (sans-IO).
@@ -36,6 +37,7 @@ pub mod dns;
 pub mod functions;
 pub mod fuzzing;
 pub mod handoff;
+pub mod http;
 pub mod logging;
 pub mod mapstore;
 pub mod metrics;

@@ -174,7 +174,7 @@ fn enable_rx_timestamps(fd: RawFd) {
 }
 
 /// Scratch space for one batch of datagrams.
-struct Batch {
+struct DatagramBatch {
     bufs: Vec<u8>,
     buf_len: usize,
     ctrl: Vec<u8>,
@@ -182,9 +182,9 @@ struct Batch {
     hdrs: Vec<libc::mmsghdr>,
 }
 
-impl Batch {
-    fn new(buf_len: usize) -> Batch {
-        Batch {
+impl DatagramBatch {
+    fn new(buf_len: usize) -> DatagramBatch {
+        DatagramBatch {
             bufs: vec![0u8; buf_len * BATCH],
             buf_len,
             ctrl: vec![0u8; CTRL_LEN * BATCH],
@@ -376,8 +376,8 @@ struct Run<'a, C: UdpCodec> {
     next_item: usize,
     next_sock: usize,
     gso: bool,
-    send: Batch,
-    recv: Batch,
+    send: DatagramBatch,
+    recv: DatagramBatch,
 }
 
 impl<C: UdpCodec> Run<'_, C> {
@@ -627,8 +627,8 @@ pub fn run_thread<C: UdpCodec>(
         next_item: plan.first_item % codec.items(),
         next_sock: 0,
         gso: plan.gso,
-        send: Batch::new(codec.max_request_len().max(1)),
-        recv: Batch::new(RECV_LEN),
+        send: DatagramBatch::new(codec.max_request_len().max(1)),
+        recv: DatagramBatch::new(RECV_LEN),
     };
     tighten_timer_slack();
     let send_end = plan.warmup_ns + plan.duration_ns;

@@ -6,8 +6,6 @@
 //! 411), bounded head and body, keep-alive when the client asks for it.
 //! Never panics on peer input.
 
-use std::fmt::Write as _;
-
 /// Largest request head (request line and headers), bytes.
 pub const MAX_HEAD: usize = 16 * 1024;
 /// Largest request body, bytes (a batch of map changes).
@@ -207,49 +205,23 @@ impl Response {
     /// Serialize with `Connection: keep-alive` or `close`. A `HEAD` request
     /// gets the headers only.
     pub fn to_bytes(&self, keep_alive: bool, head_only: bool) -> Vec<u8> {
-        let mut head = String::with_capacity(160);
-        let _ = write!(
-            head,
-            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: {}\r\n",
-            self.status,
-            reason(self.status),
-            self.content_type,
-            self.body.len(),
-            if keep_alive { "keep-alive" } else { "close" }
-        );
+        let mut out = Vec::with_capacity(160 + self.body.len());
+        let mut head = crate::http::head(&mut out, self.status)
+            .header("Content-Type", self.content_type)
+            .header("Content-Length", self.body.len())
+            .header("Cache-Control", "no-store")
+            .header(
+                "Connection",
+                if keep_alive { "keep-alive" } else { "close" },
+            );
         for (name, value) in &self.headers {
-            // Header values are ours, but never let one split the head.
-            let clean: String = value.chars().filter(|c| *c != '\r' && *c != '\n').collect();
-            let _ = write!(head, "{name}: {clean}\r\n");
+            head = head.header(name, value);
         }
-        head.push_str("\r\n");
-        let mut out = head.into_bytes();
+        head.end();
         if !head_only {
             out.extend_from_slice(&self.body);
         }
         out
-    }
-}
-
-/// Reason phrase of the status codes the admin API uses.
-pub fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        201 => "Created",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        408 => "Request Timeout",
-        409 => "Conflict",
-        411 => "Length Required",
-        413 => "Content Too Large",
-        415 => "Unsupported Media Type",
-        431 => "Request Header Fields Too Large",
-        500 => "Internal Server Error",
-        503 => "Service Unavailable",
-        _ => "Status",
     }
 }
 

@@ -56,8 +56,8 @@ pub use self::parse::{Ecs, Edns};
 /// How the query arrived; decides size limits and truncation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
-    Udp,
-    Tcp,
+    Udp = 0,
+    Tcp = 1,
 }
 
 /// Why a datagram got no response at all.

@@ -13,6 +13,7 @@ use wasmtime::{Extern, Func, Memory, ResourceLimiter, Store, Trap, ValRaw};
 
 use super::compile::LoadedFunction;
 use super::outcome::InvokeError;
+use crate::metrics::local::bump;
 
 /// Per-store host state: the memory limit and whether a grow hit it.
 pub struct ArenaData {
@@ -190,16 +191,16 @@ impl Arena {
 /// sharing a store share no state; batching amortizes the per-store costs
 /// (creation, module registration, release). All of a batch's instance
 /// slots return to the pool when the batch is dropped.
-struct Batch {
+struct StoreBatch {
     store: Store<ArenaData>,
     ready: Vec<Exports>,
     /// Instances built in this store (used or not).
     built: usize,
 }
 
-impl Batch {
-    fn new(f: &LoadedFunction, capacity: usize) -> Batch {
-        Batch {
+impl StoreBatch {
+    fn new(f: &LoadedFunction, capacity: usize) -> StoreBatch {
+        StoreBatch {
             store: new_store(f),
             ready: Vec::with_capacity(capacity),
             built: 0,
@@ -251,13 +252,9 @@ pub struct RingStats {
     pub instantiate_failures: Cell<u64>,
 }
 
-fn bump(c: &Cell<u64>) {
-    c.set(c.get() + 1);
-}
-
 /// A plain copy of [`RingStats`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct StatsSnapshot {
+pub struct RingCounts {
     pub invocations: u64,
     pub ok: u64,
     pub traps: u64,
@@ -273,8 +270,8 @@ pub struct StatsSnapshot {
 }
 
 impl RingStats {
-    pub fn snapshot(&self) -> StatsSnapshot {
-        StatsSnapshot {
+    pub fn snapshot(&self) -> RingCounts {
+        RingCounts {
             invocations: self.invocations.get(),
             ok: self.ok.get(),
             traps: self.traps.get(),
@@ -291,8 +288,8 @@ impl RingStats {
     }
 }
 
-impl std::ops::AddAssign for StatsSnapshot {
-    fn add_assign(&mut self, o: StatsSnapshot) {
+impl std::ops::AddAssign for RingCounts {
+    fn add_assign(&mut self, o: RingCounts) {
         self.invocations += o.invocations;
         self.ok += o.ok;
         self.traps += o.traps;
@@ -338,13 +335,13 @@ pub struct Ring {
     batch_size: usize,
     spares_wanted: usize,
     /// Never empty when `Some`.
-    current: Option<Batch>,
+    current: Option<StoreBatch>,
     /// Full batches; the request path takes the last one.
-    spare: Vec<Batch>,
+    spare: Vec<StoreBatch>,
     /// The batch upkeep is filling.
-    building: Option<Batch>,
+    building: Option<StoreBatch>,
     /// Used-up batches waiting to be released to the pool.
-    retired: Vec<Batch>,
+    retired: Vec<StoreBatch>,
     pub stats: RingStats,
 }
 
@@ -402,7 +399,9 @@ impl Ring {
     fn build_step(&mut self) -> Result<(), String> {
         let f = &self.func;
         let size = self.batch_size;
-        let b = self.building.get_or_insert_with(|| Batch::new(f, size));
+        let b = self
+            .building
+            .get_or_insert_with(|| StoreBatch::new(f, size));
         match b.add(f) {
             Ok(()) => bump(&self.stats.instantiations),
             Err(e) => {
@@ -418,7 +417,7 @@ impl Ring {
         Ok(())
     }
 
-    fn retire(&mut self, b: Batch) {
+    fn retire(&mut self, b: StoreBatch) {
         if self.retired.len() > self.spares_wanted {
             // Upkeep is behind: release the oldest here.
             let old = self.retired.remove(0);
@@ -440,7 +439,7 @@ impl Ring {
             return Ok(());
         }
         bump(&self.stats.ring_misses);
-        let mut b = Batch::new(&self.func, 1);
+        let mut b = StoreBatch::new(&self.func, 1);
         match b.add(&self.func) {
             Ok(()) => bump(&self.stats.instantiations),
             Err(e) => {

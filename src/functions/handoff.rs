@@ -11,16 +11,16 @@ use glommio::net::UdpSocket;
 use super::frame::{self as fnframe, Decoded};
 use super::http;
 use super::outcome::Status;
+use super::per_shard::{Lookup, Warmth};
 use super::server::FunctionUdp;
-use super::shard::{Lookup, Warmth};
 use super::FunctionShard;
 use crate::handoff::frame::ServiceKind;
 use crate::handoff::gate::{self, consult, GateCtx, Gated, Verdict};
+use crate::handoff::per_shard::unix_us;
 use crate::handoff::policy::{
     self, hop_marker, hop_token, hop_token_is_valid, Decision, HttpVerdict,
 };
 use crate::handoff::reject;
-use crate::handoff::shard::unix_us;
 use crate::handoff::HandoffShard;
 use crate::runtime::stop::StopSignal;
 use crate::runtime::udp;
@@ -131,39 +131,32 @@ pub fn write_http_verdict(
     keep_alive: bool,
     shard: Option<usize>,
 ) {
-    use std::io::Write;
-    let (head, body): (String, &str) = match verdict {
+    let (code, body) = match verdict {
         HttpVerdict::Serve => return,
-        HttpVerdict::Redirect(url) => (
-            format!("HTTP/1.1 307 Temporary Redirect\r\nLocation: {url}\r\n"),
-            "handed off to the alternate node\n",
-        ),
+        HttpVerdict::Redirect(_) => (307, "handed off to the alternate node\n"),
         HttpVerdict::Overloaded => (
-            format!(
-                "HTTP/1.1 503 Service Unavailable\r\nRetry-After: {}\r\n",
-                reject::RETRY_AFTER_S
-            ),
+            503,
             "overloaded and the hand-off alternate is down: retry in a moment\n",
         ),
     };
-    out.extend_from_slice(head.as_bytes());
     let status = match verdict {
         HttpVerdict::Overloaded => Status::Unavailable.as_str(),
         _ => "handoff",
     };
-    let _ = write!(
-        out,
-        "Content-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n{}: {status}\r\n",
-        body.len(),
-        http::STATUS_HEADER
-    );
-    if let Some(shard) = shard {
-        let _ = write!(out, "{}: {shard}\r\n", http::SHARD_HEADER);
-    }
-    if !keep_alive {
-        out.extend_from_slice(b"Connection: close\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
+    let location = match verdict {
+        HttpVerdict::Redirect(url) => Some(url.as_str()),
+        _ => None,
+    };
+    let retry_after = (code == 503).then_some(reject::RETRY_AFTER_S);
+    crate::http::head(out, code)
+        .header_if("Location", location)
+        .header_if("Retry-After", retry_after)
+        .header("Content-Type", "text/plain; charset=utf-8")
+        .header("Content-Length", body.len())
+        .header(http::STATUS_HEADER, status)
+        .header_if(http::SHARD_HEADER, shard)
+        .header_if("Connection", (!keep_alive).then_some("close"))
+        .end();
     out.extend_from_slice(body.as_bytes());
 }
 

@@ -179,25 +179,6 @@ pub fn next_request<'a>(
     }
 }
 
-/// Reason phrase for the codes this module sends.
-pub fn reason(code: u16) -> &'static str {
-    match code {
-        100 => "Continue",
-        200 => "OK",
-        400 => "Bad Request",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        411 => "Length Required",
-        413 => "Content Too Large",
-        417 => "Expectation Failed",
-        431 => "Request Header Fields Too Large",
-        500 => "Internal Server Error",
-        503 => "Service Unavailable",
-        504 => "Gateway Timeout",
-        _ => "Unknown",
-    }
-}
-
 /// The interim response sent when a client expects `100 Continue`.
 pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
@@ -224,29 +205,19 @@ pub fn write_response_from(
     keep_alive: bool,
     shard: Option<usize>,
 ) {
-    use std::io::Write;
     let ctype = if code == 200 {
         "application/octet-stream"
     } else {
         "text/plain; charset=utf-8"
     };
-    let _ = write!(
-        out,
-        "HTTP/1.1 {code} {}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n{STATUS_HEADER}: {}\r\n",
-        reason(code),
-        body.len() + usize::from(code != 200),
-        status.as_str(),
-    );
-    if let Some(shard) = shard {
-        let _ = write!(out, "{SHARD_HEADER}: {shard}\r\n");
-    }
-    if code == 405 {
-        out.extend_from_slice(b"Allow: POST\r\n");
-    }
-    if !keep_alive {
-        out.extend_from_slice(b"Connection: close\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
+    crate::http::head(out, code)
+        .header("Content-Type", ctype)
+        .header("Content-Length", body.len() + usize::from(code != 200))
+        .header(STATUS_HEADER, status.as_str())
+        .header_if(SHARD_HEADER, shard)
+        .header_if("Allow", (code == 405).then_some("POST"))
+        .header_if("Connection", (!keep_alive).then_some("close"))
+        .end();
     out.extend_from_slice(body);
     if code != 200 {
         out.push(b'\n');

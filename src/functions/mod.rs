@@ -16,14 +16,14 @@ pub mod handoff;
 pub mod http;
 pub mod node;
 pub mod outcome;
+pub mod per_shard;
 pub mod server;
-pub mod shard;
 
 pub use crate::config::functions::{
     FunctionConfig, FunctionSpec, FunctionsConfig, Limits, LimitsConfig,
 };
-pub use arena::{Ring, StatsSnapshot};
+pub use arena::{Ring, RingCounts};
 pub use compile::{ArtifactSource, LoadedFunction};
 pub use node::{FunctionNode, LoadFailure};
 pub use outcome::{InvokeError, Status};
-pub use shard::{FunctionShard, Lookup};
+pub use per_shard::{FunctionShard, Lookup};

@@ -20,7 +20,7 @@
 //! | 62 | N | payload: the client's datagram (request) or the reply datagram |
 //! | 62+N | 32 | HMAC-SHA256 under the pair's shared key of bytes 0..62+N |
 //!
-//! A frame is dropped (with a [`DropReason`]) when it is malformed, comes
+//! A frame is dropped (with a [`FrameDrop`]) when it is malformed, comes
 //! from an address other than the paired node, fails the MAC, carries a
 //! timestamp more than the window away from the receiver's clock or from
 //! before the receiving node started, or repeats a nonce seen within the
@@ -84,7 +84,7 @@ pub struct Frame<'a> {
 
 /// Why a received frame was dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum DropReason {
+pub enum FrameDrop {
     /// Not a version-1 frame of a known type with consistent lengths.
     Malformed(&'static str),
     /// Sent from an address other than the paired node.
@@ -101,16 +101,16 @@ pub enum DropReason {
     GuardFull,
 }
 
-impl DropReason {
+impl FrameDrop {
     /// Stable label (logs, metrics).
     pub fn as_str(self) -> &'static str {
         match self {
-            DropReason::Malformed(_) => "malformed",
-            DropReason::WrongSource => "wrong_source",
-            DropReason::BadMac => "bad_mac",
-            DropReason::Stale => "stale",
-            DropReason::Replayed => "replayed",
-            DropReason::GuardFull => "replay_guard_full",
+            FrameDrop::Malformed(_) => "malformed",
+            FrameDrop::WrongSource => "wrong_source",
+            FrameDrop::BadMac => "bad_mac",
+            FrameDrop::Stale => "stale",
+            FrameDrop::Replayed => "replayed",
+            FrameDrop::GuardFull => "replay_guard_full",
         }
     }
 }
@@ -222,8 +222,8 @@ pub fn seal(key: &Key, f: &Frame<'_>, out: &mut Vec<u8>) -> Result<(), usize> {
 
 /// Parse the layout without checking the MAC (for [`Opener::open`] and
 /// the fuzz/property tests).
-pub fn parse(d: &[u8]) -> Result<Frame<'_>, DropReason> {
-    use DropReason::Malformed;
+pub fn parse(d: &[u8]) -> Result<Frame<'_>, FrameDrop> {
+    use FrameDrop::Malformed;
     if d.len() < OVERHEAD {
         return Err(Malformed("shorter than header and MAC"));
     }
@@ -307,27 +307,27 @@ impl Opener {
         d: &'a [u8],
         from: SocketAddr,
         now_us: u64,
-    ) -> Result<Frame<'a>, DropReason> {
+    ) -> Result<Frame<'a>, FrameDrop> {
         let f = parse(d)?;
         if from.ip() != self.peer.ip() {
-            return Err(DropReason::WrongSource);
+            return Err(FrameDrop::WrongSource);
         }
         let body = d.len() - MAC_LEN;
         if !self.key.verify(&d[..body], &d[body..]) {
-            return Err(DropReason::BadMac);
+            return Err(FrameDrop::BadMac);
         }
         if f.timestamp_us.abs_diff(now_us) > self.window_us
             || f.timestamp_us < self.replay.started_us()
         {
-            return Err(DropReason::Stale);
+            return Err(FrameDrop::Stale);
         }
         match self
             .replay
             .insert(f.nonce, f.timestamp_us, now_us, self.window_us)
         {
             Insert::New => Ok(f),
-            Insert::Replayed => Err(DropReason::Replayed),
-            Insert::Full => Err(DropReason::GuardFull),
+            Insert::Replayed => Err(FrameDrop::Replayed),
+            Insert::Full => Err(FrameDrop::GuardFull),
         }
     }
 
@@ -398,12 +398,12 @@ mod tests {
         // Wrong source: another IP (any port of the peer's IP is fine).
         assert_eq!(
             o.open(&d, "127.0.0.4:8055".parse().unwrap(), now),
-            Err(DropReason::WrongSource)
+            Err(FrameDrop::WrongSource)
         );
         // Bad MAC: one payload bit flipped; or another key.
         let mut bad = d.clone();
         bad[HEADER_LEN] ^= 1;
-        assert_eq!(o.open(&bad, a, now), Err(DropReason::BadMac));
+        assert_eq!(o.open(&bad, a, now), Err(FrameDrop::BadMac));
         let mut other = Vec::new();
         seal(
             &Key::new(&[9u8; 32]).unwrap(),
@@ -411,23 +411,23 @@ mod tests {
             &mut other,
         )
         .unwrap();
-        assert_eq!(o.open(&other, a, now), Err(DropReason::BadMac));
+        assert_eq!(o.open(&other, a, now), Err(FrameDrop::BadMac));
         // Stale, both directions.
         let old = sealed(&frame(b"x", 3, now - 1_000_001));
-        assert_eq!(o.open(&old, a, now), Err(DropReason::Stale));
+        assert_eq!(o.open(&old, a, now), Err(FrameDrop::Stale));
         let future = sealed(&frame(b"x", 4, now + 1_000_001));
-        assert_eq!(o.open(&future, a, now), Err(DropReason::Stale));
+        assert_eq!(o.open(&future, a, now), Err(FrameDrop::Stale));
         // First time fine, then replayed.
         assert!(o.open(&d, a, now).is_ok());
-        assert_eq!(o.open(&d, a, now + 10), Err(DropReason::Replayed));
+        assert_eq!(o.open(&d, a, now + 10), Err(FrameDrop::Replayed));
         // Malformed.
         assert!(matches!(
             o.open(&d[..d.len() - 1], a, now),
-            Err(DropReason::Malformed(_))
+            Err(FrameDrop::Malformed(_))
         ));
         assert!(matches!(
             o.open(b"SGHO", a, now),
-            Err(DropReason::Malformed(_))
+            Err(FrameDrop::Malformed(_))
         ));
     }
 
@@ -444,7 +444,7 @@ mod tests {
         f.nonce = 12;
         assert_eq!(
             o.open(&sealed(&f), "127.0.0.5:40001".parse().unwrap(), now),
-            Err(DropReason::WrongSource)
+            Err(FrameDrop::WrongSource)
         );
     }
 
@@ -478,7 +478,7 @@ mod tests {
         // The same frame from another port of the peer reaches shard 1.
         assert_eq!(
             shard1.open(&d, "127.0.0.2:40123".parse().unwrap(), now + 5),
-            Err(DropReason::Replayed)
+            Err(FrameDrop::Replayed)
         );
     }
 
@@ -495,7 +495,7 @@ mod tests {
         );
         let a: SocketAddr = A.parse().unwrap();
         let old = sealed(&frame(b"q", 5, 19_500_000));
-        assert_eq!(o.open(&old, a, 20_000_100), Err(DropReason::Stale));
+        assert_eq!(o.open(&old, a, 20_000_100), Err(FrameDrop::Stale));
         let fresh = sealed(&frame(b"q", 6, 20_000_050));
         assert!(o.open(&fresh, a, 20_000_100).is_ok());
     }

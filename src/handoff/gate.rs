@@ -11,8 +11,8 @@ use futures_lite::future;
 use glommio::net::UdpSocket;
 
 use super::frame::{FrameType, ServiceKind};
+use super::per_shard::HandoffShard;
 use super::policy::{self, Decision};
-use super::shard::HandoffShard;
 use crate::runtime::stop::StopSignal;
 use crate::runtime::udp::{self, DatagramHandler, DropKind};
 
@@ -212,7 +212,7 @@ pub async fn serve_gated<S: Gated>(
 pub async fn heartbeat(h: Rc<HandoffShard>, stop: StopSignal) {
     let local = SocketAddr::new(h.config().listen.ip(), 0);
     let opened = UdpSocket::bind(local).and_then(|sock| {
-        let rx = super::shard::dup_udp(&sock)?;
+        let rx = super::per_shard::dup_udp(&sock)?;
         rx.set_nonblocking(true)?;
         Ok((sock, rx))
     });

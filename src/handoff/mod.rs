@@ -18,22 +18,22 @@
 //! - [`raw`]: IPv4/UDP packet building and the raw sender for direct replies.
 //! - [`settings`]: thresholds and the MAC key from the `[handoff]` table
 //!   ([`crate::config::handoff`]).
-//! - [`shard`]: one shard's hand-off state, counters and sends.
+//! - [`per_shard`]: one shard's hand-off state, counters and sends.
 //! - [`gate`]: the admission in front of a UDP answer path, the heartbeat.
 //! - [`worker`]: the gate of a shard's DNS UDP worker thread.
 
 pub mod frame;
 pub mod gate;
 pub mod liveness;
+pub mod per_shard;
 pub mod policy;
 pub mod raw;
 pub mod reject;
 pub mod replay;
 pub mod settings;
-pub mod shard;
 pub mod worker;
 
-pub use shard::HandoffShard;
+pub use per_shard::HandoffShard;
 
 // The services' sides live with them: `functions::handoff` (gated function
 // UDP, HTTP 307/503), `shard::handoff_port` (requests handed to this node).

@@ -22,9 +22,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::frame::{self, Frame, FrameType, Key, ServiceKind};
+use super::per_shard::unix_us;
 use super::policy::{Admission, Alternate, Decision, HandoffReason, Request, Thresholds};
 use super::reject;
-use super::shard::unix_us;
 use crate::runtime::screen::Screen;
 use crate::runtime::udp::realtime_ns;
 

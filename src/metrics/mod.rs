@@ -35,28 +35,28 @@ use histogram::SharedHistogram;
 /// The surfaces a shard serves requests on, as they appear in the
 /// `protocol` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Protocol {
+pub enum Surface {
     DnsUdp = 0,
     DnsTcp = 1,
     FnUdp = 2,
     FnHttp = 3,
 }
 
-impl Protocol {
-    pub const ALL: [Protocol; 4] = [
-        Protocol::DnsUdp,
-        Protocol::DnsTcp,
-        Protocol::FnUdp,
-        Protocol::FnHttp,
+impl Surface {
+    pub const ALL: [Surface; 4] = [
+        Surface::DnsUdp,
+        Surface::DnsTcp,
+        Surface::FnUdp,
+        Surface::FnHttp,
     ];
 
     /// The `protocol` label value.
     pub fn label(self) -> &'static str {
         match self {
-            Protocol::DnsUdp => "dns-udp",
-            Protocol::DnsTcp => "dns-tcp",
-            Protocol::FnUdp => "fn-udp",
-            Protocol::FnHttp => "fn-http",
+            Surface::DnsUdp => "dns-udp",
+            Surface::DnsTcp => "dns-tcp",
+            Surface::FnUdp => "fn-udp",
+            Surface::FnHttp => "fn-http",
         }
     }
 }

@@ -251,7 +251,7 @@ pub fn realtime_ns() -> u64 {
 type RxCmsgBuf = [u64; 8];
 
 /// Reusable buffers and headers for one batched socket.
-struct Batch {
+struct MmsgBatch {
     n: usize,
     rx: Vec<u8>,
     names: Vec<libc::sockaddr_storage>,
@@ -286,8 +286,8 @@ struct Batch {
     drop_count: bool,
 }
 
-impl Batch {
-    fn new(n: usize) -> Box<Batch> {
+impl MmsgBatch {
+    fn new(n: usize) -> Box<MmsgBatch> {
         let n = n.max(1);
         // SAFETY: all-zero is a valid value for these plain C structs.
         let zero_name: libc::sockaddr_storage = unsafe { zeroed() };
@@ -296,7 +296,7 @@ impl Batch {
             iov_len: 0,
         };
         let zero_hdr: libc::mmsghdr = unsafe { zeroed() };
-        let mut b = Box::new(Batch {
+        let mut b = Box::new(MmsgBatch {
             n,
             rx: vec![0u8; n * RX_SLOT],
             names: vec![zero_name; n],
@@ -322,7 +322,7 @@ impl Batch {
         // The vectors above are never resized, so these pointers stay valid
         // for the life of the batch.
         for i in 0..n {
-            let Batch {
+            let MmsgBatch {
                 rx,
                 names,
                 rx_iov,
@@ -648,7 +648,7 @@ pub async fn serve_batched<H: DatagramHandler>(
     drops: &mut KernelDrops,
 ) {
     let fd = sock.as_raw_fd();
-    let mut b = Batch::new(settings.batch);
+    let mut b = MmsgBatch::new(settings.batch);
     b.enable_drop_count(fd);
     if handler.wants_timestamps() && !b.enable_timestamps(fd) {
         tracing::warn!("SO_TIMESTAMPNS refused: socket waiting time is not seen by the hand-off");
@@ -756,7 +756,7 @@ impl RoundClock {
 /// hand the datagrams to the handler and queue its replies. Returns the
 /// number of replies queued.
 fn begin_round<H: DatagramHandler>(
-    b: &mut Batch,
+    b: &mut MmsgBatch,
     got: usize,
     handler: &mut H,
     drops: &mut KernelDrops,
@@ -775,7 +775,7 @@ fn begin_round<H: DatagramHandler>(
 /// Otherwise the policy decides between a coalescing wait and waiting for
 /// the next datagram.
 fn end_round<H: DatagramHandler>(
-    b: &mut Batch,
+    b: &mut MmsgBatch,
     got: usize,
     after_coalescing: bool,
     clock: &mut RoundClock,
@@ -797,7 +797,7 @@ fn end_round<H: DatagramHandler>(
 /// Hand received datagrams `0..got` to the handler and queue its replies;
 /// returns how many replies were queued. Oversized datagrams (cut by the
 /// kernel) and unknown address families are counted and dropped.
-fn handle_received<H: DatagramHandler>(b: &mut Batch, got: usize, handler: &mut H) -> usize {
+fn handle_received<H: DatagramHandler>(b: &mut MmsgBatch, got: usize, handler: &mut H) -> usize {
     let mut k = 0;
     for i in 0..got {
         let h = &b.rx_hdr[i];
@@ -840,7 +840,7 @@ pub fn serve_blocking<H: DatagramHandler>(
     settings: LoopSettings,
     drops: &mut KernelDrops,
 ) {
-    let mut b = Batch::new(settings.batch);
+    let mut b = MmsgBatch::new(settings.batch);
     b.enable_drop_count(fd);
     if handler.wants_timestamps() && !b.enable_timestamps(fd) {
         tracing::warn!("SO_TIMESTAMPNS refused: socket waiting time is not seen by the hand-off");
@@ -907,7 +907,12 @@ pub fn serve_blocking<H: DatagramHandler>(
 /// `sendmmsg` calls, where a refused single reply is counted and skipped;
 /// whatever that does not send (a full send buffer, a refused GSO message)
 /// goes through [`send_singles`].
-async fn send_all<H: DatagramHandler>(sock: &UdpSocket, b: &mut Batch, k: usize, handler: &mut H) {
+async fn send_all<H: DatagramHandler>(
+    sock: &UdpSocket,
+    b: &mut MmsgBatch,
+    k: usize,
+    handler: &mut H,
+) {
     if k == 0 {
         return;
     }
@@ -923,7 +928,7 @@ async fn send_all<H: DatagramHandler>(sock: &UdpSocket, b: &mut Batch, k: usize,
 /// `None` when everything went out.
 fn send_planned<H: DatagramHandler>(
     fd: i32,
-    b: &mut Batch,
+    b: &mut MmsgBatch,
     k: usize,
     handler: &mut H,
 ) -> Option<usize> {
@@ -996,7 +1001,7 @@ unsafe fn send_messages(
 /// Send the replies `msg_order[start..k]` one datagram each.
 async fn send_singles<H: DatagramHandler>(
     sock: &UdpSocket,
-    b: &mut Batch,
+    b: &mut MmsgBatch,
     start: usize,
     k: usize,
     handler: &mut H,
@@ -1056,7 +1061,7 @@ async fn send_singles<H: DatagramHandler>(
 /// room; if that passes, the rest of the batch is dropped and counted.
 fn send_singles_blocking<H: DatagramHandler>(
     fd: i32,
-    b: &mut Batch,
+    b: &mut MmsgBatch,
     start: usize,
     k: usize,
     handler: &mut H,
@@ -1425,7 +1430,7 @@ mod tests {
                 .set_read_timeout(Some(Duration::from_secs(2)))
                 .unwrap();
             let client_addr = client.local_addr().unwrap();
-            let mut b = Batch::new(4);
+            let mut b = MmsgBatch::new(4);
             // Reply 1 goes to port 0, which the kernel refuses (EINVAL);
             // replies 0, 2 and 3 go to the client.
             for i in 0..4 {
@@ -1474,7 +1479,7 @@ mod tests {
                 })
                 .collect();
             let n = 30;
-            let mut b = Batch::new(n);
+            let mut b = MmsgBatch::new(n);
             let mut want: Vec<Vec<Vec<u8>>> = vec![Vec::new(); clients.len()];
             for i in 0..n {
                 // Client i % 3; lengths 3, 3, 7 in turn, plus one 2000-byte
@@ -1525,7 +1530,7 @@ mod tests {
     }
 
     /// Fill reply `i` of `b`: `len` bytes to `to`.
-    fn put_reply(b: &mut Batch, i: usize, to: SocketAddr, len: usize) {
+    fn put_reply(b: &mut MmsgBatch, i: usize, to: SocketAddr, len: usize) {
         let name_len = put_name(&mut b.names[i], to);
         b.rx_hdr[i].msg_hdr.msg_namelen = name_len;
         b.out[i] = vec![i as u8; len];
@@ -1533,7 +1538,7 @@ mod tests {
     }
 
     /// The messages planned for the batch, as lists of reply indices.
-    fn planned(b: &mut Batch, k: usize) -> Vec<Vec<usize>> {
+    fn planned(b: &mut MmsgBatch, k: usize) -> Vec<Vec<usize>> {
         let msgs = b.plan_messages(k);
         (0..msgs)
             .map(|m| b.msg_order[b.msg_start[m]..b.msg_start[m + 1]].to_vec())
@@ -1555,7 +1560,7 @@ mod tests {
             (c, 50),
             (a, 30),
         ];
-        let mut b = Batch::new(lens.len());
+        let mut b = MmsgBatch::new(lens.len());
         for (i, &(to, len)) in lens.iter().enumerate() {
             put_reply(&mut b, i, to, len);
         }
@@ -1585,7 +1590,7 @@ mod tests {
         let clients: Vec<SocketAddr> = (0..32)
             .map(|c| SocketAddr::from(([127, 0, (c % 3) as u8, 1 + c as u8], 6000 - c as u16)))
             .collect();
-        let mut b = Batch::new(64);
+        let mut b = MmsgBatch::new(64);
         for i in 0..64 {
             put_reply(&mut b, i, clients[i % 32], 40);
         }
@@ -1603,7 +1608,7 @@ mod tests {
         let v6b: SocketAddr = "[::1]:54".parse().unwrap();
         let v4: SocketAddr = "127.0.0.1:53".parse().unwrap();
         let to = [v6a, v4, v6b, v6a, v4, v6b, v6a];
-        let mut b = Batch::new(to.len());
+        let mut b = MmsgBatch::new(to.len());
         for (i, &a) in to.iter().enumerate() {
             put_reply(&mut b, i, a, 30);
         }
@@ -1636,7 +1641,7 @@ mod tests {
     #[test]
     fn a_gso_message_holds_at_most_64_segments() {
         let a: SocketAddr = "127.0.0.1:5001".parse().unwrap();
-        let mut b = Batch::new(150);
+        let mut b = MmsgBatch::new(150);
         for i in 0..150 {
             put_reply(&mut b, i, a, 100);
         }

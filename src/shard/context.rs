@@ -66,7 +66,7 @@ impl ShardCtx {
                     shared.handoff_replay.clone().unwrap_or_else(|| {
                         Arc::new(crate::handoff::replay::ReplayTable::new(
                             crate::handoff::replay::SLOT_BITS,
-                            crate::handoff::shard::unix_us(),
+                            crate::handoff::per_shard::unix_us(),
                         ))
                     }),
                 ))),

@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 
 use super::context::ShardCtx;
 use super::state::{Served, Shared};
-use super::stats::{Proto, ShardStats, StatsSnapshot};
+use super::stats::{ShardStats, StatsSnapshot};
 use crate::dns::{self, Transport};
 use crate::runtime::screen::Screen;
 use crate::runtime::stop::StopSignal;
@@ -141,7 +141,7 @@ impl DnsWorker {
         let (index, cpu) = (ctx.index, ctx.cpu);
         let mut drops = udp::KernelDrops::new(crate::metrics::udp_socket_drops(
             index,
-            crate::metrics::Protocol::DnsUdp.label(),
+            crate::metrics::Surface::DnsUdp.label(),
             local,
         ));
         let spawned = std::thread::Builder::new()
@@ -296,7 +296,7 @@ impl DatagramHandler for Worker {
         let Some(outcome) = self.rrl.filter(from.ip(), outcome, out, &self.stats) else {
             return false;
         };
-        self.stats.record(Proto::Udp, outcome);
+        self.stats.record(Transport::Udp, outcome);
         matches!(outcome, dns::Outcome::Answered { .. })
     }
 

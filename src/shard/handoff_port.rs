@@ -35,7 +35,7 @@ const PENDING_CAP: usize = 1024;
 /// one at a time (never handing them on), and answer them in the configured
 /// reply mode; forward relayed answers to their clients.
 pub async fn serve_port(ctx: Rc<ShardCtx>, h: Rc<HandoffShard>, sock: UdpSocket) {
-    let rx = match crate::handoff::shard::dup_udp(&sock).and_then(|s| {
+    let rx = match crate::handoff::per_shard::dup_udp(&sock).and_then(|s| {
         s.set_nonblocking(true)?;
         Ok(s)
     }) {

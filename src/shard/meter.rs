@@ -19,13 +19,13 @@ use std::time::Instant;
 
 use metrics::{counter, gauge, Counter, Gauge};
 
-use super::stats::{Proto, StatsSnapshot, RCODE_SLOTS};
+use super::stats::{StatsSnapshot, RCODE_SLOTS};
 use crate::addrmap::AddressMap;
 use crate::dns::{self, Outcome, Transport};
-use crate::handoff::shard::HandoffCounts;
+use crate::handoff::per_shard::HandoffCounts;
 use crate::metrics::histogram::SharedHistogram;
 use crate::metrics::local::{labels_of, RequestTimer, StatusCounts};
-use crate::metrics::{names, Protocol, Registry};
+use crate::metrics::{names, Registry, Surface};
 use crate::runtime::udp::{DropKind, DROP_KINDS};
 
 /// DNS rcode mnemonics for the `rcode` label, by rcode; the last slot of
@@ -189,12 +189,12 @@ impl ShardMetrics {
             labels.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
             gauge!(name, labels_of(&labels))
         };
-        let per_protocol_c = |name| Protocol::ALL.map(|p| c(name, &[("protocol", p.label())]));
-        let per_protocol_g = |name| Protocol::ALL.map(|p| g(name, &[("protocol", p.label())]));
+        let per_protocol_c = |name| Surface::ALL.map(|p| c(name, &[("protocol", p.label())]));
+        let per_protocol_g = |name| Surface::ALL.map(|p| g(name, &[("protocol", p.label())]));
 
         let published: [Arc<SharedHistogram>; 4] = Default::default();
         if let Some(registry) = registry {
-            for p in Protocol::ALL {
+            for p in Surface::ALL {
                 registry.add_histogram(
                     names::REQUEST_DURATION,
                     &[("shard", &label), ("protocol", p.label())],
@@ -222,31 +222,22 @@ impl ShardMetrics {
             tcp_refused: ["shard_cap", "client_cap"].map(|reason| {
                 c(
                     names::TCP_REFUSED,
-                    &[("protocol", Protocol::DnsTcp.label()), ("reason", reason)],
+                    &[("protocol", Surface::DnsTcp.label()), ("reason", reason)],
                 )
             }),
             http_refused: ["shard_cap", "client_cap"].map(|reason| {
                 c(
                     names::TCP_REFUSED,
-                    &[("protocol", Protocol::FnHttp.label()), ("reason", reason)],
+                    &[("protocol", Surface::FnHttp.label()), ("reason", reason)],
                 )
             }),
-            udp_batches: c(
-                names::UDP_BATCHES,
-                &[("protocol", Protocol::DnsUdp.label())],
-            ),
+            udp_batches: c(names::UDP_BATCHES, &[("protocol", Surface::DnsUdp.label())]),
             udp_coalescing_waits: c(
                 names::UDP_COALESCING_WAITS,
-                &[("protocol", Protocol::DnsUdp.label())],
+                &[("protocol", Surface::DnsUdp.label())],
             ),
-            rrl_limited: c(
-                names::RRL_LIMITED,
-                &[("protocol", Protocol::DnsUdp.label())],
-            ),
-            rrl_slipped: c(
-                names::RRL_SLIPPED,
-                &[("protocol", Protocol::DnsUdp.label())],
-            ),
+            rrl_limited: c(names::RRL_LIMITED, &[("protocol", Surface::DnsUdp.label())]),
+            rrl_slipped: c(names::RRL_SLIPPED, &[("protocol", Surface::DnsUdp.label())]),
             in_flight: per_protocol_g(names::IN_FLIGHT),
             up: g(names::SHARD_UP, &[]),
             map_version: g(names::SHARD_MAP_VERSION, &[]),
@@ -293,10 +284,10 @@ impl ShardMetrics {
     }
 
     fn response_counter(&self, proto: usize, slot: usize) -> Counter {
-        let protocol = if proto == Proto::Udp as usize {
-            Protocol::DnsUdp
+        let protocol = if proto == Transport::Udp as usize {
+            Surface::DnsUdp
         } else {
-            Protocol::DnsTcp
+            Surface::DnsTcp
         };
         let rcode = RCODE_NAMES.get(slot).copied().unwrap_or("other");
         counter!(names::RESPONSES, "shard" => self.shard.clone(), "protocol" => protocol.label(), "rcode" => rcode)
@@ -379,7 +370,7 @@ impl ShardMetrics {
             timer: RequestTimer::new(self.enabled),
             batch: BatchClock::default(),
             views: ViewHits::default(),
-            published: self.published[Protocol::DnsUdp as usize].clone(),
+            published: self.published[Surface::DnsUdp as usize].clone(),
         }
     }
 
@@ -444,15 +435,15 @@ impl ShardMetrics {
             .filter(|(k, _)| *k != DropKind::SendFailed as usize)
             .map(|(_, v)| v)
             .sum();
-        let udp: u64 = snap.answered[Proto::Udp as usize].iter().sum();
-        let tcp: u64 = snap.answered[Proto::Tcp as usize].iter().sum();
-        self.requests[Protocol::DnsUdp as usize].absolute(udp + dropped_unanswered);
-        self.requests[Protocol::DnsTcp as usize].absolute(tcp);
+        let udp: u64 = snap.answered[Transport::Udp as usize].iter().sum();
+        let tcp: u64 = snap.answered[Transport::Tcp as usize].iter().sum();
+        self.requests[Surface::DnsUdp as usize].absolute(udp + dropped_unanswered);
+        self.requests[Surface::DnsTcp as usize].absolute(tcp);
         self.truncated.absolute(snap.truncated);
         for (counter, &value) in self.dropped.iter().zip(snap.dropped.iter()) {
             counter.absolute(value);
         }
-        self.in_flight[Protocol::DnsTcp as usize].set(snap.tcp_open as f64);
+        self.in_flight[Surface::DnsTcp as usize].set(snap.tcp_open as f64);
         self.tcp_refused[0].absolute(snap.tcp_refused);
         self.tcp_refused[1].absolute(snap.tcp_client_refused);
         self.udp_batches.absolute(snap.udp_batches);
@@ -468,7 +459,7 @@ impl ShardMetrics {
     /// (its in-flight figure; 0 for datagrams).
     pub fn publish_function_surface(
         &self,
-        protocol: Protocol,
+        protocol: Surface,
         requests: u64,
         responses: &StatusCounts,
         open: u64,
@@ -551,9 +542,9 @@ impl ShardMetrics {
     /// Publish the DNS latency histograms and stamp the publish time.
     pub fn publish_latency(&self) {
         if !self.udp_latency_by_worker.get() {
-            self.dns[Transport::Udp as usize].publish(&self.published[Protocol::DnsUdp as usize]);
+            self.dns[Transport::Udp as usize].publish(&self.published[Surface::DnsUdp as usize]);
         }
-        self.dns[Transport::Tcp as usize].publish(&self.published[Protocol::DnsTcp as usize]);
+        self.dns[Transport::Tcp as usize].publish(&self.published[Surface::DnsTcp as usize]);
         self.last_publish.set(crate::metrics::unix_now());
     }
 
@@ -583,13 +574,13 @@ impl ShardMetrics {
         }
         let surface = &fs.surface;
         self.publish_function_surface(
-            Protocol::FnUdp,
+            Surface::FnUdp,
             surface.udp_requests.get() + surface.udp_rejected.get() + surface.udp_ignored.get(),
             &surface.udp_status,
             0,
         );
         self.publish_function_surface(
-            Protocol::FnHttp,
+            Surface::FnHttp,
             surface.http_requests.get(),
             &surface.http_status,
             surface.http_open.get(),
@@ -598,10 +589,10 @@ impl ShardMetrics {
         self.http_refused[1].absolute(surface.http_client_refused.get());
         surface
             .udp_latency
-            .publish(&self.published[Protocol::FnUdp as usize]);
+            .publish(&self.published[Surface::FnUdp as usize]);
         surface
             .http_latency
-            .publish(&self.published[Protocol::FnHttp as usize]);
+            .publish(&self.published[Surface::FnHttp as usize]);
     }
 }
 
@@ -779,7 +770,7 @@ mod tests {
         for _ in 0..3 {
             let t = m.start();
             stats.record(
-                Proto::Udp,
+                Transport::Udp,
                 Outcome::Answered {
                     rcode: 0,
                     truncated: false,
@@ -788,20 +779,20 @@ mod tests {
             m.finish(Transport::Udp, t);
         }
         stats.record(
-            Proto::Tcp,
+            Transport::Tcp,
             Outcome::Answered {
                 rcode: 3,
                 truncated: false,
             },
         );
         stats.record(
-            Proto::Udp,
+            Transport::Udp,
             Outcome::Answered {
                 rcode: 9,
                 truncated: true,
             },
         );
-        stats.record(Proto::Udp, Outcome::Dropped(DropReason::TooShort));
+        stats.record(Transport::Udp, Outcome::Dropped(DropReason::TooShort));
         m.record_ns(Transport::Tcp, 30_000);
         m.publish_latency();
         // Rare rcodes and functions register on first publish, through the
@@ -822,7 +813,7 @@ mod tests {
                 http.record(code);
             }
             assert_eq!(http.total(), 7);
-            m.publish_function_surface(Protocol::FnHttp, 7, &http, 2);
+            m.publish_function_surface(Surface::FnHttp, 7, &http, 2);
         });
         m.publish_handoff(&HandoffCounts {
             cold: 2,

@@ -16,12 +16,12 @@ use futures_lite::future;
 use glommio::{Latency, LocalExecutorPoolBuilder, PoolPlacement, Shares};
 
 use super::health;
+use crate::dns::Transport;
 
 use super::context::ShardCtx;
 use super::control::{self, Command, Controller};
 use super::services;
 use super::state::{ConfigSource, Shared};
-use super::stats::Proto;
 use crate::runtime::sockets;
 
 /// glommio refuses to start below this locked-memory limit.
@@ -216,12 +216,12 @@ pub fn serve(
         .stats
         .per_shard()
         .iter()
-        .map(|s| s.answered_total(Proto::Udp) + s.answered_total(Proto::Tcp))
+        .map(|s| s.answered_total(Transport::Udp) + s.answered_total(Transport::Tcp))
         .collect();
     tracing::info!(
         ?per_shard,
-        udp_answered = t.answered_total(Proto::Udp),
-        tcp_answered = t.answered_total(Proto::Tcp),
+        udp_answered = t.answered_total(Transport::Udp),
+        tcp_answered = t.answered_total(Transport::Tcp),
         dropped = t.dropped_total(),
         tcp_accepted = t.tcp_accepted,
         tcp_refused = t.tcp_refused,

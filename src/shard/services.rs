@@ -18,7 +18,6 @@ use crate::dns::{self, Transport};
 
 use super::context::ShardCtx;
 use super::dns_worker::DnsWorker;
-use super::stats::Proto;
 use super::tcp;
 use crate::runtime::sockets;
 use crate::runtime::udp::DropKind;
@@ -161,7 +160,7 @@ pub fn spawn_services(ctx: &Rc<ShardCtx>, sockets: ShardSockets) -> Vec<Task<()>
             let drops = match sock.local_addr() {
                 Ok(local) => KernelDrops::new(crate::metrics::udp_socket_drops(
                     ctx.index,
-                    crate::metrics::Protocol::FnUdp.label(),
+                    crate::metrics::Surface::FnUdp.label(),
                     local,
                 )),
                 Err(_) => KernelDrops::unexported(),
@@ -235,7 +234,7 @@ impl DatagramHandler for DnsUdp {
         else {
             return false;
         };
-        self.ctx.stats.record(Proto::Udp, outcome);
+        self.ctx.stats.record(Transport::Udp, outcome);
         matches!(outcome, dns::Outcome::Answered { .. })
     }
 

@@ -106,7 +106,7 @@ impl Shared {
             handoff_replay: loaded.config.handoff.as_ref().map(|_| {
                 Arc::new(crate::handoff::replay::ReplayTable::new(
                     crate::handoff::replay::SLOT_BITS,
-                    crate::handoff::shard::unix_us(),
+                    crate::handoff::per_shard::unix_us(),
                 ))
             }),
             startup: loaded.config,

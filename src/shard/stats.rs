@@ -9,15 +9,9 @@
 use std::cell::Cell;
 use std::sync::Mutex;
 
-use crate::dns::{DropReason, Outcome};
+use crate::dns::{DropReason, Outcome, Transport};
+use crate::metrics::local::bump;
 use crate::runtime::udp::{DropKind, DROP_KINDS};
-
-/// Transport a query came in on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Proto {
-    Udp = 0,
-    Tcp = 1,
-}
 
 /// rcode slots: 0..=15 are the header rcodes, the last one counts any other.
 pub const RCODE_SLOTS: usize = 17;
@@ -44,14 +38,10 @@ pub struct ShardStats {
     map_version: Cell<u64>,
 }
 
-fn bump(c: &Cell<u64>) {
-    c.set(c.get().wrapping_add(1));
-}
-
 impl ShardStats {
     /// Count what the answer path did with one query.
     #[inline]
-    pub fn record(&self, proto: Proto, outcome: Outcome) {
+    pub fn record(&self, proto: Transport, outcome: Outcome) {
         match outcome {
             Outcome::Answered { rcode, truncated } => {
                 let slot = usize::from(rcode).min(RCODE_SLOTS - 1);
@@ -181,7 +171,7 @@ pub struct StatsSnapshot {
 
 impl StatsSnapshot {
     /// Answered queries over one transport, all rcodes.
-    pub fn answered_total(&self, proto: Proto) -> u64 {
+    pub fn answered_total(&self, proto: Transport) -> u64 {
         self.answered[proto as usize].iter().sum()
     }
 
@@ -275,33 +265,33 @@ mod tests {
     fn counts_by_protocol_and_rcode_and_sums_over_shards() {
         let a = ShardStats::default();
         a.record(
-            Proto::Udp,
+            Transport::Udp,
             Outcome::Answered {
                 rcode: 3,
                 truncated: false,
             },
         );
         a.record(
-            Proto::Tcp,
+            Transport::Tcp,
             Outcome::Answered {
                 rcode: 0,
                 truncated: true,
             },
         );
         a.record(
-            Proto::Udp,
+            Transport::Udp,
             Outcome::Answered {
                 rcode: 200,
                 truncated: false,
             },
         );
-        a.record(Proto::Udp, Outcome::Dropped(DropReason::NotAQuery));
+        a.record(Transport::Udp, Outcome::Dropped(DropReason::NotAQuery));
         a.tcp_opened();
         a.tcp_closed();
         a.tcp_closed();
         let b = ShardStats::default();
         b.record(
-            Proto::Udp,
+            Transport::Udp,
             Outcome::Answered {
                 rcode: 3,
                 truncated: false,
@@ -313,10 +303,10 @@ mod tests {
         board.publish(1, b.snapshot());
         board.publish(9, b.snapshot()); // no such shard: ignored
         let t = board.totals();
-        assert_eq!(t.answered[Proto::Udp as usize][3], 2);
-        assert_eq!(t.answered[Proto::Udp as usize][RCODE_SLOTS - 1], 1);
-        assert_eq!(t.answered_total(Proto::Udp), 3);
-        assert_eq!(t.answered_total(Proto::Tcp), 1);
+        assert_eq!(t.answered[Transport::Udp as usize][3], 2);
+        assert_eq!(t.answered[Transport::Udp as usize][RCODE_SLOTS - 1], 1);
+        assert_eq!(t.answered_total(Transport::Udp), 3);
+        assert_eq!(t.answered_total(Transport::Tcp), 1);
         assert_eq!(t.truncated, 1);
         assert_eq!(t.dropped[DropKind::NotAQuery as usize], 1);
         assert_eq!(t.tcp_accepted, 1);

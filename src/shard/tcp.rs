@@ -19,7 +19,6 @@ use glommio::net::{TcpListener, TcpStream};
 use crate::dns::{self, Outcome, Transport};
 
 use super::context::ShardCtx;
-use super::stats::Proto;
 use crate::runtime::tcp::{read_bounded, Read};
 
 /// Bytes read from a connection per read call.
@@ -167,7 +166,7 @@ async fn serve_connection(ctx: &ShardCtx, mut stream: TcpStream) {
                         ctx.metrics.count_view(&s.map, peer, outcome);
                         outcome
                     });
-                    ctx.stats.record(Proto::Tcp, outcome);
+                    ctx.stats.record(Transport::Tcp, outcome);
                     pos += 2 + len;
                     match outcome {
                         Outcome::Answered { .. } if answer.len() <= usize::from(u16::MAX) => {

@@ -10,13 +10,14 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use super::frame::{self, DropReason, Frame, FrameType, Key, Opener, ServiceKind};
+use super::frame::{self, Frame, FrameDrop, FrameType, Key, Opener, ServiceKind};
 use super::liveness::{Liveness, Transition};
 use super::policy::{Admission, Alternate, Decision, HandoffReason, Request};
 use super::raw::RawSender;
 use super::replay::ReplayTable;
 use super::worker::{GateLink, WorkerGate};
 use crate::config::handoff::{HandoffConfig, ReplyMode};
+use crate::metrics::local::bump;
 
 /// Hand-off running totals of one shard; published by
 /// `shard::meter::ShardMetrics::publish_handoff`. All zero until hand-off is configured.
@@ -71,10 +72,6 @@ pub struct Counters {
     pub rejects: Cell<u64>,
     /// Hand-offs that could not be sent (served here instead).
     pub send_failed: Cell<u64>,
-}
-
-fn bump(c: &Cell<u64>) {
-    c.set(c.get() + 1);
 }
 
 /// Current time, microseconds since the Unix epoch (frame timestamps).
@@ -454,12 +451,12 @@ impl HandoffShard {
             Err(why) => {
                 let c = &self.counts;
                 bump(match why {
-                    DropReason::Malformed(_) => &c.malformed,
-                    DropReason::WrongSource => &c.wrong_source,
-                    DropReason::BadMac => &c.bad_mac,
-                    DropReason::Stale => &c.stale,
-                    DropReason::Replayed => &c.replayed,
-                    DropReason::GuardFull => &c.guard_full,
+                    FrameDrop::Malformed(_) => &c.malformed,
+                    FrameDrop::WrongSource => &c.wrong_source,
+                    FrameDrop::BadMac => &c.bad_mac,
+                    FrameDrop::Stale => &c.stale,
+                    FrameDrop::Replayed => &c.replayed,
+                    FrameDrop::GuardFull => &c.guard_full,
                 });
                 tracing::debug!(shard = self.index, %from, reason = why.as_str(), detail = ?why, "hand-off frame dropped");
                 None

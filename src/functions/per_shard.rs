@@ -10,10 +10,11 @@ use std::task::{Poll, Waker};
 
 use futures_lite::future;
 
-use super::arena::{Ring, StatsSnapshot};
+use super::arena::{Ring, RingCounts};
 use super::compile::LoadedFunction;
 use super::node::FunctionNode;
 use super::outcome::InvokeError;
+use crate::metrics::local::bump;
 use crate::runtime::stop::StopSignal;
 
 /// Wakes the upkeep task from the request path (single-threaded, no locks).
@@ -75,10 +76,6 @@ pub struct SurfaceStats {
     /// Invocation latency per surface, for the metrics.
     pub udp_latency: crate::metrics::local::RequestTimer,
     pub http_latency: crate::metrics::local::RequestTimer,
-}
-
-pub(crate) fn bump(c: &Cell<u64>) {
-    c.set(c.get() + 1);
 }
 
 /// Whether a function's arenas are built on this shard (see
@@ -262,7 +259,7 @@ impl FunctionShard {
     }
 
     /// Counters per function: (name, snapshot).
-    pub fn stats(&self) -> Vec<(String, StatsSnapshot)> {
+    pub fn stats(&self) -> Vec<(String, RingCounts)> {
         self.rings
             .iter()
             .map(|r| {
@@ -279,8 +276,8 @@ impl FunctionShard {
     }
 
     /// All functions' counters added up.
-    pub fn totals(&self) -> StatsSnapshot {
-        let mut t = StatsSnapshot::default();
+    pub fn totals(&self) -> RingCounts {
+        let mut t = RingCounts::default();
         for r in &self.rings {
             t += r.borrow().stats.snapshot();
         }
