@@ -53,10 +53,11 @@ fn block(
         }
         for i in 0..BATCH {
             let (q, from) = &work[(b * BATCH + i) % work.len()];
-            let outcome = dns::answer(map, black_box(q), *from, Transport::Udp, &mut out);
+            let (outcome, seen) =
+                dns::answer_with_client_view(map, black_box(q), *from, Transport::Udp, &mut out);
             if let Some(m) = metrics {
                 m.answered_in_batch();
-                m.count_view(map, *from, outcome);
+                m.count_view(map, *from, outcome, seen);
             }
             stats.record(Transport::Udp, outcome);
             black_box(&out);

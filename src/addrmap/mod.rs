@@ -286,6 +286,12 @@ impl AddressMap {
         }
     }
 
+    /// [`ViewMatch::view`] of a view as the answer path holds it.
+    #[inline]
+    pub(crate) fn view_index_of(&self, view: u32) -> Option<usize> {
+        (view != NONE).then_some(view as usize)
+    }
+
     /// The configuration this map was built from.
     pub fn config(&self) -> &Config {
         &self.config

@@ -113,6 +113,38 @@ pub fn answer(
     transport: Transport,
     out: &mut Vec<u8>,
 ) -> Outcome {
+    answer_with_client_view(map, query, client, transport, out).0
+}
+
+/// The view of the client's address as [`answer`] looked it up
+/// ([`crate::addrmap::ViewMatch::view`]: `Some(None)` = no view covers
+/// it); `None` when the answer did not need it, or an ECS subnet chose the
+/// view instead.
+pub type ClientView = Option<Option<usize>>;
+
+/// [`answer`], plus the view of the client's address when the answer
+/// looked it up, so a caller counting answers by view (the shard's
+/// metrics) need not look the prefix up a second time.
+pub fn answer_with_client_view(
+    map: &AddressMap,
+    query: &[u8],
+    client: IpAddr,
+    transport: Transport,
+    out: &mut Vec<u8>,
+) -> (Outcome, ClientView) {
+    let mut client_view = None;
+    let outcome = answer_into(map, query, client, transport, out, &mut client_view);
+    (outcome, client_view.map(|v| map.view_index_of(v)))
+}
+
+fn answer_into(
+    map: &AddressMap,
+    query: &[u8],
+    client: IpAddr,
+    transport: Transport,
+    out: &mut Vec<u8>,
+    client_view: &mut Option<u32>,
+) -> Outcome {
     out.clear();
     let mut lname_buf = [0u8; NAME_BUF];
     let q = match parse::parse(query, &mut lname_buf) {
@@ -163,7 +195,13 @@ pub fn answer(
     // Name -> zone and (answer RRset | NODATA | NXDOMAIN); the view is
     // looked up only when the answer depends on it.
     let lname = lname_buf.get(..q.qname_len).unwrap_or(&[]);
-    let mut view = || *selected.get_or_insert_with(|| map.select(client, None).view);
+    let mut view = || {
+        *selected.get_or_insert_with(|| {
+            let v = map.select(client, None).view;
+            *client_view = Some(v);
+            v
+        })
+    };
     let (zone, found): (u32, Result<Option<RrSet>, ()>) = match map.entry(lname, q.hash) {
         Some(e) => {
             let table = if e.overrides.is_empty() {

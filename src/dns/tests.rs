@@ -1226,3 +1226,46 @@ fn domain_qend(q: &[u8]) -> usize {
     }
     i + 5
 }
+
+/// The view `answer_with_client_view` hands the metrics is the view of the
+/// client's address whenever it gives one, and it gives none when an ECS
+/// subnet chose the view; the answer bytes are those of `answer`.
+#[test]
+fn the_client_view_reported_is_the_clients_own() {
+    let map = build(CONF);
+    let clients = [
+        "10.1.0.7",
+        "10.1.2.9",
+        "10.2.3.4",
+        "10.1.200.1",
+        "192.0.2.99",
+        "fd00:a::7",
+        "::1",
+    ];
+    let names = [
+        "upf.svc.example.",
+        "site.svc.example.",
+        "only-a.svc.example.",
+        "nope.svc.example.",
+        "x.sub.svc.example.",
+    ];
+    let (mut out_a, mut out_b) = (Vec::new(), Vec::new());
+    let mut reported = 0;
+    for c in clients {
+        for n in names {
+            let q = query(n, Rtype::A, None);
+            let (o, seen) = answer_with_client_view(&map, &q, ip(c), Transport::Udp, &mut out_a);
+            assert_eq!(o, answer(&map, &q, ip(c), Transport::Udp, &mut out_b));
+            assert_eq!(out_a, out_b);
+            if let Some(view) = seen {
+                assert_eq!(view, map.select_view(ip(c)).view, "{c} {n}");
+                reported += 1;
+            }
+        }
+    }
+    assert!(reported > 0, "names with per-view records need the view");
+    // A trusted resolver's ECS subnet picks the view: not the client's.
+    let q = query("upf.svc.example.", Rtype::A, ecs("10.2.0.1", 24));
+    let (_, seen) = answer_with_client_view(&map, &q, ip("192.0.2.53"), Transport::Udp, &mut out_a);
+    assert_eq!(seen, None);
+}

@@ -291,8 +291,9 @@ impl DatagramHandler for Worker {
             }
         }
         let map = &self.served.map;
-        let outcome = dns::answer(map, datagram, from.ip(), Transport::Udp, out);
-        self.meter.answered(map, from.ip(), outcome);
+        let (outcome, seen) =
+            dns::answer_with_client_view(map, datagram, from.ip(), Transport::Udp, out);
+        self.meter.answered(map, from.ip(), outcome, seen);
         let Some(outcome) = self.rrl.filter(from.ip(), outcome, out, &self.stats) else {
             return false;
         };

@@ -350,11 +350,17 @@ impl ShardMetrics {
     /// only answers about the zones (NOERROR, NXDOMAIN) and only when
     /// metrics are enabled (it costs one more prefix lookup).
     #[inline]
-    pub fn count_view(&self, map: &AddressMap, client: IpAddr, outcome: Outcome) {
+    pub fn count_view(
+        &self,
+        map: &AddressMap,
+        client: IpAddr,
+        outcome: Outcome,
+        seen: dns::ClientView,
+    ) {
         if !self.enabled {
             return;
         }
-        if let Some(view) = counted_view(map, client, outcome) {
+        if let Some(view) = counted_view(map, client, outcome, seen) {
             if let Ok(mut v) = self.view_hits.try_borrow_mut() {
                 v.count(view);
             }
@@ -651,12 +657,17 @@ impl ViewHits {
 /// answers about the zones (NOERROR, NXDOMAIN) count, by the querier's
 /// address (one more prefix lookup).
 #[inline]
-fn counted_view(map: &AddressMap, client: IpAddr, outcome: Outcome) -> Option<usize> {
+fn counted_view(
+    map: &AddressMap,
+    client: IpAddr,
+    outcome: Outcome,
+    seen: dns::ClientView,
+) -> Option<usize> {
     match outcome {
         Outcome::Answered {
             rcode: dns::rcode::NOERROR | dns::rcode::NXDOMAIN,
             ..
-        } => map.select_view(client).view,
+        } => seen.unwrap_or_else(|| map.select_view(client).view),
         _ => None,
     }
 }
@@ -719,12 +730,18 @@ impl WorkerMeter {
 
     /// One query of the batch was answered: count it and its view.
     #[inline]
-    pub fn answered(&mut self, map: &AddressMap, client: IpAddr, outcome: Outcome) {
+    pub fn answered(
+        &mut self,
+        map: &AddressMap,
+        client: IpAddr,
+        outcome: Outcome,
+        seen: dns::ClientView,
+    ) {
         if !self.timer.enabled() {
             return;
         }
         self.batch.answered();
-        if let Some(view) = counted_view(map, client, outcome) {
+        if let Some(view) = counted_view(map, client, outcome, seen) {
             self.views.count(view);
         }
     }
@@ -870,10 +887,10 @@ mod tests {
         };
         let site_a: IpAddr = "127.0.0.5".parse().unwrap();
         let site_b: IpAddr = "127.0.0.200".parse().unwrap();
-        m.count_view(&map, site_a, noerror);
-        m.count_view(&map, site_a, noerror);
-        m.count_view(&map, site_a, refused); // not about the zones: not counted
-        m.count_view(&map, site_b, noerror);
+        m.count_view(&map, site_a, noerror, None);
+        m.count_view(&map, site_a, noerror, None);
+        m.count_view(&map, site_a, refused, None); // not about the zones: not counted
+        m.count_view(&map, site_b, noerror, None);
         // A new map with the views in another order: earlier hits keep
         // their names, later ones go by the new indices.
         let mut reversed: Vec<&str> = map.views().iter().map(|v| v.name.as_str()).collect();

@@ -221,9 +221,10 @@ impl DatagramHandler for DnsUdp {
     fn handle(&mut self, datagram: &[u8], from: SocketAddr, out: &mut Vec<u8>) -> bool {
         let metrics = &self.ctx.metrics;
         let outcome = self.ctx.with_served(|s| {
-            let outcome = dns::answer(&s.map, datagram, from.ip(), Transport::Udp, out);
+            let (outcome, seen) =
+                dns::answer_with_client_view(&s.map, datagram, from.ip(), Transport::Udp, out);
             metrics.answered_in_batch();
-            metrics.count_view(&s.map, from.ip(), outcome);
+            metrics.count_view(&s.map, from.ip(), outcome, seen);
             outcome
         });
         let Some(outcome) =

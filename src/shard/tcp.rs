@@ -161,9 +161,15 @@ async fn serve_connection(ctx: &ShardCtx, mut stream: TcpStream) {
                     let query = &rbuf[pos + 2..pos + 2 + len];
                     let t0 = ctx.metrics.start();
                     let outcome = ctx.with_served(|s| {
-                        let outcome = dns::answer(&s.map, query, peer, Transport::Tcp, &mut answer);
+                        let (outcome, seen) = dns::answer_with_client_view(
+                            &s.map,
+                            query,
+                            peer,
+                            Transport::Tcp,
+                            &mut answer,
+                        );
                         ctx.metrics.finish(Transport::Tcp, t0);
-                        ctx.metrics.count_view(&s.map, peer, outcome);
+                        ctx.metrics.count_view(&s.map, peer, outcome, seen);
                         outcome
                     });
                     ctx.stats.record(Transport::Tcp, outcome);
