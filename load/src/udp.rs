@@ -8,7 +8,7 @@
 //! bounded: the thread ends at `send_end + timeout` at the latest.
 
 use std::io;
-use std::mem::{size_of, zeroed};
+use std::mem::size_of;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,6 +20,8 @@ use super::inflight::{Finished, Inflight};
 use super::schedule::Schedule;
 use super::stats::Stats;
 use super::sys::{tighten_timer_slack, wait_readable, Clock, Progress, ProgressSnapshot};
+
+use shardgate::runtime::mmsg;
 
 /// Datagrams per `sendmmsg`/`recvmmsg` call.
 pub const BATCH: usize = 64;
@@ -178,6 +180,8 @@ struct DatagramBatch {
     bufs: Vec<u8>,
     buf_len: usize,
     ctrl: Vec<u8>,
+    /// Control messages of GSO sends, one per header.
+    gso_ctrl: Vec<mmsg::GsoCmsg>,
     iovs: Vec<libc::iovec>,
     hdrs: Vec<libc::mmsghdr>,
 }
@@ -188,9 +192,10 @@ impl DatagramBatch {
             bufs: vec![0u8; buf_len * BATCH],
             buf_len,
             ctrl: vec![0u8; CTRL_LEN * BATCH],
+            gso_ctrl: vec![[0; 4]; BATCH],
             // SAFETY: iovec and mmsghdr are plain C structs; all-zero is valid.
-            iovs: (0..BATCH).map(|_| unsafe { zeroed() }).collect(),
-            hdrs: (0..BATCH).map(|_| unsafe { zeroed() }).collect(),
+            iovs: unsafe { mmsg::zeroed_vec(BATCH) },
+            hdrs: unsafe { mmsg::zeroed_vec(BATCH) },
         }
     }
 
@@ -242,7 +247,6 @@ impl DatagramBatch {
             };
         }
         let iovs = self.iovs.as_mut_ptr();
-        let ctrl = self.ctrl.as_mut_ptr();
         for (g, &(start, count)) in groups.iter().enumerate() {
             self.hdrs[g].msg_len = 0;
             let h = &mut self.hdrs[g].msg_hdr;
@@ -253,52 +257,19 @@ impl DatagramBatch {
             h.msg_iovlen = count as _;
             h.msg_flags = 0;
             if count > 1 {
-                // SAFETY: g < BATCH, so the control buffer is CTRL_LEN bytes
-                // of our own; CMSG_SPACE(2) fits in it.
-                unsafe {
-                    let c = ctrl.add(g * CTRL_LEN);
-                    std::ptr::write_bytes(c, 0, CTRL_LEN);
-                    h.msg_control = c as *mut libc::c_void;
-                    h.msg_controllen = libc::CMSG_SPACE(size_of::<u16>() as u32) as _;
-                    let cm = libc::CMSG_FIRSTHDR(h);
-                    (*cm).cmsg_level = libc::SOL_UDP;
-                    (*cm).cmsg_type = libc::UDP_SEGMENT;
-                    (*cm).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as u32) as _;
-                    let seg = lens[order[start]] as u16;
-                    std::ptr::write_unaligned(libc::CMSG_DATA(cm) as *mut u16, seg);
-                }
+                let seg = lens[order[start]] as u16;
+                mmsg::set_gso_segment(h, &mut self.gso_ctrl[g], seg);
             } else {
-                h.msg_control = std::ptr::null_mut();
-                h.msg_controllen = 0;
+                mmsg::clear_control(h);
             }
         }
     }
 
     /// Kernel receive time of datagram `i`, realtime ns, if stamped.
     fn rx_stamp(&self, i: usize) -> Option<u64> {
-        let h = &self.hdrs[i].msg_hdr;
-        if h.msg_controllen == 0 {
-            return None;
-        }
-        // SAFETY: the kernel filled msg_control/msg_controllen; the CMSG
-        // macros stay within msg_controllen.
-        unsafe {
-            let mut c = libc::CMSG_FIRSTHDR(h);
-            while !c.is_null() {
-                if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
-                    let ts: libc::timespec =
-                        std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::timespec);
-                    return Some(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64);
-                }
-                c = libc::CMSG_NXTHDR(h, c);
-            }
-        }
-        None
+        // SAFETY: hdrs[i] was filled by the kernel's recvmmsg.
+        unsafe { mmsg::rx_timestamp_ns(&self.hdrs[i].msg_hdr) }
     }
-}
-
-fn errno() -> i32 {
-    io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
 
 /// Up to this many sockets are simply all read every turn; with more, an
@@ -410,27 +381,23 @@ impl<C: UdpCodec> Run<'_, C> {
                     self.recv.prepare(i, RECV_LEN, true);
                 }
                 // SAFETY: hdrs holds BATCH headers pointing into live buffers.
-                let n = unsafe {
-                    libc::recvmmsg(
-                        self.fds[s],
-                        self.recv.hdrs.as_mut_ptr(),
-                        BATCH as libc::c_uint,
-                        libc::MSG_DONTWAIT,
-                        std::ptr::null_mut(),
-                    )
+                let got = unsafe {
+                    mmsg::recv_messages(self.fds[s], &mut self.recv.hdrs, libc::MSG_DONTWAIT)
                 };
-                if n < 0 {
-                    match errno() {
-                        libc::EAGAIN | libc::EINTR => {}
-                        libc::ECONNREFUSED => {
-                            self.stats.event(EV_REFUSED);
-                            continue;
+                let n = match got {
+                    Ok(n) => n,
+                    Err(e) => {
+                        match e.raw_os_error().unwrap_or(0) {
+                            libc::EAGAIN => {}
+                            libc::ECONNREFUSED => {
+                                self.stats.event(EV_REFUSED);
+                                continue;
+                            }
+                            _ => self.stats.event(EV_RECV_ERR),
                         }
-                        _ => self.stats.event(EV_RECV_ERR),
+                        break;
                     }
-                    break;
-                }
-                let n = n as usize;
+                };
                 let fallback = self.plan.clock.now();
                 for i in 0..n {
                     let len = self.recv.hdrs[i].msg_len as usize;
@@ -545,27 +512,24 @@ impl<C: UdpCodec> Run<'_, C> {
             );
             self.send.prepare_groups(&order, &lens[..m], &groups);
             // SAFETY: the first groups.len() headers point into live buffers.
-            let r = unsafe {
-                libc::sendmmsg(
-                    self.fds[s],
-                    self.send.hdrs.as_mut_ptr(),
-                    groups.len() as libc::c_uint,
-                    0,
-                )
-            };
-            let groups_done = if r < 0 {
-                match errno() {
-                    libc::EAGAIN | libc::ENOBUFS | libc::EINTR => {}
-                    libc::ECONNREFUSED => self.stats.event(EV_REFUSED),
-                    libc::EIO | libc::EINVAL | libc::ENOPROTOOPT | libc::EOPNOTSUPP if self.gso => {
-                        self.gso = false;
-                        self.stats.event(EV_NO_GSO);
+            let result =
+                unsafe { mmsg::send_messages(self.fds[s], &mut self.send.hdrs[..groups.len()], 0) };
+            let groups_done = match result {
+                Ok(n) => n,
+                Err(e) => {
+                    match e.raw_os_error().unwrap_or(0) {
+                        libc::EAGAIN | libc::ENOBUFS => {}
+                        libc::ECONNREFUSED => self.stats.event(EV_REFUSED),
+                        libc::EIO | libc::EINVAL | libc::ENOPROTOOPT | libc::EOPNOTSUPP
+                            if self.gso =>
+                        {
+                            self.gso = false;
+                            self.stats.event(EV_NO_GSO);
+                        }
+                        _ => self.stats.event(EV_SEND_ERR),
                     }
-                    _ => self.stats.event(EV_SEND_ERR),
+                    0
                 }
-                0
-            } else {
-                r as usize
             };
             // Requests of the groups sent count; the others give their ids
             // back (to be sent in a later round or turn).

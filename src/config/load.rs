@@ -20,6 +20,16 @@ pub trait KeyedProblem {
     fn message(&self) -> &str;
 }
 
+/// Add a build step's problems to the semantic ones, one message per key
+/// (a semantic check that already explained a key wins).
+pub fn add_build_problems<E: KeyedProblem>(problems: &mut Vec<Problem>, errors: Vec<E>) {
+    for e in errors {
+        if !problems.iter().any(|p| p.key == e.key()) {
+            problems.push(Problem::at(e.key(), e.message()));
+        }
+    }
+}
+
 /// Parse, validate and build `text`: `build` turns the checked config into
 /// what the caller serves (the address map, in `addrmap::load`). `base_dir`
 /// resolves relative paths in the file (e.g. `prefixes_file`); use the
@@ -49,14 +59,7 @@ pub fn load_with<T, E: KeyedProblem>(
     match build(&config, base_dir) {
         Ok(built) if problems.is_empty() => return Ok((config, built)),
         Ok(_) => {}
-        Err(errors) => {
-            for e in errors {
-                // One message per key: a semantic check already explained it.
-                if !problems.iter().any(|p| p.key == e.key()) {
-                    problems.push(Problem::at(e.key(), e.message()));
-                }
-            }
-        }
+        Err(errors) => add_build_problems(&mut problems, errors),
     }
     let doc = parse(text)?;
     let locator = Locator::new(text, &doc);

@@ -398,8 +398,9 @@ mod tests {
     use crate::config::functions::{FunctionSpec, FunctionsConfig, Limits};
     use crate::functions::FunctionNode;
 
-    #[test]
-    fn pipelined_requests_are_answered_in_bounded_turns() {
+    /// A shard serving the example `checksum` function (compiled into a
+    /// fresh cache directory, kept alive with the shard).
+    fn checksum_shard() -> (FunctionShard, tempfile::TempDir) {
         let cache = tempfile::tempdir().unwrap();
         let settings = FunctionsConfig {
             cache_dir: cache.path().to_path_buf(),
@@ -411,14 +412,113 @@ mod tests {
             limits: Limits::default(),
         };
         let node = FunctionNode::start(&settings, vec![spec], 1).unwrap();
-        let shard = FunctionShard::new(&node);
+        (FunctionShard::new(&node), cache)
+    }
+
+    const LIMITS: HttpLimits = HttpLimits {
+        max_header_bytes: 8192,
+        max_skip_body: 65_536,
+    };
+
+    /// One turn over `rbuf`: the turn and the bytes written (as text; a
+    /// binary body is replaced by its length, `<N bytes>`).
+    fn turn(shard: &FunctionShard, rbuf: &[u8]) -> (Turn, String) {
+        let (mut wbuf, mut out) = (Vec::new(), Vec::new());
+        let t = answer_buffered(
+            shard,
+            rbuf,
+            &mut wbuf,
+            &mut out,
+            &LIMITS,
+            MAX_REQUESTS_PER_TURN,
+        );
+        let text = match wbuf.windows(4).position(|w| w == b"\r\n\r\n") {
+            Some(end) => match std::str::from_utf8(&wbuf[end + 4..]) {
+                Ok(_) => String::from_utf8(wbuf).unwrap(),
+                Err(_) => format!(
+                    "{}\r\n\r\n<{} bytes>",
+                    std::str::from_utf8(&wbuf[..end]).unwrap(),
+                    wbuf.len() - end - 4
+                ),
+            },
+            None => String::from_utf8(wbuf).unwrap(),
+        };
+        (t, text)
+    }
+
+    #[test]
+    fn answers_are_exact_bytes_and_a_turn_says_what_to_do_next() {
+        let (shard, _cache) = checksum_shard();
+        // An unknown function: 404 with its reason, the connection kept.
+        let req = b"POST /fn/nope HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n";
+        let (t, out) = turn(&shard, req);
+        assert_eq!(
+            out,
+            "HTTP/1.1 404 Not Found\r\nContent-Type: text/plain; charset=utf-8\r\n\
+             Content-Length: 30\r\nX-Shardgate-Status: not-found\r\nX-Shardgate-Shard: 0\r\n\r\n\
+             no such function on this node\n"
+        );
+        assert_eq!(
+            (t.consumed, t.close, t.wants_continue, t.more),
+            (req.len(), false, false, false)
+        );
+        // Not a POST: 405 naming the method to use.
+        let (t, out) = turn(&shard, b"GET /fn/checksum HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert!(
+            out.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"),
+            "{out}"
+        );
+        assert!(out.contains("\r\nAllow: POST\r\n") && !t.close, "{out}");
+        // A head asking for 100-continue: nothing consumed, the caller
+        // sends the interim response and reads on.
+        let (t, out) = turn(
+            &shard,
+            b"POST /fn/checksum HTTP/1.1\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n",
+        );
+        assert_eq!((t.consumed, t.wants_continue, out.as_str()), (0, true, ""));
+        // Half a head: read more.
+        let (t, out) = turn(&shard, b"POST /fn/checksum HTTP/1.1\r\nConte");
+        assert_eq!(
+            (t.consumed, t.close, t.wants_continue, out.as_str()),
+            (0, false, false, "")
+        );
+        // A bad length: 400, then close (the rest cannot be trusted).
+        let (t, out) = turn(
+            &shard,
+            b"POST /fn/checksum HTTP/1.1\r\nContent-Length: x\r\n\r\n",
+        );
+        assert!(
+            out.starts_with("HTTP/1.1 400 Bad Request\r\n")
+                && out.contains("Connection: close\r\n"),
+            "{out}"
+        );
+        assert!(t.close);
+        // An invocation: 200 with the output as the body, its length exact.
+        let (t, out) = turn(
+            &shard,
+            b"POST /fn/checksum HTTP/1.1\r\nContent-Length: 2\r\n\r\nab",
+        );
+        let (head, body) = out.split_once("\r\n\r\n").unwrap();
+        assert!(
+            head.starts_with("HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"),
+            "{head}"
+        );
+        // The example checksum is two bytes (binary: shown as their count).
+        assert_eq!(body, "<2 bytes>");
+        assert!(head.contains("\r\nContent-Length: 2\r\n"), "{head}");
+        assert!(
+            head.contains("\r\nX-Shardgate-Status: ok\r\n") && !t.close,
+            "{head}"
+        );
+    }
+
+    #[test]
+    fn pipelined_requests_are_answered_in_bounded_turns() {
+        let (shard, _cache) = checksum_shard();
         let one = b"POST /fn/checksum HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nab";
         let n = 3 * MAX_REQUESTS_PER_TURN + 5;
         let rbuf: Vec<u8> = one.iter().copied().cycle().take(one.len() * n).collect();
-        let limits = HttpLimits {
-            max_header_bytes: 8192,
-            max_skip_body: 65_536,
-        };
+        let limits = LIMITS;
         let (mut wbuf, mut out) = (Vec::new(), Vec::new());
         let mut pos = 0;
         let mut turns = Vec::new();

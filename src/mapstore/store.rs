@@ -339,17 +339,7 @@ fn build(config: Config, base_dir: &Path) -> Result<Loaded, Vec<Problem>> {
     match AddressMap::build(&config, base_dir) {
         Ok(map) if problems.is_empty() => return Ok(Loaded { config, map }),
         Ok(_) => {}
-        Err(errors) => {
-            for e in errors {
-                if !problems.iter().any(|p| p.key == e.key) {
-                    problems.push(Problem {
-                        line: None,
-                        key: e.key,
-                        message: e.message,
-                    });
-                }
-            }
-        }
+        Err(errors) => config::load::add_build_problems(&mut problems, errors),
     }
     for p in &mut problems {
         p.line = None;

@@ -7,6 +7,7 @@
 
 pub mod client_cap;
 pub mod coalesce;
+pub mod mmsg;
 pub mod screen;
 pub mod sockets;
 pub mod stop;

@@ -23,7 +23,7 @@
 
 use std::io;
 use std::mem::{size_of, zeroed};
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -32,6 +32,7 @@ use futures_lite::future;
 use glommio::net::UdpSocket;
 
 use super::coalesce::Coalescer;
+use super::mmsg::{self, send_messages};
 use super::stop::StopSignal;
 
 /// Why a query got no answer (besides the answer path's own reasons).
@@ -357,30 +358,8 @@ impl MmsgBatch {
         if !self.drop_count {
             return None;
         }
-        self.control_message(i, libc::SOL_SOCKET, libc::SO_RXQ_OVFL)
-            // SAFETY: SO_RXQ_OVFL's data is one u32.
-            .map(|data| unsafe { std::ptr::read_unaligned(data.cast::<u32>()) })
-    }
-
-    /// The data of datagram `i`'s control message `level`/`ty`, if present.
-    fn control_message(&self, i: usize, level: libc::c_int, ty: libc::c_int) -> Option<*const u8> {
-        let h = &self.rx_hdr[i].msg_hdr;
-        if h.msg_controllen == 0 {
-            return None;
-        }
-        // SAFETY: the kernel filled msg_control (inside rx_ctrl[i]) with
-        // msg_controllen bytes of well-formed control messages; CMSG_*
-        // walk only within that length.
-        unsafe {
-            let mut c = libc::CMSG_FIRSTHDR(h);
-            while !c.is_null() {
-                if (*c).cmsg_level == level && (*c).cmsg_type == ty {
-                    return Some(libc::CMSG_DATA(c).cast_const());
-                }
-                c = libc::CMSG_NXTHDR(h, c);
-            }
-        }
-        None
+        // SAFETY: the kernel filled rx_hdr[i] on receive.
+        unsafe { mmsg::rx_drop_count(&self.rx_hdr[i].msg_hdr) }
     }
 
     /// Ask the kernel for receive timestamps on `fd` and make room for
@@ -398,12 +377,8 @@ impl MmsgBatch {
         if !self.timestamps {
             return 0;
         }
-        self.control_message(i, libc::SOL_SOCKET, libc::SCM_TIMESTAMPNS)
-            .map_or(0, |data| {
-                // SAFETY: SCM_TIMESTAMPNS's data is one timespec.
-                let ts: libc::timespec = unsafe { std::ptr::read_unaligned(data.cast()) };
-                ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-            })
+        // SAFETY: the kernel filled rx_hdr[i] on receive.
+        unsafe { mmsg::rx_timestamp_ns(&self.rx_hdr[i].msg_hdr) }.unwrap_or(0)
     }
 
     /// One `recvmmsg` with `flags` (`MSG_DONTWAIT`: never block; on a
@@ -422,26 +397,9 @@ impl MmsgBatch {
             h.msg_hdr.msg_controllen = ctrl_len as _;
             h.msg_len = 0;
         }
-        loop {
-            // SAFETY: rx_hdr holds n initialised headers pointing into
-            // buffers owned by self, alive for the duration of the call.
-            let r = unsafe {
-                libc::recvmmsg(
-                    fd,
-                    self.rx_hdr.as_mut_ptr(),
-                    self.n as libc::c_uint,
-                    flags,
-                    std::ptr::null_mut(),
-                )
-            };
-            if r >= 0 {
-                return Ok(r as usize);
-            }
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(e);
-            }
-        }
+        // SAFETY: rx_hdr holds n initialised headers pointing into
+        // buffers owned by self, alive for the duration of the call.
+        unsafe { mmsg::recv_messages(fd, &mut self.rx_hdr[..self.n], flags) }
     }
 
     /// Point tx header `k` at `out[k]` and the sender of datagram `i`,
@@ -543,23 +501,9 @@ impl MmsgBatch {
             h.msg_flags = 0;
             if n > 1 {
                 let seg = self.out[lead].len() as u16;
-                let ctrl = &mut self.msg_ctrl[m];
-                *ctrl = [0; 4];
-                h.msg_control = ctrl.as_mut_ptr().cast();
-                // SAFETY: msg_control points at a zeroed 32-byte, 8-aligned
-                // buffer, enough for CMSG_SPACE(2); CMSG_FIRSTHDR is non-null
-                // because msg_controllen covers one header.
-                unsafe {
-                    h.msg_controllen = libc::CMSG_SPACE(size_of::<u16>() as u32) as _;
-                    let cm = libc::CMSG_FIRSTHDR(h);
-                    (*cm).cmsg_level = libc::SOL_UDP;
-                    (*cm).cmsg_type = libc::UDP_SEGMENT;
-                    (*cm).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as u32) as _;
-                    std::ptr::write_unaligned(libc::CMSG_DATA(cm).cast::<u16>(), seg);
-                }
+                mmsg::set_gso_segment(h, &mut self.msg_ctrl[m], seg);
             } else {
-                h.msg_control = std::ptr::null_mut();
-                h.msg_controllen = 0;
+                mmsg::clear_control(h);
             }
         }
         msgs
@@ -586,30 +530,7 @@ fn plan_key(to: &SocketAddr, len: usize, j: usize) -> (u128, u64) {
     )
 }
 
-/// Convert a kernel-filled sockaddr into a `SocketAddr` (IPv4/IPv6 only).
-pub fn sockaddr_to_std(ss: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<SocketAddr> {
-    match i32::from(ss.ss_family) {
-        libc::AF_INET if len as usize >= size_of::<libc::sockaddr_in>() => {
-            // SAFETY: family says it is a sockaddr_in and it is long enough.
-            let a = unsafe { &*(ss as *const _ as *const libc::sockaddr_in) };
-            Some(SocketAddr::V4(SocketAddrV4::new(
-                Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
-                u16::from_be(a.sin_port),
-            )))
-        }
-        libc::AF_INET6 if len as usize >= size_of::<libc::sockaddr_in6>() => {
-            // SAFETY: as above for sockaddr_in6.
-            let a = unsafe { &*(ss as *const _ as *const libc::sockaddr_in6) };
-            Some(SocketAddr::V6(SocketAddrV6::new(
-                Ipv6Addr::from(a.sin6_addr.s6_addr),
-                u16::from_be(a.sin6_port),
-                u32::from_be(a.sin6_flowinfo),
-                a.sin6_scope_id,
-            )))
-        }
-        _ => None,
-    }
-}
+pub use super::mmsg::sockaddr_to_std;
 
 /// Wait until the socket has a datagram, or stop. Returns false on stop.
 async fn wait_readable(sock: &UdpSocket, stop: &StopSignal) -> bool {
@@ -972,30 +893,6 @@ fn send_planned<H: DatagramHandler>(
         break;
     }
     (sent < msgs).then(|| b.msg_start[sent])
-}
-
-/// One `sendmmsg` of `hdrs` with `flags` (retried on EINTR): how many
-/// messages went out, or the error of the first one.
-///
-/// # Safety
-/// Every header must point at a name, iovecs and control data that stay
-/// valid for the call.
-unsafe fn send_messages(
-    fd: i32,
-    hdrs: &mut [libc::mmsghdr],
-    flags: libc::c_int,
-) -> io::Result<usize> {
-    loop {
-        // SAFETY: the caller vouches for the headers' pointers.
-        let r = unsafe { libc::sendmmsg(fd, hdrs.as_mut_ptr(), hdrs.len() as libc::c_uint, flags) };
-        if r >= 0 {
-            return Ok(r as usize);
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
 }
 
 /// Send the replies `msg_order[start..k]` one datagram each.
