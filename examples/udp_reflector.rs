@@ -33,6 +33,8 @@ impl DatagramHandler for Reflect {
         if datagram.len() < 3 {
             return false;
         }
+        // `out` holds the previous reply of this slot: replace it.
+        out.clear();
         out.extend_from_slice(datagram);
         out[2] |= 0x80;
         true

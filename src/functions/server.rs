@@ -18,7 +18,7 @@ use super::outcome::Status;
 use super::per_shard::{FunctionShard, Lookup};
 use crate::metrics::local::bump;
 use crate::runtime::stop::StopSignal;
-use crate::runtime::tcp::{read_bounded, Read};
+use crate::runtime::tcp::{read_bounded, write_bounded, Read};
 use crate::runtime::udp::{self, DatagramHandler};
 
 /// Datagrams per receive batch: invocations run synchronously, so a small
@@ -341,12 +341,7 @@ async fn serve_connection(shard: &FunctionShard, mut stream: TcpStream, stop: &S
             continue_sent = true;
         }
         if !wbuf.is_empty() {
-            let write = async { stream.write_all(&wbuf).await.is_ok() };
-            let written = future::or(write, async {
-                glommio::timer::sleep(idle).await;
-                false
-            })
-            .await;
+            let written = write_bounded(&mut stream, &wbuf, idle).await;
             wbuf.clear();
             if !written {
                 return;

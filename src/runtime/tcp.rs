@@ -1,10 +1,12 @@
-//! Reading a TCP connection on a shard: one bounded read that a deadline or
-//! the shard's stop signal ends, shared by every TCP protocol.
+//! Reading and writing a TCP connection on a shard: one read that a
+//! deadline or the shard's stop signal ends, one write that a deadline
+//! ends; shared by every TCP protocol (DNS in `shard::tcp`, HTTP in
+//! `functions::server`).
 
 use std::time::Duration;
 
 use futures_lite::future;
-use futures_lite::AsyncReadExt;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 
 use super::stop::StopSignal;
@@ -54,4 +56,16 @@ pub async fn read_bounded(
         )
         .await
     }
+}
+
+/// Write all of `buf` to `stream` within `wait`; false when the write
+/// failed or the peer did not take it in time (close the connection then:
+/// a peer that does not read must not hold the shard's buffers).
+pub async fn write_bounded(stream: &mut TcpStream, buf: &[u8], wait: Duration) -> bool {
+    let write = async { stream.write_all(buf).await.is_ok() };
+    future::or(write, async {
+        glommio::timer::sleep(wait).await;
+        false
+    })
+    .await
 }

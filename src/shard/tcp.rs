@@ -13,13 +13,12 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use futures_lite::future;
-use futures_lite::AsyncWriteExt;
 use glommio::net::{TcpListener, TcpStream};
 
 use crate::dns::{self, Outcome, Transport};
 
 use super::context::ShardCtx;
-use crate::runtime::tcp::{read_bounded, Read};
+use crate::runtime::tcp::{read_bounded, write_bounded, Read};
 
 /// Bytes read from a connection per read call.
 const READ_CHUNK: usize = 4096;
@@ -192,12 +191,7 @@ async fn serve_connection(ctx: &ShardCtx, mut stream: TcpStream) {
         }
         rbuf.drain(..pos);
         if !wbuf.is_empty() {
-            let write = async { stream.write_all(&wbuf).await.is_ok() };
-            let written = future::or(write, async {
-                glommio::timer::sleep(idle).await;
-                false
-            })
-            .await;
+            let written = write_bounded(&mut stream, &wbuf, idle).await;
             wbuf.clear();
             if !written {
                 return;
