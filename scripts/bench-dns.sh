@@ -30,11 +30,11 @@
 # "per (server threads + irq) second", which does not count other processes.
 #
 # --reflector adds a third "server" to every round: examples/udp_reflector.rs,
-# which sends each query back with QR set and does no other work, with the
-# same kernel techniques as a shard (recvmmsg of 64, GSO replies, 200 us
-# receive coalescing). Its queries per core-second is the ceiling the
-# loopback UDP path puts on any server on this machine; the summary then
-# says how far from it each server is.
+# a shard's own UDP loop (runtime::udp::serve_blocking: recvmmsg of 64, GSO
+# replies, adaptive receive coalescing) with a handler that sends each query
+# back with QR set and does no other work. Its queries per core-second is
+# the ceiling our loop and the loopback UDP path put on the DNS path; the
+# summary then says how far from it each server is.
 #
 # --handoff adds "sg-handoff" to every round: the same shardgate with a
 # [handoff] table and a live alternate node (127.0.0.3, on the dnsperf CPU,

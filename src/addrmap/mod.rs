@@ -311,6 +311,7 @@ impl AddressMap {
         self.views.iter().map(|v| v.name.as_str()).collect()
     }
 
+    #[cfg(test)]
     /// Index of the view called `name`.
     pub fn view_index(&self, name: &str) -> Option<usize> {
         self.views.iter().position(|v| v.name == name)
@@ -336,6 +337,7 @@ impl AddressMap {
         (self.lpm.v4.len(), self.lpm.v6.len())
     }
 
+    #[cfg(test)]
     /// Names known to the map (apexes, owners, empty non-terminals).
     pub fn name_count(&self) -> usize {
         self.entries.len()

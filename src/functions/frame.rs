@@ -117,6 +117,7 @@ pub fn encode_error(out: &mut Vec<u8>, id: u64, status: Status, text: &str) {
     out.extend_from_slice(text.as_bytes());
 }
 
+#[cfg(test)]
 /// Set the status byte of a reply started with [`begin_reply`].
 pub fn set_status(out: &mut [u8], status: Status) {
     if let Some(b) = out.get_mut(HEADER_LEN) {
