@@ -112,8 +112,10 @@ run "cargo fmt --check" cargo fmt --all -- --check
 run "cargo clippy" cargo clippy --all-targets -- -D warnings
 run "layer order (src/lib.rs)" bash -c 'python3 scripts/check-layers.py --self-test && python3 scripts/check-layers.py src'
 # One release build serves the tests, the integration tests' binaries and the
-# benchmarks (profile.bench inherits release).
-run "build (release)" cargo test --release --no-run
+# benchmarks (profile.bench inherits release). `cargo test` alone builds only
+# the binaries of packages with integration tests (not `shardgate-load`), so
+# the workspace's binaries are built first, by name.
+run "build (release)" bash -c 'cargo build --release --workspace --bins && cargo test --release --no-run'
 run "cargo test --release" cargo test --release --no-fail-fast
 run "cargo bench --no-run" cargo bench --no-run
 

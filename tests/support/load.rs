@@ -14,15 +14,35 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// The `shardgate-load` binary: the workspace's `load` crate builds it next
-/// to `shardgate` (same target directory and profile).
+/// to `shardgate` (same target directory and profile). `cargo test` does not
+/// build another package's binary, so a missing one is built here, once per
+/// test process, with the cargo that runs the tests.
 pub fn load_bin() -> std::path::PathBuf {
+    static BUILT: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
     let bin = Path::new(super::process::BIN).with_file_name("shardgate-load");
-    assert!(
-        bin.exists(),
-        "{} is missing: build the workspace (`cargo test --release` at the root builds both crates, \
-         or `cargo build --release -p shardgate-load`)",
-        bin.display()
-    );
+    let built = BUILT.get_or_init(|| {
+        if bin.exists() {
+            return Ok(());
+        }
+        let release = bin.parent().is_some_and(|dir| dir.ends_with("release"));
+        let mut cmd = Command::new(option_env!("CARGO").unwrap_or("cargo"));
+        let name = "shardgate-load";
+        cmd.args(["build", "--quiet", "-p", name, "--bin", name]);
+        if release {
+            cmd.arg("--release");
+        }
+        match cmd.status() {
+            Ok(status) if status.success() && bin.exists() => Ok(()),
+            Ok(status) => Err(format!("cargo build -p shardgate-load: {status}")),
+            Err(err) => Err(format!("cannot run cargo: {err}")),
+        }
+    });
+    if let Err(err) = built {
+        panic!(
+            "{} is missing and building it failed ({err}): run `cargo build --release -p shardgate-load`",
+            bin.display()
+        );
+    }
     bin
 }
 
