@@ -50,6 +50,12 @@
 # The table goes to sweep.txt, the plot (latency vs rate, both servers) to
 # sweep.svg and, with ImageMagick's convert or rsvg-convert, sweep.png.
 #
+# Lost queries are attributed: each run records the host's UDP
+# receive-buffer drops (RcvbufErrors in /proc/net/snmp) and shardgate's own
+# sockets' (shardgate_udp_socket_drops_total from its /metrics); the rest
+# were dropped at dnsperf's sockets, whose buffers are BENCH_DNSPERF_BUF_KIB
+# (default 4096, dnsperf -b; 0 = the kernel's default).
+#
 # Raw outputs and the summary go to results/bench-dns-<timestamp>/.
 # Needs: dnsperf, knotd + knot-module-geoip, dig, python3 >= 3.11, taskset,
 # 2+ CPUs. Run as root (or a user allowed to run knotd and bind the ports).
@@ -72,8 +78,12 @@ SHARDGATE=${SHARDGATE_BIN:-$ROOT/target/release/shardgate}
 REFLECTOR_BIN=$ROOT/target/release/examples/udp_reflector
 SERVER_CPU=1
 CLIENT_CPU=0
+# dnsperf's socket buffers in KiB (-b; capped by net.core.rmem_max and
+# wmem_max): its own receive buffer overflows first as CPU 0 fills.
+DNSPERF_BUF=(-b "${BENCH_DNSPERF_BUF_KIB:-4096}")
+[ "${BENCH_DNSPERF_BUF_KIB:-4096}" = 0 ] && DNSPERF_BUF=()
 
-usage() { sed -n '2,55p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,61p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 SWEEP=""
 while [ $# -gt 0 ]; do
     case $1 in
@@ -283,13 +293,14 @@ measure() {
         rate_args=(-Q $(((rate + ${#SOURCES[@]} - 1) / ${#SOURCES[@]})))
     fi
     grep -E '^cpu[0-9]* ' /proc/stat >"$dir/stat.before"
+    cat /proc/net/snmp >"$dir/snmp.before"
     cat "/proc/$SERVER_PID/stat" >"$dir/pidstat.before"
     date +%s.%N >"$dir/time.before"
     local -a pids=()
     local src
     for src in "${SOURCES[@]}"; do
         "${RT[@]}" taskset -c "$CLIENT_CPU" dnsperf -s 127.0.0.1 -p "$port" -a "$src" -d "$OUT/queries.txt" \
-            -l "$DURATION" -t 1 -v "${rate_args[@]}" >"$dir/dnsperf-$src.out" 2>&1 &
+            -l "$DURATION" -t 1 -v "${DNSPERF_BUF[@]}" "${rate_args[@]}" >"$dir/dnsperf-$src.out" 2>&1 &
         pids+=($!)
     done
     local p rc=0
@@ -297,6 +308,13 @@ measure() {
     date +%s.%N >"$dir/time.after"
     cat "/proc/$SERVER_PID/stat" >"$dir/pidstat.after"
     grep -E '^cpu[0-9]* ' /proc/stat >"$dir/stat.after"
+    cat /proc/net/snmp >"$dir/snmp.after"
+    # Whose buffer dropped: the host counts every socket's receive-buffer
+    # drops (RcvbufErrors), shardgate its own sockets' (SO_RXQ_OVFL); the
+    # rest were dnsperf's.
+    if [ "$server" = shardgate ]; then
+        curl -s -m 2 "http://127.0.0.1:$((PORT + 2))/metrics" >"$dir/metrics.after" || true
+    fi
     stop
     [ "$rc" = 0 ] || die "dnsperf failed in $dir"
     python3 scripts/bench/report.py run "$dir" "$server" "$kind" "$round" "$SERVER_CPU"

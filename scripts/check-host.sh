@@ -63,7 +63,14 @@ if [ -r "$config" ]; then
         key=${pair%%:*} limit=${pair##*:}
         want=$(largest_setting "$key")
         have=$(sysctl -n "net.core.$limit" 2>/dev/null || echo 0)
-        if [ "$want" -eq 0 ]; then
+        if [ "$want" -eq 0 ] && [ "$key" = udp_rcvbuf ]; then
+            # Unset: shardgate asks for 1 MiB, silently capped at rmem_max.
+            if [ "$have" -ge 1048576 ]; then
+                ok "$config: no $key set: each socket gets 1 MiB (net.core.$limit = $have)"
+            else
+                warn "$config: no $key set: each socket asks for 1 MiB but net.core.$limit = $have caps it; sysctl -w net.core.$limit=8388608"
+            fi
+        elif [ "$want" -eq 0 ]; then
             info "$config: no $key set (each socket gets the kernel default, net.core.${limit/max/default})"
         elif [ "$have" -ge "$want" ]; then
             ok "$config: $key = $want fits net.core.$limit = $have"

@@ -65,6 +65,28 @@ def percentile(hist, total, q):
     return 0
 
 
+def udp_rcvbuf_errors(path):
+    """The host's UDP receive-buffer drops (IPv4, /proc/net/snmp), or None."""
+    try:
+        with open(path) as f:
+            rows = [line.split() for line in f if line.startswith("Udp:")]
+    except OSError:
+        return None
+    if len(rows) < 2 or "RcvbufErrors" not in rows[0]:
+        return None
+    return int(rows[1][rows[0].index("RcvbufErrors")])
+
+
+def server_socket_drops(path):
+    """shardgate's own sockets' kernel drops (its /metrics after the run), or None."""
+    try:
+        with open(path) as f:
+            lines = [line for line in f if line.startswith("shardgate_udp_socket_drops_total")]
+    except OSError:
+        return None
+    return sum(int(float(line.split()[-1])) for line in lines) if lines else None
+
+
 def run(d, server, kind, rnd, cpu):
     cpu = int(cpu)
     hist = {}
@@ -111,6 +133,11 @@ def run(d, server, kind, rnd, cpu):
     # delivery of its replies): what the server costs even when other
     # processes share the CPU.
     own = pticks + irq_times(os.path.join(d, "stat.after"), cpu) - irq_times(os.path.join(d, "stat.before"), cpu)
+    host_before = udp_rcvbuf_errors(os.path.join(d, "snmp.before"))
+    host_after = udp_rcvbuf_errors(os.path.join(d, "snmp.after"))
+    host_drops = host_after - host_before if host_before is not None and host_after is not None else None
+    server_drops = server_socket_drops(os.path.join(d, "metrics.after"))
+    load_drops = host_drops - server_drops if host_drops is not None and server_drops is not None else None
     summary = {
         "server": server,
         "kind": kind,
@@ -119,6 +146,11 @@ def run(d, server, kind, rnd, cpu):
         "lost": lost,
         "qps": qps,
         "rcodes": rcodes,
+        # Receive-buffer drops of the run: the host's (every socket), the
+        # server's own (shardgate only) and the rest (dnsperf's sockets).
+        "host_rcvbuf_drops": host_drops,
+        "server_socket_drops": server_drops,
+        "load_socket_drops": load_drops,
         "latency_avg_ms": (sum(us * c for us, c in hist.items()) / n / 1000) if n else None,
         "latency_p50_ms": percentile(hist, n, 0.50) / 1000 if n else None,
         "latency_p99_ms": percentile(hist, n, 0.99) / 1000 if n else None,
@@ -138,6 +170,9 @@ def run(d, server, kind, rnd, cpu):
         f"q/core-s {summary['queries_per_core_second'] or 0:9.0f}  "
         f"avg {summary['latency_avg_ms'] or 0:.3f} ms  p99 {summary['latency_p99_ms'] or 0:.3f} ms"
         + (f"  LOST {lost}" if lost else "")
+        + (f" (socket drops: host {host_drops}" if lost or host_drops else "")
+        + (f", server {server_drops}, dnsperf {load_drops}" if (lost or host_drops) and server_drops is not None else "")
+        + (")" if lost or host_drops else "")
     )
 
 
@@ -253,6 +288,18 @@ def load_runs(out):
     return runs
 
 
+def lost_cell(m):
+    """Lost queries, and whose receive buffer dropped: "lost (server
+    sockets / dnsperf sockets)" when the server counts its own, "lost
+    (host)" otherwise."""
+    lost = m["lost"]
+    if m.get("server_socket_drops") is not None and m.get("load_socket_drops") is not None:
+        return f"{lost} ({m['server_socket_drops']} / {m['load_socket_drops']})"
+    if m.get("host_rcvbuf_drops") is not None:
+        return f"{lost} (host {m['host_rcvbuf_drops']})"
+    return f"{lost}"
+
+
 def sweep(out, cpu):
     """Per fixed rate (kinds rN) and server: medians of latency avg/p99,
     lost queries (sum), CPU busy share; saturation throughput; the targets
@@ -268,6 +315,9 @@ def sweep(out, cpu):
             if rs:
                 m = {k: med(rs, k) for k in ("qps", "latency_avg_ms", "latency_p99_ms", "server_cpu_busy_share", "queries_per_core_second")}
                 m["lost"] = sum(r["lost"] for r in rs)
+                for key in ("host_rcvbuf_drops", "server_socket_drops", "load_socket_drops"):
+                    vals = [r.get(key) for r in rs]
+                    m[key] = sum(vals) if all(v is not None for v in vals) else None
                 m["sent"] = sum(r["lost"] + r["completed"] for r in rs)
                 cell[(s, kind)] = m
     lines = []
@@ -277,6 +327,9 @@ def sweep(out, cpu):
     b, t = share(out, cpu, "idle.before", "idle.after")
     if t:
         w(f"background busy share of CPU {cpu} with no server running: {b / t:.1%}")
+    w("")
+    w("lost: queries unanswered (all rounds); in brackets the receive-buffer drops of those runs,")
+    w("shardgate's own sockets / dnsperf's (the host's RcvbufErrors less shardgate's), or the host's for Knot")
     w("")
     head = "| rate (QPS) | " + " | ".join(f"{s} avg / p99 | {s} lost | {s} CPU {cpu}" for s in servers) + " |"
     w(head)
@@ -289,14 +342,14 @@ def sweep(out, cpu):
                 row += ["n/a"] * 3
                 continue
             row.append(f"{m['latency_avg_ms'] * 1000:.0f} / {m['latency_p99_ms'] * 1000:.0f}" if m["latency_avg_ms"] is not None else "n/a")
-            row.append(f"{m['lost']}")
+            row.append(lost_cell(m))
             row.append(fmt(m["server_cpu_busy_share"], ".1%"))
         w("| " + " | ".join(row) + " |")
     row = ["saturating"]
     for s in servers:
         m = cell.get((s, "sat"), {})
         row.append(f"{fmt(m.get('qps'), ',.0f')} QPS, {fmt(m.get('queries_per_core_second'), ',.0f')} q/core-s")
-        row.append(f"{m.get('lost', 'n/a')}")
+        row.append(lost_cell(m) if m else "n/a")
         row.append(fmt(m.get("server_cpu_busy_share"), ".1%"))
     w("| " + " | ".join(row) + " |")
     w("")
@@ -324,7 +377,10 @@ def sweep(out, cpu):
             cap = 0.8 * sg_sat["qps"]
             lossy = [q for q in rates if q <= cap and cell.get(("shardgate", f"r{q}")) and cell[("shardgate", f"r{q}")]["lost"]]
             w(f"shardgate loss at fixed rates up to 80% of its saturation ({cap:,.0f} QPS): "
-              + ("none" if not lossy else "at " + ", ".join(f"{q:,}" for q in lossy) + " QPS"))
+              + ("none" if not lossy else "at " + ", ".join(f"{q:,} ({lost_cell(cell[('shardgate', f'r{q}')])})" for q in lossy) + " QPS"))
+            sg_drops = [cell[("shardgate", f"r{q}")].get("server_socket_drops") for q in rates if q <= cap and cell.get(("shardgate", f"r{q}"))]
+            if sg_drops and all(v is not None for v in sg_drops):
+                w("shardgate's own socket drops at those rates: " + ("0" if not any(sg_drops) else str(sum(sg_drops))))
     print("\n".join(lines))
     with open(os.path.join(out, "sweep.json"), "w") as f:
         json.dump({f"{s}/{k}": v for (s, k), v in cell.items()}, f, indent=2)

@@ -54,8 +54,8 @@ pub struct FunctionsConfig {
     /// per shard; 0 = no per-client cap.
     pub http_max_connections_per_client: u32,
     /// UDP: receive buffer of each invocation socket (`SO_RCVBUF`), bytes;
-    /// 0 = the kernel's default.
-    pub udp_rcvbuf: u32,
+    /// 0 = the kernel's default; unset = as `dns.udp_rcvbuf` unset.
+    pub udp_rcvbuf: Option<u32>,
     /// UDP: send buffer of each invocation socket (`SO_SNDBUF`), bytes;
     /// 0 = the kernel's default.
     pub udp_sndbuf: u32,
@@ -76,7 +76,7 @@ impl Default for FunctionsConfig {
             http_idle_timeout_ms: 10_000,
             http_max_connections_per_shard: 1024,
             http_max_connections_per_client: 64,
-            udp_rcvbuf: 0,
+            udp_rcvbuf: None,
             udp_sndbuf: 0,
             defaults: LimitsConfig::default(),
         }
@@ -388,7 +388,7 @@ pub fn validate(functions: &FunctionsConfig, entries: &[FunctionConfig]) -> Vec<
         " (0 = no per-client cap; above functions.http_max_connections_per_shard it has no effect)",
     );
     for (key, bytes) in [
-        ("functions.udp_rcvbuf", functions.udp_rcvbuf),
+        ("functions.udp_rcvbuf", functions.udp_rcvbuf.unwrap_or(0)),
         ("functions.udp_sndbuf", functions.udp_sndbuf),
     ] {
         if let Some(message) = super::socket_buffer_problem(bytes) {

@@ -201,8 +201,10 @@ pub struct DnsConfig {
     /// UDP: the batch size from which the shard counts as busy and coalesces.
     pub udp_coalesce_min_batch: usize,
     /// UDP: receive buffer of each DNS UDP socket (`SO_RCVBUF`), bytes;
-    /// 0 = the kernel's default (`net.core.rmem_default`).
-    pub udp_rcvbuf: u32,
+    /// 0 = the kernel's default (`net.core.rmem_default`); unset = 1 MiB,
+    /// or `net.core.rmem_max` if that is lower
+    /// ([`crate::runtime::sockets::DEFAULT_UDP_RCVBUF`]).
+    pub udp_rcvbuf: Option<u32>,
     /// UDP: send buffer of each DNS UDP socket (`SO_SNDBUF`), bytes;
     /// 0 = the kernel's default (`net.core.wmem_default`).
     pub udp_sndbuf: u32,
@@ -260,7 +262,7 @@ impl Default for DnsConfig {
             udp_batch: 64,
             udp_coalesce_us: 200,
             udp_coalesce_min_batch: 8,
-            udp_rcvbuf: 0,
+            udp_rcvbuf: None,
             udp_sndbuf: 0,
             udp_io: None,
             rrl: RrlConfig::default(),

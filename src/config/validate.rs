@@ -133,7 +133,7 @@ pub fn validate(config: &Config) -> Vec<Problem> {
         " datagrams",
     );
     for (key, bytes) in [
-        ("dns.udp_rcvbuf", dns.udp_rcvbuf),
+        ("dns.udp_rcvbuf", dns.udp_rcvbuf.unwrap_or(0)),
         ("dns.udp_sndbuf", dns.udp_sndbuf),
     ] {
         if let Some(message) = socket_buffer_problem(bytes) {
