@@ -22,6 +22,9 @@
 # after the warm-up (the first 20% of the run) < 1%; fds at the end equal to
 # after the warm-up (+-2 for the admin connection being sampled); every
 # request answered (0 lost, 0 errors) by every load run; the fault checks.
+# Also printed: each CPU's busy share over the run (and CPU 1's busiest
+# 5 s), and every 5-s sample in which the kernel's UDP receive drops of A's
+# sockets, B's or the load generators' changed (from /proc/net/udp).
 # Prints a table and PASS/FAIL; exits 1 on FAIL.
 #
 #   scripts/soak.sh [--duration SECONDS] [--percent P] [--no-build]
@@ -194,24 +197,36 @@ print(".".join(str(b) for b in d[-4:]) if struct.unpack("!H", d[6:8])[0] else "n
 PY
 }
 
-# UDP receive drops from /proc/net/udp: A's service sockets vs every other
-# socket (the load generators'), so a loss says whose buffer overflowed.
+# UDP receive drops from /proc/net/udp: A's sockets (127.0.0.2: services,
+# hand-off), B's (127.0.0.3; a killed B takes its counts with it) and every
+# other socket (the load generators'), so a loss says whose buffer
+# overflowed.
 udp_drops() {
-  python3 - "$A_DNS" "$A_FN" <<'PY'
-import sys
-ports = {int(p) for p in sys.argv[1:]}
-mine = other = 0
+  python3 - <<'PY'
+a = b = other = 0
 for line in open("/proc/net/udp").read().splitlines()[1:]:
     f = line.split()
-    ip, port = f[1].split(":")
+    ip = f[1].split(":")[0]
     drops = int(f[-1])
-    if ip == "0200007F" and int(port, 16) in ports:
-        mine += drops
+    if ip == "0200007F":
+        a += drops
+    elif ip == "0300007F":
+        b += drops
     else:
         other += drops
-print(mine, other)
+print(a, b, other)
 PY
 }
+
+# Busy jiffies and all jiffies of CPU $1 (from /proc/stat).
+cpu_ticks() {
+  awk -v c="cpu$1" '$1 == c { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t }' /proc/stat
+}
+# busy share in percent between two cpu_ticks samples
+busy_pct() { echo $(( ( $3 - $1 ) * 100 / ( $4 - $2 > 0 ? $4 - $2 : 1 ) )); }
+read -r a_busy0 a_all0 <<<"$(cpu_ticks 0)"; read -r b_busy0 b_all0 <<<"$(cpu_ticks "$cpu_b")"
+a_prev="$a_busy0 $a_all0"; b_prev="$b_busy0 $b_all0"; drops_prev="0 0 0"; drop_steps=()
+cpu_b_max=0
 
 t0=$(date +%s)
 at() { echo $((t0 + duration * $1 / 100)); }
@@ -228,6 +243,14 @@ while :; do
     fds=$(ls "/proc/$PID_a/fd" | wc -l)
     samples+=("$((now - t0)) $rss $fds")
     drops_now=$(udp_drops)
+    # Where the load generators' CPU stood, and when drops rose.
+    b_now=$(cpu_ticks "$cpu_b"); b_pct=$(busy_pct $b_prev $b_now); b_prev=$b_now
+    [ "$b_pct" -gt "$cpu_b_max" ] && cpu_b_max=$b_pct
+    if [ "$drops_now" != "$drops_prev" ]; then
+      read -r da db dc <<<"$drops_now"; read -r pa pb pc <<<"$drops_prev"
+      drop_steps+=("$((now - t0))s:A+$((da - pa)),B+$((db - pb)),load+$((dc - pc))(cpu$cpu_b:${b_pct}%)")
+      drops_prev=$drops_now
+    fi
     if [ -z "$rss_warm" ] && [ "$now" -ge "$warm" ]; then rss_warm=$rss; fds_warm=$fds; fi
     next_sample=$((now + 5))
   fi
@@ -299,8 +322,13 @@ if [ -n "$tcp_pid" ]; then
   echo "| dns-tcp (dnsperf) | $sent | $done_ | - | $lost | - |"
   [ "${lost:-1}" = 0 ] || fail=1
 fi
-read -r drops_server drops_clients <<<"${drops_now:-0 0}"
-echo "UDP receive drops near the end: A's sockets ${drops_server}, the load generators' sockets ${drops_clients}"
+read -r drops_a drops_b drops_clients <<<"${drops_now:-0 0 0}"
+echo "UDP receive drops near the end: A's sockets ${drops_a}, B's ${drops_b}, the load generators' ${drops_clients}"
+read -r a_busy1 a_all1 <<<"$(cpu_ticks 0)"; read -r b_busy1 b_all1 <<<"$(cpu_ticks "$cpu_b")"
+echo "CPU busy over the run: CPU 0 (A) $(busy_pct $a_busy0 $a_all0 $a_busy1 $a_all1)%," \
+  "CPU $cpu_b (B, load generators) $(busy_pct $b_busy0 $b_all0 $b_busy1 $b_all1)% (busiest 5 s: ${cpu_b_max}%)"
+echo "drops changed at (time: A, B, load generators (CPU $cpu_b busy in those 5 s)): ${drop_steps[*]:-never}"
+echo "faults at: B killed $((duration * 30 / 100))s, B restarted $((duration * 50 / 100))s, disk full $((duration * 60 / 100))s, freed $((duration * 70 / 100))s"
 growth=$(python3 -c "print(f'{100*($rss_end-$rss_warm)/$rss_warm:+.2f}')")
 echo
 echo "RSS after warm-up ${rss_warm} KiB, at the end ${rss_end} KiB (${growth}%); fds ${fds_warm} -> ${fds_end}"

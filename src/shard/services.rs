@@ -99,7 +99,18 @@ pub fn bind_services(ctx: &ShardCtx) -> anyhow::Result<ShardSockets> {
                  fix handoff.key_file or remove [handoff]"
             );
         }
-        s.handoff = Some(sockets::bind_udp(cfg.listen, ctx.cpu)?);
+        let sock = sockets::bind_udp(cfg.listen, ctx.cpu)?;
+        // The port takes every request the peer hands over in a burst: the
+        // default 1 MiB receive buffer, as an unset dns.udp_rcvbuf gets.
+        let handoff_buffers = sockets::UdpBuffers {
+            rcvbuf: None,
+            sndbuf: 0,
+            rcvbuf_key: "handoff.listen",
+            sndbuf_key: "handoff.listen",
+        };
+        sockets::set_udp_buffers(sock.as_raw_fd(), &handoff_buffers)
+            .map_err(|e| anyhow::anyhow!("hand-off socket {}: {e}", cfg.listen))?;
+        s.handoff = Some(sock);
     }
     Ok(s)
 }
