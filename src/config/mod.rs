@@ -203,7 +203,7 @@ pub struct DnsConfig {
     /// UDP: receive buffer of each DNS UDP socket (`SO_RCVBUF`), bytes;
     /// 0 = the kernel's default (`net.core.rmem_default`); unset = 1 MiB,
     /// or `net.core.rmem_max` if that is lower
-    /// ([`crate::runtime::sockets::DEFAULT_UDP_RCVBUF`]).
+    /// (`runtime::sockets::DEFAULT_UDP_RCVBUF`).
     pub udp_rcvbuf: Option<u32>,
     /// UDP: send buffer of each DNS UDP socket (`SO_SNDBUF`), bytes;
     /// 0 = the kernel's default (`net.core.wmem_default`).
