@@ -245,7 +245,7 @@ fn run_once(mode: Mode, kind: Kind, secs: f64, window: usize, server_cpu: usize)
                     )
                     .await
                 }
-                Mode::Plain => udp::serve_plain(&sock, &mut h, &stop).await,
+                Mode::Plain => serve_plain(&sock, &mut h, &stop).await,
             }
             (thread_cpu() - cpu0, t0.elapsed(), h.answered)
         })
@@ -338,5 +338,35 @@ fn main() {
             median(&mut ratios),
             median(&mut qps_ratios)
         );
+    }
+}
+
+/// The baseline: one glommio `recv_from` and one `send_to` per datagram,
+/// through the same handler the shard's batched loop calls.
+async fn serve_plain<H: DatagramHandler>(
+    sock: &glommio::net::UdpSocket,
+    handler: &mut H,
+    stop: &StopSignal,
+) {
+    let mut buf = vec![0u8; udp::RX_SLOT];
+    let mut out = Vec::with_capacity(1232);
+    loop {
+        let recv = async { Some(sock.recv_from(&mut buf).await) };
+        let got = futures_lite::future::or(recv, async {
+            stop.stopped().await;
+            None
+        })
+        .await;
+        let (len, from) = match got {
+            None => break,
+            Some(Ok(x)) => x,
+            Some(Err(_)) => continue,
+        };
+        handler.begin_batch();
+        if handler.handle(&buf[..len], from, &mut out) && sock.send_to(&out, from).await.is_err() {
+            handler.dropped(udp::DropKind::SendFailed);
+        }
+        handler.end_batch();
+        glommio::yield_if_needed().await;
     }
 }

@@ -66,6 +66,9 @@ install_prerequisites() {
         "lld:wasm-ld"
         "python3:python3"
         "protobuf-compiler:protoc"
+        # protoc's well-known types (google/protobuf/*.proto), only a
+        # Recommends of protobuf-compiler: etcd-client's build needs them
+        "libprotobuf-dev:file:/usr/include/google/protobuf/descriptor.proto"
         "etcd-server:etcd"
         "etcd-client:etcdctl"
     )

@@ -83,345 +83,85 @@ struct NameBuild {
     records: BTreeMap<Option<u32>, TypeMap>,
 }
 
+/// The zones of `[[zone]]`: apexes, and the SOA and NS data served at them.
+struct ZonesBuild {
+    zones: Vec<Zone>,
+    by_apex: HashMap<Vec<u8>, u32>,
+    /// Per zone: NS names.
+    ns: Vec<Vec<Vec<u8>>>,
+    /// Per zone: (TTL, SOA rdata).
+    soa: Vec<(u32, Vec<u8>)>,
+}
+
+/// Every view's prefixes, each listed once, and how many each view has.
+struct PrefixesBuild {
+    v4: Vec<(u32, u8, u32)>,
+    v6: Vec<(u128, u8, u32)>,
+    counts: Vec<usize>,
+}
+
+/// The names that exist, with their records per view.
+struct RecordsBuild {
+    names: BTreeMap<Vec<u8>, NameBuild>,
+    count: usize,
+    /// Per view.
+    counts: Vec<usize>,
+}
+
 impl AddressMap {
     /// Build the map from a validated config. `base_dir` resolves relative
-    /// `prefixes_file` paths (the config file's directory).
+    /// `prefixes_file` paths (the config file's directory). Every stage
+    /// runs even when an earlier one found problems, so one pass reports
+    /// them all.
     pub fn build(config: &Config, base_dir: &Path) -> Result<AddressMap, Vec<BuildError>> {
         let mut p = Problems(Vec::new());
-
-        // --- [dns]
-        let dns = &config.dns;
-        if dns.max_udp_payload < 512 {
-            p.add(
-                "dns.max_udp_payload",
-                format!(
-                    "{} is below 512, the size every DNS client accepts; use 512..=65535 \
-                     (1232 avoids IP fragmentation)",
-                    dns.max_udp_payload
-                ),
-            );
-        }
-        let mut trusted4 = Vec::new();
-        let mut trusted6 = Vec::new();
-        for (i, net) in dns.trusted_resolvers.iter().enumerate() {
-            match parse_prefix(&net.to_string()) {
-                Ok(Net::V4(a, l)) => trusted4.push((a, l, 0)),
-                Ok(Net::V6(a, l)) => trusted6.push((a, l, 0)),
-                Err(e) => p.add(format!("dns.trusted_resolvers[{i}]"), e),
-            }
-        }
-
-        // --- [[zone]]
-        let mut zones: Vec<Zone> = Vec::new();
-        let mut zone_by_apex: HashMap<Vec<u8>, u32> = HashMap::new();
-        let mut seen_apex: HashMap<Vec<u8>, usize> = HashMap::new();
-        let mut zone_ns: Vec<Vec<Vec<u8>>> = Vec::new();
-        let mut zone_soa: Vec<(u32, Vec<u8>)> = Vec::new();
-        for (zi, z) in config.zones.iter().enumerate() {
-            let key = |f: &str| format!("zone[{zi}].{f}");
-            let apex = match parse_name(&z.name) {
-                Ok(w) => lower(&w),
-                Err(e) => {
-                    p.add(key("name"), e);
-                    continue;
-                }
-            };
-            if let Some(&other) = seen_apex.get(&apex) {
-                p.add(
-                    key("name"),
-                    format!(
-                        "zone `{}` is already configured as zone[{other}]; remove one of them",
-                        z.name
-                    ),
-                );
-                continue;
-            }
-            seen_apex.insert(apex.clone(), zi);
-            if z.ttl > MAX_TTL {
-                p.add(
-                    key("ttl"),
-                    format!("{} exceeds the largest TTL, {MAX_TTL}", z.ttl),
-                );
-            }
-            let mname = parse_name(&z.soa.mname).map_err(|e| p.add(key("soa.mname"), e));
-            let rname = parse_name(&z.soa.rname).map_err(|e| {
-                p.add(
-                    key("soa.rname"),
-                    format!("{e} (the mailbox `hostmaster@svc.example` is written `hostmaster.svc.example.`)"),
-                )
-            });
-            let mut ns = Vec::new();
-            for (ni, n) in z.ns.iter().enumerate() {
-                match parse_name(n) {
-                    Ok(w) => ns.push(w),
-                    Err(e) => p.add(key(&format!("ns[{ni}]")), e),
-                }
-            }
-            // On errors keep the zone (with a placeholder SOA, never served:
-            // the build fails) so its records are still checked.
-            let mname = mname.unwrap_or_else(|_| vec![0]);
-            let rname = rname.unwrap_or_else(|_| vec![0]);
-            let soa = records::soa_rdata(
-                &mname,
-                &rname,
-                z.soa.serial,
-                [z.soa.refresh, z.soa.retry, z.soa.expire, z.soa.minimum],
-            );
-            let mut neg_soa = Vec::new();
-            push_rr_tail(&mut neg_soa, records::SOA, z.ttl.min(z.soa.minimum), &soa);
-            zone_by_apex.insert(apex.clone(), zones.len() as u32);
-            zones.push(Zone {
-                name: z.name.clone(),
-                apex,
-                neg_soa,
-            });
-            zone_ns.push(ns);
-            zone_soa.push((z.ttl, soa));
-        }
-        let zone_list = if zones.is_empty() {
-            "none; add a [[zone]]".to_string()
+        let trusted = check_dns(&config.dns, &mut p);
+        let zones = build_zones(config, &mut p);
+        let default_view = check_view_names(config, &mut p);
+        let prefixes = collect_prefixes(config, base_dir, &mut p);
+        let records = collect_records(config, &zones, default_view, &mut p);
+        let built = Built {
+            default_view,
+            zones,
+            prefixes,
+            records,
+            trusted,
+        };
+        let map = AddressMap::encode(config, base_dir, built, &mut p);
+        if p.0.is_empty() {
+            Ok(map)
         } else {
-            zones
-                .iter()
-                .map(|z| z.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
+            Err(p.0)
+        }
+    }
 
-        // --- [[view]] names
-        let mut default_view = NONE;
-        let mut view_by_name: HashMap<&str, usize> = HashMap::new();
-        if config.views.len() as u64 > lpm::MAX_VALUE as u64 {
-            p.add(
-                "view",
-                format!("at most {} views are supported", lpm::MAX_VALUE),
-            );
-        }
-        for (vi, v) in config.views.iter().enumerate() {
-            if v.name.trim().is_empty() {
-                p.add(format!("view[{vi}].name"), "a view needs a non-empty name");
-            } else if let Some(&other) = view_by_name.get(v.name.as_str()) {
-                p.add(
-                    format!("view[{vi}].name"),
-                    format!(
-                        "view `{}` is already defined as view[{other}]; view names must be unique",
-                        v.name
-                    ),
-                );
-            } else {
-                view_by_name.insert(v.name.as_str(), vi);
-                if v.name == "default" {
-                    default_view = vi as u32;
-                }
-            }
-        }
-
-        // --- prefixes
-        let mut v4: Vec<(u32, u8, u32, Src)> = Vec::new();
-        let mut v6: Vec<(u128, u8, u32, Src)> = Vec::new();
-        let mut prefix_counts = vec![0usize; config.views.len()];
-        let mut files: Vec<Option<String>> = vec![None; config.views.len()];
-        for (vi, v) in config.views.iter().enumerate() {
-            for (pi, text) in v.prefixes.iter().enumerate() {
-                match parse_prefix(text) {
-                    Ok(Net::V4(a, l)) => v4.push((a, l, vi as u32, Src::Inline(pi as u32))),
-                    Ok(Net::V6(a, l)) => v6.push((a, l, vi as u32, Src::Inline(pi as u32))),
-                    Err(e) => p.add(format!("view[{vi}].prefixes[{pi}]"), e),
-                }
-            }
-            if let Some(file) = &v.prefixes_file {
-                let path = if file.is_absolute() {
-                    file.clone()
-                } else {
-                    base_dir.join(file)
-                };
-                files[vi] = Some(path.display().to_string());
-                let key = format!("view[{vi}].prefixes_file");
-                match std::fs::read_to_string(&path) {
-                    Err(e) => p.add(
-                        key,
-                        format!(
-                            "cannot read {}: {e} (relative paths are taken from the config file's directory, {})",
-                            path.display(),
-                            base_dir.display()
-                        ),
-                    ),
-                    Ok(text) => {
-                        let (ok, bad) = parse_prefix_lines(&text);
-                        for (line, e) in bad.iter().take(MAX_LISTED) {
-                            p.add(key.clone(), format!("{}:{line}: {e}", path.display()));
-                        }
-                        if bad.len() > MAX_LISTED {
-                            p.add(
-                                key.clone(),
-                                format!("{}: {} more bad lines not listed", path.display(), bad.len() - MAX_LISTED),
-                            );
-                        }
-                        for (line, n) in ok {
-                            match n {
-                                Net::V4(a, l) => v4.push((a, l, vi as u32, Src::Line(line))),
-                                Net::V6(a, l) => v6.push((a, l, vi as u32, Src::Line(line))),
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        let mut dup_listed = 0usize;
-        let mut dup_more = 0usize;
-        let mut dup = |vi: u32, src: Src, net: Net, first_view: u32, first_src: Src| {
-            if dup_listed >= MAX_LISTED {
-                dup_more += 1;
-                return;
-            }
-            dup_listed += 1;
-            let where_first = match first_src {
-                Src::Inline(i) => format!("view[{first_view}].prefixes[{i}]"),
-                Src::Line(l) => format!(
-                    "{}:{l} (view[{first_view}].prefixes_file)",
-                    files[first_view as usize].as_deref().unwrap_or("?")
-                ),
-            };
-            let first_name = &config.views[first_view as usize].name;
-            let msg = format!(
-                "prefix {net} is also listed in view `{first_name}` ({where_first}); a prefix can select only one view: \
-                 remove it from one of them"
-            );
-            match src {
-                Src::Inline(i) => p.add(format!("view[{vi}].prefixes[{i}]"), msg),
-                Src::Line(l) => p.add(
-                    format!("view[{vi}].prefixes_file"),
-                    format!(
-                        "{}:{l}: {msg}",
-                        files[vi as usize].as_deref().unwrap_or("?")
-                    ),
-                ),
-            }
-        };
-        let v4_entries = dedup_prefixes(&mut v4, &mut prefix_counts, |e, f| {
-            dup(e.2, e.3, Net::V4(e.0, e.1), f.2, f.3)
-        });
-        let v6_entries = dedup_prefixes(&mut v6, &mut prefix_counts, |e, f| {
-            dup(e.2, e.3, Net::V6(e.0, e.1), f.2, f.3)
-        });
-        if dup_more > 0 {
-            p.add(
-                "view",
-                format!("{dup_more} more prefixes listed in two views are not shown"),
-            );
-        }
-
-        // --- records
-        let mut names_build: BTreeMap<Vec<u8>, NameBuild> = BTreeMap::new();
-        for (zi, z) in zones.iter().enumerate() {
-            let nb = names_build.entry(z.apex.clone()).or_default();
-            nb.zone = zi as u32;
-            nb.visible_all = true;
-            nb.is_apex = true;
-        }
-        let mut record_count = 0usize;
-        let mut record_counts = vec![0usize; config.views.len()];
-        for (vi, v) in config.views.iter().enumerate() {
-            let view_key = if vi as u32 == default_view {
-                None
-            } else {
-                Some(vi as u32)
-            };
-            for (ri, r) in v.records.iter().enumerate() {
-                let key = |f: &str| format!("view[{vi}].record[{ri}].{f}");
-                let owner = match parse_name(&r.name) {
-                    Ok(w) => lower(&w),
-                    Err(e) => {
-                        p.add(key("name"), e);
-                        continue;
-                    }
-                };
-                let offs = label_offsets(&owner);
-                let zone = offs
-                    .iter()
-                    .find_map(|&o| zone_by_apex.get(&owner[o..]).map(|&z| (z, o)));
-                let Some((zi, apex_off)) = zone else {
-                    p.add(
-                        key("name"),
-                        format!(
-                            "`{}` is outside every configured zone (zones: {zone_list}); fix the name or add a [[zone]] for it",
-                            r.name
-                        ),
-                    );
-                    continue;
-                };
-                let rtype = match records::parse_type(&r.rtype) {
-                    Ok(t) => t,
-                    Err(e) => {
-                        p.add(key("type"), e);
-                        continue;
-                    }
-                };
-                let rdata = match records::parse_rdata(rtype, &r.data) {
-                    Ok(d) => d,
-                    Err(e) => {
-                        p.add(key("data"), e);
-                        continue;
-                    }
-                };
-                if rdata.len() > 65535 {
-                    p.add(
-                        key("data"),
-                        "record data longer than 65535 bytes cannot be sent",
-                    );
-                    continue;
-                }
-                let zone_ttl = zone_soa.get(zi as usize).map(|s| s.0).unwrap_or(0);
-                let ttl = r.ttl.unwrap_or(zone_ttl);
-                if ttl > MAX_TTL {
-                    p.add(
-                        key("ttl"),
-                        format!("{ttl} exceeds the largest TTL, {MAX_TTL}"),
-                    );
-                    continue;
-                }
-                record_count += 1;
-                record_counts[vi] += 1;
-                // owner and its ancestors below the apex exist for this view
-                for &o in offs.iter().filter(|&&o| o <= apex_off) {
-                    let nb = names_build.entry(owner[o..].to_vec()).or_default();
-                    nb.zone = zi;
-                    match view_key {
-                        None => nb.visible_all = true,
-                        Some(v) => {
-                            nb.visible.insert(v);
-                        }
-                    }
-                }
-                let nb = names_build.entry(owner.clone()).or_default();
-                let set = nb
-                    .records
-                    .entry(view_key)
-                    .or_default()
-                    .entry(rtype)
-                    .or_default();
-                if let Some((_, first_ttl, first_ri)) = set.first() {
-                    if *first_ttl != ttl {
-                        p.add(
-                            key("ttl"),
-                            format!(
-                                "TTL {ttl} differs from TTL {first_ttl} of view[{vi}].record[{first_ri}] \
-                                 (same name and type); records of one RRset must share a TTL"
-                            ),
-                        );
-                        continue;
-                    }
-                }
-                if !set.iter().any(|(d, _, _)| *d == rdata) {
-                    set.push((rdata, ttl, ri));
-                }
-            }
-        }
-
+    /// The served form: the prefix tables, and every name's RRsets per view
+    /// encoded as wire data.
+    fn encode(config: &Config, base_dir: &Path, built: Built, p: &mut Problems) -> AddressMap {
+        let Built {
+            default_view,
+            zones,
+            prefixes,
+            records,
+            trusted,
+        } = built;
+        let ZonesBuild {
+            zones,
+            ns: zone_ns,
+            soa: zone_soa,
+            ..
+        } = zones;
+        let PrefixesBuild {
+            v4: v4_entries,
+            v6: v6_entries,
+            counts: prefix_counts,
+        } = prefixes;
+        let RecordsBuild {
+            names: names_build,
+            count: record_count,
+            counts: record_counts,
+        } = records;
         let lpm = Lpm::build(v4_entries, v6_entries);
-        let trusted = Lpm::build(trusted4, trusted6);
-
-        // --- encode
         let mut map = AddressMap {
             config: config.clone(),
             base_dir: base_dir.to_path_buf(),
@@ -500,11 +240,7 @@ impl AddressMap {
         }
         map.names = NameTable::build(items);
 
-        if p.0.is_empty() {
-            Ok(map)
-        } else {
-            Err(p.0)
-        }
+        map
     }
 
     /// Encode the RRsets of one name (apex sets first, own records after;
@@ -553,6 +289,391 @@ impl AddressMap {
             any,
         });
         Ok(self.tables.len() as u32 - 1)
+    }
+}
+
+/// The checked parts of a config, before encoding.
+struct Built {
+    default_view: u32,
+    zones: ZonesBuild,
+    prefixes: PrefixesBuild,
+    records: RecordsBuild,
+    trusted: Lpm,
+}
+
+/// `[dns]` checks the map depends on; returns the trusted resolvers' prefixes.
+fn check_dns(dns: &config::DnsConfig, p: &mut Problems) -> Lpm {
+    if dns.max_udp_payload < 512 {
+        p.add(
+            "dns.max_udp_payload",
+            format!(
+                "{} is below 512, the size every DNS client accepts; use 512..=65535 \
+                 (1232 avoids IP fragmentation)",
+                dns.max_udp_payload
+            ),
+        );
+    }
+    let mut trusted4 = Vec::new();
+    let mut trusted6 = Vec::new();
+    for (i, net) in dns.trusted_resolvers.iter().enumerate() {
+        match parse_prefix(&net.to_string()) {
+            Ok(Net::V4(a, l)) => trusted4.push((a, l, 0)),
+            Ok(Net::V6(a, l)) => trusted6.push((a, l, 0)),
+            Err(e) => p.add(format!("dns.trusted_resolvers[{i}]"), e),
+        }
+    }
+
+    Lpm::build(trusted4, trusted6)
+}
+
+/// Parse `[[zone]]`. A zone with errors is kept (with a placeholder SOA,
+/// never served: the build fails) so its records are still checked.
+fn build_zones(config: &Config, p: &mut Problems) -> ZonesBuild {
+    let mut zones: Vec<Zone> = Vec::new();
+    let mut zone_by_apex: HashMap<Vec<u8>, u32> = HashMap::new();
+    let mut seen_apex: HashMap<Vec<u8>, usize> = HashMap::new();
+    let mut zone_ns: Vec<Vec<Vec<u8>>> = Vec::new();
+    let mut zone_soa: Vec<(u32, Vec<u8>)> = Vec::new();
+    for (zi, z) in config.zones.iter().enumerate() {
+        let key = |f: &str| format!("zone[{zi}].{f}");
+        let apex = match parse_name(&z.name) {
+            Ok(w) => lower(&w),
+            Err(e) => {
+                p.add(key("name"), e);
+                continue;
+            }
+        };
+        if let Some(&other) = seen_apex.get(&apex) {
+            p.add(
+                key("name"),
+                format!(
+                    "zone `{}` is already configured as zone[{other}]; remove one of them",
+                    z.name
+                ),
+            );
+            continue;
+        }
+        seen_apex.insert(apex.clone(), zi);
+        if z.ttl > MAX_TTL {
+            p.add(
+                key("ttl"),
+                format!("{} exceeds the largest TTL, {MAX_TTL}", z.ttl),
+            );
+        }
+        let mname = parse_name(&z.soa.mname).map_err(|e| p.add(key("soa.mname"), e));
+        let rname = parse_name(&z.soa.rname).map_err(|e| {
+            p.add(
+                key("soa.rname"),
+                format!("{e} (the mailbox `hostmaster@svc.example` is written `hostmaster.svc.example.`)"),
+            )
+        });
+        let mut ns = Vec::new();
+        for (ni, n) in z.ns.iter().enumerate() {
+            match parse_name(n) {
+                Ok(w) => ns.push(w),
+                Err(e) => p.add(key(&format!("ns[{ni}]")), e),
+            }
+        }
+        // On errors keep the zone (with a placeholder SOA, never served:
+        // the build fails) so its records are still checked.
+        let mname = mname.unwrap_or_else(|_| vec![0]);
+        let rname = rname.unwrap_or_else(|_| vec![0]);
+        let soa = records::soa_rdata(
+            &mname,
+            &rname,
+            z.soa.serial,
+            [z.soa.refresh, z.soa.retry, z.soa.expire, z.soa.minimum],
+        );
+        let mut neg_soa = Vec::new();
+        push_rr_tail(&mut neg_soa, records::SOA, z.ttl.min(z.soa.minimum), &soa);
+        zone_by_apex.insert(apex.clone(), zones.len() as u32);
+        zones.push(Zone {
+            name: z.name.clone(),
+            apex,
+            neg_soa,
+        });
+        zone_ns.push(ns);
+        zone_soa.push((z.ttl, soa));
+    }
+
+    ZonesBuild {
+        zones,
+        by_apex: zone_by_apex,
+        ns: zone_ns,
+        soa: zone_soa,
+    }
+}
+
+/// View names are non-empty and unique; returns the index of the view
+/// named `default` (or [`NONE`]).
+fn check_view_names(config: &Config, p: &mut Problems) -> u32 {
+    let mut default_view = NONE;
+    let mut view_by_name: HashMap<&str, usize> = HashMap::new();
+    if config.views.len() as u64 > lpm::MAX_VALUE as u64 {
+        p.add(
+            "view",
+            format!("at most {} views are supported", lpm::MAX_VALUE),
+        );
+    }
+    for (vi, v) in config.views.iter().enumerate() {
+        if v.name.trim().is_empty() {
+            p.add(format!("view[{vi}].name"), "a view needs a non-empty name");
+        } else if let Some(&other) = view_by_name.get(v.name.as_str()) {
+            p.add(
+                format!("view[{vi}].name"),
+                format!(
+                    "view `{}` is already defined as view[{other}]; view names must be unique",
+                    v.name
+                ),
+            );
+        } else {
+            view_by_name.insert(v.name.as_str(), vi);
+            if v.name == "default" {
+                default_view = vi as u32;
+            }
+        }
+    }
+
+    default_view
+}
+
+/// Every view's inline prefixes and `prefixes_file`, each prefix in one view only.
+fn collect_prefixes(config: &Config, base_dir: &Path, p: &mut Problems) -> PrefixesBuild {
+    let mut v4: Vec<(u32, u8, u32, Src)> = Vec::new();
+    let mut v6: Vec<(u128, u8, u32, Src)> = Vec::new();
+    let mut prefix_counts = vec![0usize; config.views.len()];
+    let mut files: Vec<Option<String>> = vec![None; config.views.len()];
+    for (vi, v) in config.views.iter().enumerate() {
+        for (pi, text) in v.prefixes.iter().enumerate() {
+            match parse_prefix(text) {
+                Ok(Net::V4(a, l)) => v4.push((a, l, vi as u32, Src::Inline(pi as u32))),
+                Ok(Net::V6(a, l)) => v6.push((a, l, vi as u32, Src::Inline(pi as u32))),
+                Err(e) => p.add(format!("view[{vi}].prefixes[{pi}]"), e),
+            }
+        }
+        if let Some(file) = &v.prefixes_file {
+            let path = if file.is_absolute() {
+                file.clone()
+            } else {
+                base_dir.join(file)
+            };
+            files[vi] = Some(path.display().to_string());
+            let key = format!("view[{vi}].prefixes_file");
+            match std::fs::read_to_string(&path) {
+                Err(e) => p.add(
+                    key,
+                    format!(
+                        "cannot read {}: {e} (relative paths are taken from the config file's directory, {})",
+                        path.display(),
+                        base_dir.display()
+                    ),
+                ),
+                Ok(text) => {
+                    let (ok, bad) = parse_prefix_lines(&text);
+                    for (line, e) in bad.iter().take(MAX_LISTED) {
+                        p.add(key.clone(), format!("{}:{line}: {e}", path.display()));
+                    }
+                    if bad.len() > MAX_LISTED {
+                        p.add(
+                            key.clone(),
+                            format!("{}: {} more bad lines not listed", path.display(), bad.len() - MAX_LISTED),
+                        );
+                    }
+                    for (line, n) in ok {
+                        match n {
+                            Net::V4(a, l) => v4.push((a, l, vi as u32, Src::Line(line))),
+                            Net::V6(a, l) => v6.push((a, l, vi as u32, Src::Line(line))),
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let mut dup_listed = 0usize;
+    let mut dup_more = 0usize;
+    let mut dup = |vi: u32, src: Src, net: Net, first_view: u32, first_src: Src| {
+        if dup_listed >= MAX_LISTED {
+            dup_more += 1;
+            return;
+        }
+        dup_listed += 1;
+        let where_first = match first_src {
+            Src::Inline(i) => format!("view[{first_view}].prefixes[{i}]"),
+            Src::Line(l) => format!(
+                "{}:{l} (view[{first_view}].prefixes_file)",
+                files[first_view as usize].as_deref().unwrap_or("?")
+            ),
+        };
+        let first_name = &config.views[first_view as usize].name;
+        let msg = format!(
+            "prefix {net} is also listed in view `{first_name}` ({where_first}); a prefix can select only one view: \
+             remove it from one of them"
+        );
+        match src {
+            Src::Inline(i) => p.add(format!("view[{vi}].prefixes[{i}]"), msg),
+            Src::Line(l) => p.add(
+                format!("view[{vi}].prefixes_file"),
+                format!(
+                    "{}:{l}: {msg}",
+                    files[vi as usize].as_deref().unwrap_or("?")
+                ),
+            ),
+        }
+    };
+    let v4_entries = dedup_prefixes(&mut v4, &mut prefix_counts, |e, f| {
+        dup(e.2, e.3, Net::V4(e.0, e.1), f.2, f.3)
+    });
+    let v6_entries = dedup_prefixes(&mut v6, &mut prefix_counts, |e, f| {
+        dup(e.2, e.3, Net::V6(e.0, e.1), f.2, f.3)
+    });
+    if dup_more > 0 {
+        p.add(
+            "view",
+            format!("{dup_more} more prefixes listed in two views are not shown"),
+        );
+    }
+
+    PrefixesBuild {
+        v4: v4_entries,
+        v6: v6_entries,
+        counts: prefix_counts,
+    }
+}
+
+/// Every view's records, checked and grouped by owner name, view and type;
+/// zone apexes and the ancestors of owners exist as names.
+fn collect_records(
+    config: &Config,
+    zone_build: &ZonesBuild,
+    default_view: u32,
+    p: &mut Problems,
+) -> RecordsBuild {
+    let ZonesBuild {
+        zones,
+        by_apex: zone_by_apex,
+        soa: zone_soa,
+        ..
+    } = zone_build;
+    let zone_list = if zones.is_empty() {
+        "none; add a [[zone]]".to_string()
+    } else {
+        zones
+            .iter()
+            .map(|z| z.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+
+    let mut names_build: BTreeMap<Vec<u8>, NameBuild> = BTreeMap::new();
+    for (zi, z) in zones.iter().enumerate() {
+        let nb = names_build.entry(z.apex.clone()).or_default();
+        nb.zone = zi as u32;
+        nb.visible_all = true;
+        nb.is_apex = true;
+    }
+    let mut record_count = 0usize;
+    let mut record_counts = vec![0usize; config.views.len()];
+    for (vi, v) in config.views.iter().enumerate() {
+        let view_key = if vi as u32 == default_view {
+            None
+        } else {
+            Some(vi as u32)
+        };
+        for (ri, r) in v.records.iter().enumerate() {
+            let key = |f: &str| format!("view[{vi}].record[{ri}].{f}");
+            let owner = match parse_name(&r.name) {
+                Ok(w) => lower(&w),
+                Err(e) => {
+                    p.add(key("name"), e);
+                    continue;
+                }
+            };
+            let offs = label_offsets(&owner);
+            let zone = offs
+                .iter()
+                .find_map(|&o| zone_by_apex.get(&owner[o..]).map(|&z| (z, o)));
+            let Some((zi, apex_off)) = zone else {
+                p.add(
+                    key("name"),
+                    format!(
+                        "`{}` is outside every configured zone (zones: {zone_list}); fix the name or add a [[zone]] for it",
+                        r.name
+                    ),
+                );
+                continue;
+            };
+            let rtype = match records::parse_type(&r.rtype) {
+                Ok(t) => t,
+                Err(e) => {
+                    p.add(key("type"), e);
+                    continue;
+                }
+            };
+            let rdata = match records::parse_rdata(rtype, &r.data) {
+                Ok(d) => d,
+                Err(e) => {
+                    p.add(key("data"), e);
+                    continue;
+                }
+            };
+            if rdata.len() > 65535 {
+                p.add(
+                    key("data"),
+                    "record data longer than 65535 bytes cannot be sent",
+                );
+                continue;
+            }
+            let zone_ttl = zone_soa.get(zi as usize).map(|s| s.0).unwrap_or(0);
+            let ttl = r.ttl.unwrap_or(zone_ttl);
+            if ttl > MAX_TTL {
+                p.add(
+                    key("ttl"),
+                    format!("{ttl} exceeds the largest TTL, {MAX_TTL}"),
+                );
+                continue;
+            }
+            record_count += 1;
+            record_counts[vi] += 1;
+            // owner and its ancestors below the apex exist for this view
+            for &o in offs.iter().filter(|&&o| o <= apex_off) {
+                let nb = names_build.entry(owner[o..].to_vec()).or_default();
+                nb.zone = zi;
+                match view_key {
+                    None => nb.visible_all = true,
+                    Some(v) => {
+                        nb.visible.insert(v);
+                    }
+                }
+            }
+            let nb = names_build.entry(owner.clone()).or_default();
+            let set = nb
+                .records
+                .entry(view_key)
+                .or_default()
+                .entry(rtype)
+                .or_default();
+            if let Some((_, first_ttl, first_ri)) = set.first() {
+                if *first_ttl != ttl {
+                    p.add(
+                        key("ttl"),
+                        format!(
+                            "TTL {ttl} differs from TTL {first_ttl} of view[{vi}].record[{first_ri}] \
+                             (same name and type); records of one RRset must share a TTL"
+                        ),
+                    );
+                    continue;
+                }
+            }
+            if !set.iter().any(|(d, _, _)| *d == rdata) {
+                set.push((rdata, ttl, ri));
+            }
+        }
+    }
+
+    RecordsBuild {
+        names: names_build,
+        count: record_count,
+        counts: record_counts,
     }
 }
 

@@ -706,34 +706,5 @@ fn send_singles_blocking<H: DatagramHandler>(
     }
 }
 
-/// Baseline: one glommio `recv_from` and one `send_to` per datagram. Kept for
-/// the batching benchmark; the shards serve with [`serve_batched`].
-pub async fn serve_plain<H: DatagramHandler>(sock: &UdpSocket, handler: &mut H, stop: &StopSignal) {
-    let mut buf = vec![0u8; RX_SLOT];
-    let mut out = Vec::with_capacity(1232);
-    loop {
-        let recv = async { Some(sock.recv_from(&mut buf).await) };
-        let got = future::or(recv, async {
-            stop.stopped().await;
-            None
-        })
-        .await;
-        let (len, from) = match got {
-            None => break,
-            Some(Ok(x)) => x,
-            Some(Err(e)) => {
-                tracing::debug!("recv_from: {e}");
-                continue;
-            }
-        };
-        handler.begin_batch();
-        if handler.handle(&buf[..len], from, &mut out) && sock.send_to(&out, from).await.is_err() {
-            handler.dropped(DropKind::SendFailed);
-        }
-        handler.end_batch();
-        glommio::yield_if_needed().await;
-    }
-}
-
 #[cfg(test)]
 mod tests;

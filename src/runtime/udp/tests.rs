@@ -32,7 +32,7 @@ impl DatagramHandler for Echo {
     }
 }
 
-fn run_loop(batched: Option<LoopSettings>, v6: bool) {
+fn run_loop(settings: LoopSettings, v6: bool) {
     let ex = glommio::LocalExecutorBuilder::default().make().unwrap();
     ex.run(async move {
         let addr: SocketAddr = if v6 { "[::1]:0" } else { "127.0.0.1:0" }.parse().unwrap();
@@ -76,13 +76,9 @@ fn run_loop(batched: Option<LoopSettings>, v6: bool) {
         }
         let stop2 = stop.clone();
         let server_task = glommio::spawn_local(async move {
-            if let Some(settings) = batched {
-                let mut drops = KernelDrops::unexported();
-                serve_batched(&sock, &mut h, &stop2, settings, &mut drops).await;
-                assert_eq!(drops.total(), 0, "nothing overflowed");
-            } else {
-                serve_plain(&sock, &mut h, &stop2).await;
-            }
+            let mut drops = KernelDrops::unexported();
+            serve_batched(&sock, &mut h, &stop2, settings, &mut drops).await;
+            assert_eq!(drops.total(), 0, "nothing overflowed");
         });
         while !client.is_finished() {
             glommio::timer::sleep(Duration::from_millis(5)).await;
@@ -91,22 +87,20 @@ fn run_loop(batched: Option<LoopSettings>, v6: bool) {
         stop.stop();
         server_task.await;
         assert!(batches.get() >= 1);
-        if batched.is_some() {
-            // 101 queued datagrams in batches of 8: 13 calls.
-            assert_eq!(
-                batches.get(),
-                13,
-                "batched loop made {} batches",
-                batches.get()
-            );
-            assert_eq!(drops.get(), 1, "the oversized datagram is counted");
-        }
+        // 101 queued datagrams in batches of 8: 13 calls.
+        assert_eq!(
+            batches.get(),
+            13,
+            "batched loop made {} batches",
+            batches.get()
+        );
+        assert_eq!(drops.get(), 1, "the oversized datagram is counted");
     });
 }
 
 #[test]
 fn batched_loop_answers_every_datagram_v4() {
-    run_loop(Some(LoopSettings::batch_only(8)), false);
+    run_loop(LoopSettings::batch_only(8), false);
 }
 
 #[test]
@@ -117,19 +111,14 @@ fn a_coalescing_loop_answers_every_datagram_and_stops() {
         coalesce: Duration::from_millis(2),
         coalesce_min_batch: 2,
     };
-    run_loop(Some(settings), false);
+    run_loop(settings, false);
     assert!(settings.coalescer().enabled());
     assert!(!LoopSettings::batch_only(8).coalescer().enabled());
 }
 
 #[test]
 fn batched_loop_answers_every_datagram_v6() {
-    run_loop(Some(LoopSettings::batch_only(8)), true);
-}
-
-#[test]
-fn plain_loop_answers_every_datagram() {
-    run_loop(None, false);
+    run_loop(LoopSettings::batch_only(8), true);
 }
 
 /// Handler for the blocking loop: echoes like [`Echo`] and counts
