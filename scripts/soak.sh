@@ -30,9 +30,12 @@
 #   scripts/soak.sh [--duration SECONDS] [--percent P] [--no-build]
 #
 # --duration: default 600 s. --percent: the total load as a share of A's
-# measured capacity (default 80, split as above). On a 2-CPU machine the
-# load generators share CPU 1 with B, and what they can send and receive
-# limits the run before A does: lower --percent there.
+# measured capacity (default 80, split as above). That capacity comes from
+# closed-loop probes with 64 requests in flight, where A's batches are as
+# large as they get; the open-loop mix costs more per request, so read the
+# printed CPU 0 share for the load A really carried (on a 2-vCPU EPYC VM,
+# 2026-12: --percent 50 kept CPU 0 89% busy, --percent 80 saturated it).
+# On a 2-CPU machine the load generators also share CPU 1 with B.
 #
 # Not part of scripts/test.sh (it takes minutes). Bounded: duration + ~20 s.
 # Loopback only. Needs taskset, python3, curl; root for the full-disk part
