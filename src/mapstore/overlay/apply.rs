@@ -71,13 +71,7 @@ fn apply_one(base: &Config, overlay: &mut Overlay, change: &Change) -> Result<()
             Ok(())
         }
         Change::AddPrefixes { view, prefixes } => {
-            if prefixes.is_empty() {
-                return Err(ChangeError::bad("no prefix given"));
-            }
-            let canon = prefixes
-                .iter()
-                .map(|p| canonical_prefix(p))
-                .collect::<Result<Vec<_>, _>>()?;
+            let canon = canonical_prefixes(prefixes)?;
             let delta = delta_mut(overlay, base_view, view)?;
             for p in canon {
                 match delta {
@@ -105,13 +99,7 @@ fn apply_one(base: &Config, overlay: &mut Overlay, change: &Change) -> Result<()
             Ok(())
         }
         Change::RemovePrefixes { view, prefixes } => {
-            if prefixes.is_empty() {
-                return Err(ChangeError::bad("no prefix given"));
-            }
-            let canon = prefixes
-                .iter()
-                .map(|p| canonical_prefix(p))
-                .collect::<Result<Vec<_>, _>>()?;
+            let canon = canonical_prefixes(prefixes)?;
             let delta = delta_mut(overlay, base_view, view)?;
             for p in canon {
                 match delta {
@@ -221,6 +209,14 @@ fn apply_one(base: &Config, overlay: &mut Overlay, change: &Change) -> Result<()
             set_records(overlay, base_view, view, &name, &rtype, set)
         }
     }
+}
+
+/// The prefixes of an add or remove, in canonical form; refuses an empty list.
+fn canonical_prefixes(prefixes: &[String]) -> Result<Vec<String>, ChangeError> {
+    if prefixes.is_empty() {
+        return Err(ChangeError::bad("no prefix given"));
+    }
+    prefixes.iter().map(|p| canonical_prefix(p)).collect()
 }
 
 fn no_view(view: &str) -> ChangeError {
