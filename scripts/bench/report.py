@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Summaries for scripts/bench-dns.sh.
 
-    report.py run DIR SERVER KIND ROUND CPU   one run: dnsperf outputs + /proc samples
+    report.py run DIR SERVER KIND ROUND CPU   one run: dnsperf outputs (or, for a
+                                              capacity run, shardgate-load's
+                                              load.json) + /proc samples
                                               -> DIR/summary.json, DIR/latency-us.tsv;
                                               the per-query lines of dnsperf -v are
                                               folded into the histogram and dropped
@@ -17,6 +19,8 @@ import statistics
 import sys
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+# A capacity run counts as saturating the server from this CPU busy share.
+SATURATED = 0.90
 
 
 def cpu_times(path, cpu):
@@ -87,6 +91,28 @@ def server_socket_drops(path):
     return sum(int(float(line.split()[-1])) for line in lines) if lines else None
 
 
+# The event shardgate-load counts replies under that its own receive
+# buffers dropped (load/src/udp.rs OWN_SOCKET_DROPS).
+LOAD_OWN_DROPS = "replies dropped by the load tool's own socket buffers"
+
+
+def load_tool_result(d):
+    """A capacity run's figures from shardgate-load's JSON: completed, lost,
+    qps, latency avg/p99 (ms), the load tool's own socket drops."""
+    with open(os.path.join(d, "load.json")) as f:
+        r = json.load(f)
+    c, lat = r["counts"], r["latency"]
+    own = sum(n for kind, n in c["events"] if kind == LOAD_OWN_DROPS)
+    return {
+        "completed": c["answered"],
+        "lost": c["lost"],
+        "qps": r["throughput_per_s"],
+        "latency_avg_ms": lat["mean_us"] / 1000 if lat["count"] else None,
+        "latency_p99_ms": lat["p99_us"] / 1000 if lat["count"] else None,
+        "load_own_drops": own,
+    }
+
+
 def run(d, server, kind, rnd, cpu):
     cpu = int(cpu)
     hist = {}
@@ -138,6 +164,11 @@ def run(d, server, kind, rnd, cpu):
     host_drops = host_after - host_before if host_before is not None and host_after is not None else None
     server_drops = server_socket_drops(os.path.join(d, "metrics.after"))
     load_drops = host_drops - server_drops if host_drops is not None and server_drops is not None else None
+    tool = load_tool_result(d) if kind == "cap" else None
+    if tool:
+        completed, lost, qps = tool["completed"], tool["lost"], tool["qps"]
+        # The load tool counts its own sockets' drops itself.
+        load_drops = tool["load_own_drops"]
     summary = {
         "server": server,
         "kind": kind,
@@ -151,9 +182,9 @@ def run(d, server, kind, rnd, cpu):
         "host_rcvbuf_drops": host_drops,
         "server_socket_drops": server_drops,
         "load_socket_drops": load_drops,
-        "latency_avg_ms": (sum(us * c for us, c in hist.items()) / n / 1000) if n else None,
+        "latency_avg_ms": tool["latency_avg_ms"] if tool else (sum(us * c for us, c in hist.items()) / n / 1000) if n else None,
         "latency_p50_ms": percentile(hist, n, 0.50) / 1000 if n else None,
-        "latency_p99_ms": percentile(hist, n, 0.99) / 1000 if n else None,
+        "latency_p99_ms": tool["latency_p99_ms"] if tool else percentile(hist, n, 0.99) / 1000 if n else None,
         "latency_p999_ms": percentile(hist, n, 0.999) / 1000 if n else None,
         "server_cpu_busy_share": busy / total if total else None,
         "server_process_share": pticks / CLK_TCK / wall if wall else None,
@@ -207,7 +238,14 @@ def table(out, cpu):
     w("")
     col = 24
     results = {}
-    for kind, title in (("sat", "saturating (dnsperf as fast as one core allows)"), ("fixed", "fixed rate")):
+    titles = (
+        ("sat", "dnsperf max (dnsperf as fast as one core allows)"),
+        ("cap", "capacity (shardgate-load closed loop: the server saturated)"),
+        ("fixed", "fixed rate"),
+    )
+    for kind, title in titles:
+        if not any(r["kind"] == kind for r in runs):
+            continue
         w(f"== {title}")
         w("  " + "".ljust(34) + "".join(s.rjust(col) for s in servers))
         per = {s: sorted((r for r in runs if r["server"] == s and r["kind"] == kind), key=lambda r: r["round"]) for s in servers}
@@ -223,7 +261,7 @@ def table(out, cpu):
         row("latency avg / p99 (ms)", lambda s: f"{fmt(med(per[s], 'latency_avg_ms'), '.3f')} / {fmt(med(per[s], 'latency_p99_ms'), '.3f')}")
         row(f"CPU {cpu} busy share", lambda s: fmt(med(per[s], "server_cpu_busy_share"), ".1%"))
         row("server process CPU share", lambda s: fmt(med(per[s], "server_process_share"), ".1%"))
-        row("dnsperf CPU 0 busy share", lambda s: fmt(med(per[s], "client_cpu_busy_share"), ".1%"))
+        row("load CPU 0 busy share", lambda s: fmt(med(per[s], "client_cpu_busy_share"), ".1%"))
         row("queries per server core-second", lambda s: fmt(med(per[s], "queries_per_core_second"), ",.0f"))
         row("  per (server threads + irq) second", lambda s: fmt(med(per[s], "queries_per_own_core_second"), ",.0f"))
         row("  per server-process CPU second", lambda s: fmt(med(per[s], "queries_per_process_cpu_second"), ",.0f"))
@@ -231,15 +269,26 @@ def table(out, cpu):
         lost = {s: sum(r["lost"] for r in per[s]) for s in servers}
         row("queries lost (all rounds)", lambda s: str(lost[s]))
         w("")
+    peak = "cap" if "cap" in results else "sat"
+    for s in servers:
+        busy = results[peak][s].get("server_cpu_busy_share")
+        if peak == "cap" and busy is not None and busy < SATURATED:
+            w(f"WARNING: {s}'s CPU {cpu} was only {busy:.0%} busy in the capacity runs: not saturated, "
+              f"raise BENCH_CAP_OUTSTANDING")
     if "shardgate" in servers and "knot" in servers:
-        sg, kn = results["sat"]["shardgate"], results["sat"]["knot"]
+        sg, kn = results[peak]["shardgate"], results[peak]["knot"]
         ratio = sg["queries_per_core_second"] / kn["queries_per_core_second"]
-        w(f"shardgate/Knot queries per server core-second: {ratio:.2f}x  (target >= 2.0x)")
+        w(f"shardgate/Knot queries per server core-second at {'capacity' if peak == 'cap' else 'dnsperf max'}: "
+          f"{ratio:.2f}x  (target >= 2.0x)")
         own = sg["queries_per_own_core_second"] / kn["queries_per_own_core_second"]
         w(
             f"  same from the servers' own CPU time + irq on CPU {cpu}: {own:.2f}x"
             + ("  <- use this one: CPU was shared with other work" if t and b / t > 0.10 else "")
         )
+        if peak == "cap" and "sat" in results:
+            ds, dk = results["sat"]["shardgate"], results["sat"]["knot"]
+            w(f"  at dnsperf's own limit (neither server saturated): "
+              f"{ds['queries_per_core_second'] / dk['queries_per_core_second']:.2f}x")
         fs, fk = results["fixed"]["shardgate"], results["fixed"]["knot"]
         w(
             f"latency at fixed rate, shardgate vs Knot: avg {fs['latency_avg_ms']:.3f} vs {fk['latency_avg_ms']:.3f} ms, "
@@ -247,7 +296,7 @@ def table(out, cpu):
             f"({'no worse' if fs['latency_p99_ms'] <= fk['latency_p99_ms'] and fs['latency_avg_ms'] <= fk['latency_avg_ms'] else 'WORSE'} than Knot)"
         )
     if "shardgate" in servers and "sg-handoff" in servers:
-        sg, ho = results["sat"]["shardgate"], results["sat"]["sg-handoff"]
+        sg, ho = results[peak]["shardgate"], results[peak]["sg-handoff"]
         ratio = ho["queries_per_core_second"] / sg["queries_per_core_second"]
         w(
             f"[handoff] configured / not: queries per server core-second {ratio:.3f}x "
@@ -255,16 +304,16 @@ def table(out, cpu):
             f"vs {results['fixed']['shardgate']['latency_avg_ms']:.3f} ms"
         )
     if "reflector" in servers:
-        ceiling = results["sat"]["reflector"]["queries_per_core_second"]
+        ceiling = results[peak]["reflector"]["queries_per_core_second"]
         w(
             f"kernel-path ceiling (udp_reflector: no work, same batching): {ceiling:,.0f} queries per core-second"
-            + (f" = {ceiling / results['sat']['knot']['queries_per_core_second']:.2f}x Knot" if "knot" in servers else "")
+            + (f" = {ceiling / results[peak]['knot']['queries_per_core_second']:.2f}x Knot" if "knot" in servers else "")
         )
         for s in ("shardgate", "knot"):
             if s in servers:
-                w(f"  {s} reaches {results['sat'][s]['queries_per_core_second'] / ceiling:.0%} of it")
+                w(f"  {s} reaches {results[peak][s]['queries_per_core_second'] / ceiling:.0%} of it")
     for s in servers:
-        sh = results["sat"][s]
+        sh = results[peak][s]
         if sh.get("server_cpu_busy_share") and sh.get("server_process_share"):
             extra = sh["server_cpu_busy_share"] - sh["server_process_share"]
             if extra > 0.10:
@@ -272,7 +321,7 @@ def table(out, cpu):
                     f"note: CPU {cpu} was {extra:.0%} busier than {s} itself (softirq of its replies, "
                     f"or other processes on CPU {cpu}); compare with the background share above"
                 )
-    w(f"rounds: {rounds}; raw outputs: {out}/runs/<round>-<server>-<sat|fixed>/")
+    w(f"rounds: {rounds}; raw outputs: {out}/runs/<round>-<server>-<sat|cap|fixed>/")
     print("\n".join(lines))
     with open(os.path.join(out, "summary.json"), "w") as f:
         json.dump(results, f, indent=2)
@@ -310,7 +359,7 @@ def sweep(out, cpu):
     rounds = max(r["round"] for r in runs)
     cell = {}
     for s in servers:
-        for kind in ["sat"] + [f"r{q}" for q in rates]:
+        for kind in ["sat", "cap"] + [f"r{q}" for q in rates]:
             rs = [r for r in runs if r["server"] == s and r["kind"] == kind]
             if rs:
                 m = {k: med(rs, k) for k in ("qps", "latency_avg_ms", "latency_p99_ms", "server_cpu_busy_share", "queries_per_core_second")}
@@ -345,19 +394,39 @@ def sweep(out, cpu):
             row.append(lost_cell(m))
             row.append(fmt(m["server_cpu_busy_share"], ".1%"))
         w("| " + " | ".join(row) + " |")
-    row = ["saturating"]
-    for s in servers:
-        m = cell.get((s, "sat"), {})
-        row.append(f"{fmt(m.get('qps'), ',.0f')} QPS, {fmt(m.get('queries_per_core_second'), ',.0f')} q/core-s")
-        row.append(lost_cell(m) if m else "n/a")
-        row.append(fmt(m.get("server_cpu_busy_share"), ".1%"))
-    w("| " + " | ".join(row) + " |")
+    for kind, label in (("sat", "dnsperf max"), ("cap", "capacity")):
+        if not any(k == kind for _, k in cell):
+            continue
+        row = [label]
+        for s in servers:
+            m = cell.get((s, kind), {})
+            row.append(f"{fmt(m.get('qps'), ',.0f')} QPS, {fmt(m.get('queries_per_core_second'), ',.0f')} q/core-s")
+            row.append(lost_cell(m) if m else "n/a")
+            row.append(fmt(m.get("server_cpu_busy_share"), ".1%"))
+        w("| " + " | ".join(row) + " |")
     w("")
+    w("dnsperf max: dnsperf as fast as CPU 0 allows (usually below either server's limit);")
+    w("capacity: shardgate-load closed loop, the server's CPU saturated (queries per core-second at saturation)")
+    peak = "cap" if any(k == "cap" for _, k in cell) else "sat"
+    for s in servers:
+        m = cell.get((s, peak))
+        if peak == "cap" and m and m["server_cpu_busy_share"] is not None and m["server_cpu_busy_share"] < SATURATED:
+            w(f"WARNING: {s}'s CPU {cpu} was only {m['server_cpu_busy_share']:.0%} busy at capacity: not saturated")
     if "shardgate" in servers and "knot" in servers:
-        sg_sat, kn_sat = cell.get(("shardgate", "sat")), cell.get(("knot", "sat"))
+        sg_sat, kn_sat = cell.get(("shardgate", peak)), cell.get(("knot", peak))
         if sg_sat and kn_sat and kn_sat["queries_per_core_second"]:
             ratio = sg_sat["queries_per_core_second"] / kn_sat["queries_per_core_second"]
-            w(f"saturation: shardgate/Knot queries per core-second {ratio:.2f}x (target >= 1.5x)")
+            per_round = []
+            for rnd in range(1, rounds + 1):
+                a = [r for r in runs if r["server"] == "shardgate" and r["kind"] == peak and r["round"] == rnd]
+                b = [r for r in runs if r["server"] == "knot" and r["kind"] == peak and r["round"] == rnd]
+                if a and b and a[0]["queries_per_core_second"] and b[0]["queries_per_core_second"]:
+                    per_round.append(f"{a[0]['queries_per_core_second'] / b[0]['queries_per_core_second']:.2f}x")
+            w(f"saturation ({'capacity' if peak == 'cap' else 'dnsperf max'}): shardgate/Knot queries per core-second "
+              f"{ratio:.2f}x (target >= 1.5x; per round {', '.join(per_round)})")
+            ds, dk = cell.get(("shardgate", "sat")), cell.get(("knot", "sat"))
+            if peak == "cap" and ds and dk and dk["queries_per_core_second"]:
+                w(f"  at dnsperf's limit: {ds['queries_per_core_second'] / dk['queries_per_core_second']:.2f}x")
         lossless = [q for q in rates if cell.get(("knot", f"r{q}")) and cell[("knot", f"r{q}")]["lost"] == 0]
         knot_max = max(lossless) if lossless else None
         w(f"highest rate Knot sustains without loss: {knot_max:,} QPS" if knot_max else "Knot lost queries at every rate")
@@ -374,6 +443,7 @@ def sweep(out, cpu):
         w("shardgate no slower and no busier than Knot at every rate up to it: "
           + ("yes" if not worse else "NO (" + ", ".join(worse) + ")"))
         if sg_sat and sg_sat.get("qps"):
+            # 80% of what the server answers saturated (capacity, else dnsperf's max).
             cap = 0.8 * sg_sat["qps"]
             lossy = [q for q in rates if q <= cap and cell.get(("shardgate", f"r{q}")) and cell[("shardgate", f"r{q}")]["lost"]]
             w(f"shardgate loss at fixed rates up to 80% of its saturation ({cap:,.0f} QPS): "
