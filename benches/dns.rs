@@ -8,6 +8,8 @@
 //! After criterion's groups it prints `ratio domain/shardgate` from an
 //! interleaved timing loop of both paths.
 
+mod support;
+
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
@@ -16,7 +18,7 @@ use std::str::FromStr;
 use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use domain::base::iana::{Class, Rcode, Rtype};
+use domain::base::iana::{Class, Rcode};
 use domain::base::message_builder::StaticCompressor;
 use domain::base::{Message, MessageBuilder, Name, ToName, Ttl};
 use domain::rdata::A;
@@ -59,32 +61,12 @@ record = [
 
 /// `upf.svc.example. A` with OPT (1232) and an 8-byte client COOKIE: 56 bytes.
 fn query(name: &str, ecs: Option<[u8; 7]>) -> Vec<u8> {
-    let mut b = MessageBuilder::new_vec();
-    b.header_mut().set_id(0x4242);
-    b.header_mut().set_rd(true);
-    let mut b = b.question();
-    b.push((
-        Name::<Vec<u8>>::from_str(name).unwrap(),
-        Rtype::A,
-        Class::IN,
-    ))
-    .unwrap();
-    let mut b = b.additional();
-    b.opt(|o| {
-        o.set_udp_payload_size(1232);
-        Ok(())
-    })
-    .unwrap();
-    let mut q = b.finish();
     let mut opts = vec![0, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8];
     if let Some(e) = ecs {
         opts.extend_from_slice(&[0, 8, 0, 7]);
         opts.extend_from_slice(&e);
     }
-    let n = q.len();
-    q[n - 2..].copy_from_slice(&(opts.len() as u16).to_be_bytes());
-    q.extend_from_slice(&opts);
-    q
+    support::query_with_options(name, &opts)
 }
 
 /// The baseline: the same job done with `domain`'s parser and builder.

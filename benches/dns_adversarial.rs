@@ -34,14 +34,14 @@
 //! query sent the same way). Run with
 //! `cargo bench --bench dns_adversarial` (env `ADV_COUNT`, `ADV_ROUNDS`).
 
+mod support;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::process::{Child, Command, Stdio};
-use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use domain::base::iana::{Class, Rtype};
-use domain::base::{MessageBuilder, Name};
+use support::query_with_options as query;
 
 const BIN: &str = env!("CARGO_BIN_EXE_shardgate");
 
@@ -59,31 +59,6 @@ fn free_port() -> u16 {
             return p;
         }
     }
-}
-
-/// A query for `name` with OPT (1232) and `opts` as its options.
-fn query(name: &str, opts: &[u8]) -> Vec<u8> {
-    let mut b = MessageBuilder::new_vec();
-    b.header_mut().set_id(0x4242);
-    b.header_mut().set_rd(true);
-    let mut b = b.question();
-    b.push((
-        Name::<Vec<u8>>::from_str(name).unwrap(),
-        Rtype::A,
-        Class::IN,
-    ))
-    .unwrap();
-    let mut b = b.additional();
-    b.opt(|o| {
-        o.set_udp_payload_size(1232);
-        Ok(())
-    })
-    .unwrap();
-    let mut q = b.finish();
-    let n = q.len();
-    q[n - 2..].copy_from_slice(&(opts.len() as u16).to_be_bytes());
-    q.extend_from_slice(opts);
-    q
 }
 
 fn plain() -> Vec<u8> {

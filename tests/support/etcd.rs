@@ -2,6 +2,8 @@
 //! on loopback ports of its own, data in a directory the test owns, killed
 //! on drop. `etcdctl` (Debian `etcd-client`) reads and writes keys.
 
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -97,7 +99,7 @@ impl Etcd {
         let ops: Vec<serde_json::Value> = kvs
             .iter()
             .map(|(k, v)| {
-                serde_json::json!({ "request_put": { "key": base64(k.as_bytes()), "value": base64(v.as_bytes()) } })
+                serde_json::json!({ "request_put": { "key": BASE64.encode(k), "value": BASE64.encode(v) } })
             })
             .collect();
         let body = serde_json::json!({ "success": ops }).to_string();
@@ -129,25 +131,4 @@ impl Drop for Etcd {
     fn drop(&mut self) {
         self.kill();
     }
-}
-
-fn base64(bytes: &[u8]) -> String {
-    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ABC[(n >> (18 - 6 * i)) as usize & 63] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
