@@ -55,8 +55,8 @@
 # latency avg and p99, queries lost, CPU 1's busy share; then queries per
 # core-second at capacity, the highest rate Knot sustains without loss, and whether
 # shardgate is no slower and no busier than Knot at every rate up to it.
-# The table goes to sweep.txt, the plot (latency vs rate, both servers) to
-# sweep.svg and, with ImageMagick's convert or rsvg-convert, sweep.png.
+# The table goes to sweep.txt, the plot (latency vs rate, both servers,
+# drawn by `shardgate-load plot-xy`) to sweep.png.
 #
 # Lost queries are attributed: each run records the host's UDP
 # receive-buffer drops (RcvbufErrors in /proc/net/snmp) and shardgate's own
@@ -389,10 +389,7 @@ done
 
 if [ -n "$SWEEP" ]; then
     python3 scripts/bench/report.py sweep "$OUT" "$SERVER_CPU" | tee "$OUT/sweep.txt"
-    for conv in "rsvg-convert -o $OUT/sweep.png $OUT/sweep.svg" "convert $OUT/sweep.svg $OUT/sweep.png"; do
-        command -v "${conv%% *}" >/dev/null && $conv 2>/dev/null && { log "plot: $OUT/sweep.png"; break; }
-    done
-    [ -f "$OUT/sweep.png" ] || log "plot: $OUT/sweep.svg (install librsvg2-bin or imagemagick for a PNG)"
+    "$LOADGEN" plot-xy "$OUT/sweep-plot.json" -o "$OUT/sweep.png"
     log "raw outputs: $OUT"
     exit 0
 fi

@@ -2,7 +2,7 @@
 //! load thread per `--threads`, print a progress line once a second on a
 //! terminal, merge the threads' results and write the outputs (summary
 //! table, percentile distribution, JSON result, PNG plot). `plot` overlays
-//! result files.
+//! result files; `plot-xy` draws (x, y) series described in JSON.
 
 use std::io::{IsTerminal, Write};
 use std::net::{IpAddr, SocketAddr};
@@ -25,6 +25,7 @@ use super::schedule::{auto_tick_ns, split_count, split_rate, AUTO_TICK_BATCH};
 use super::stats::{RunInfo, RunResult, Stats};
 use super::sys::{self, Clock, Progress};
 use super::udp::{self, Load, UdpPlan};
+use super::xyplot::{self, XyPlot};
 
 /// Load generator for shardgate: DNS queries, function datagrams and HTTP
 /// invocations, closed or open loop, with honest latency percentiles.
@@ -45,6 +46,12 @@ enum Command {
     FnHttp(FnHttpArgs),
     /// Overlay the latency percentiles of result files in one PNG.
     Plot(PlotArgs),
+    /// Draw (x, y) series described in a JSON file as lines in one PNG
+    /// (the DNS bench's latency against rate). The file: {"title", "x_label",
+    /// "y_label", "log_x": bool, "series": [{"label", "points": [[x, y], ...],
+    /// "colour": index, "dashed": bool}]}; only "series" (with "label" and
+    /// "points") is required.
+    PlotXy(PlotXyArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -168,6 +175,15 @@ struct PlotArgs {
     title: String,
 }
 
+#[derive(Args, Debug)]
+struct PlotXyArgs {
+    /// The plot's description (JSON).
+    description: PathBuf,
+    /// Output PNG.
+    #[arg(long, short = 'o', default_value = "plot.png")]
+    out: PathBuf,
+}
+
 /// Run the command line; the binary's `main` is just this.
 pub fn main() -> ExitCode {
     // Die quietly on a closed pipe (`| head`) like other command-line tools.
@@ -179,6 +195,7 @@ pub fn main() -> ExitCode {
         Command::FnUdp(a) => run_fn_udp(a),
         Command::FnHttp(a) => run_fn_http(a),
         Command::Plot(a) => run_plot(a),
+        Command::PlotXy(a) => run_plot_xy(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -504,6 +521,21 @@ fn finish(r: RunResult, a: &LoadArgs) -> Result<(), String> {
     }
     if let Some(note) = plotted {
         print!("{note}");
+    }
+    Ok(())
+}
+
+fn run_plot_xy(a: PlotXyArgs) -> Result<(), String> {
+    let text = std::fs::read_to_string(&a.description)
+        .map_err(|e| format!("cannot read {}: {e}", a.description.display()))?;
+    let plot = XyPlot::from_json(&text).map_err(|e| format!("{}: {e}", a.description.display()))?;
+    match xyplot::plot_png(&plot, &a.out, (1000, 600))? {
+        Labels::Font(_) => println!("plot: {}", a.out.display()),
+        Labels::None => println!(
+            "plot: {} (drawn without text: no TrueType font found; install \
+             fonts-dejavu-core or set SHARDGATE_LOAD_FONT=/path/to/font.ttf)",
+            a.out.display()
+        ),
     }
     Ok(())
 }

@@ -7,6 +7,9 @@
 //! [`stats`] (aggregation, summary, distribution, JSON result).
 //!
 //! I/O: [`udp`] (the datagram load loop), [`sys`] (clock, waits, progress).
+//!
+//! Output: [`plot`] (latency-percentile PNG), [`xyplot`] (line plots of
+//! (x, y) series, e.g. the DNS bench's latency against rate).
 
 pub mod args;
 pub mod cli;
@@ -22,3 +25,4 @@ pub mod schedule;
 pub mod stats;
 pub mod sys;
 pub mod udp;
+pub mod xyplot;

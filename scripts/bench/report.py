@@ -9,7 +9,8 @@
                                               folded into the histogram and dropped
     report.py table OUTDIR CPU                every run -> the comparison table
     report.py sweep OUTDIR CPU                --sweep runs -> the per-rate table
-                                              (stdout) and OUTDIR/sweep.svg
+                                              (stdout), OUTDIR/sweep.json and the
+                                              plot's description OUTDIR/sweep-plot.json
 """
 
 import glob
@@ -454,57 +455,23 @@ def sweep(out, cpu):
     print("\n".join(lines))
     with open(os.path.join(out, "sweep.json"), "w") as f:
         json.dump({f"{s}/{k}": v for (s, k), v in cell.items()}, f, indent=2)
-    write_sweep_svg(os.path.join(out, "sweep.svg"), servers, rates, cell)
+    write_sweep_plot(os.path.join(out, "sweep-plot.json"), servers, rates, cell)
 
 
-def write_sweep_svg(path, servers, rates, cell):
-    """Average and p99 latency against rate (log x), one colour per server."""
-    width, height, left, right, top, bottom = 720, 440, 70, 160, 30, 50
-    colours = {"shardgate": "#1f77b4", "knot": "#ff7f0e", "reflector": "#2ca02c"}
-    points = {
-        (s, key): [(q, cell[(s, f"r{q}")][key] * 1000) for q in rates
-                   if cell.get((s, f"r{q}")) and cell[(s, f"r{q}")][key] is not None]
-        for s in servers for key in ("latency_avg_ms", "latency_p99_ms")
-    }
-    ymax = max([v for pts in points.values() for _, v in pts] + [1.0]) * 1.1
-    import math
-    lo, hi = math.log10(min(rates)), math.log10(max(rates))
-    span = (hi - lo) or 1.0
-
-    def x(q):
-        return left + (math.log10(q) - lo) / span * (width - left - right)
-
-    def y(v):
-        return top + (1 - v / ymax) * (height - top - bottom)
-
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">',
-           f'<rect width="{width}" height="{height}" fill="white"/>',
-           f'<line x1="{left}" y1="{y(0)}" x2="{width - right}" y2="{y(0)}" stroke="black"/>',
-           f'<line x1="{left}" y1="{top}" x2="{left}" y2="{y(0)}" stroke="black"/>',
-           f'<text x="{(left + width - right) / 2}" y="{height - 10}" text-anchor="middle">offered rate (QPS, log scale)</text>',
-           f'<text x="15" y="{(top + height - bottom) / 2}" transform="rotate(-90 15 {(top + height - bottom) / 2})" text-anchor="middle">latency (µs)</text>']
-    for q in rates:
-        out.append(f'<text x="{x(q)}" y="{y(0) + 16}" text-anchor="middle">{q // 1000}k</text>')
-    for i in range(6):
-        v = ymax * i / 5
-        out.append(f'<text x="{left - 6}" y="{y(v) + 4}" text-anchor="end">{v:.0f}</text>')
-        out.append(f'<line x1="{left}" y1="{y(v)}" x2="{width - right}" y2="{y(v)}" stroke="#ddd"/>')
-    legend_y = top
-    for s in servers:
-        for key, dash, label in (("latency_avg_ms", "", "avg"), ("latency_p99_ms", ' stroke-dasharray="6 4"', "p99")):
-            pts = points[(s, key)]
-            if not pts:
-                continue
-            d = " ".join(f"{x(q):.1f},{y(v):.1f}" for q, v in pts)
-            out.append(f'<polyline points="{d}" fill="none" stroke="{colours.get(s, "grey")}" stroke-width="2"{dash}/>')
-            for q, v in pts:
-                out.append(f'<circle cx="{x(q):.1f}" cy="{y(v):.1f}" r="3" fill="{colours.get(s, "grey")}"/>')
-            out.append(f'<line x1="{width - right + 10}" y1="{legend_y}" x2="{width - right + 40}" y2="{legend_y}" stroke="{colours.get(s, "grey")}" stroke-width="2"{dash}/>')
-            out.append(f'<text x="{width - right + 46}" y="{legend_y + 4}">{s} {label}</text>')
-            legend_y += 18
-    out.append("</svg>")
+def write_sweep_plot(path, servers, rates, cell):
+    """The latency-against-rate plot's description for `shardgate-load
+    plot-xy`: average (solid) and p99 (dashed) per server, one colour each."""
+    series = []
+    for colour, s in enumerate(servers):
+        for key, name, dashed in (("latency_avg_ms", "avg", False), ("latency_p99_ms", "p99", True)):
+            points = [[q, cell[(s, f"r{q}")][key] * 1000] for q in rates
+                      if cell.get((s, f"r{q}")) and cell[(s, f"r{q}")][key] is not None]
+            if points:
+                series.append({"label": f"{s} {name}", "points": points, "colour": colour, "dashed": dashed})
     with open(path, "w") as f:
-        f.write("\n".join(out) + "\n")
+        json.dump({"title": "DNS latency against offered rate (medians)",
+                   "x_label": "offered rate (QPS, log scale)", "y_label": "latency (µs)",
+                   "log_x": True, "series": series}, f, indent=1)
 
 
 if __name__ == "__main__":
