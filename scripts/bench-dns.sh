@@ -55,8 +55,14 @@
 # latency avg and p99, queries lost, CPU 1's busy share; then queries per
 # core-second at capacity, the highest rate Knot sustains without loss, and whether
 # shardgate is no slower and no busier than Knot at every rate up to it.
-# The table goes to sweep.txt, the plot (latency vs rate, both servers,
-# drawn by `shardgate-load plot-xy`) to sweep.png.
+# Every fixed rate runs twice: with dnsperf (one process per view source,
+# six threads on CPU 0, latency as dnsperf sees it once scheduled) and with
+# shardgate-load (one thread, open loop, latency to the kernel's receive
+# timestamp, so the client core's scheduling adds less); the summary
+# checks both.
+# The tables go to sweep.txt, the plots (latency vs rate, both servers,
+# drawn by `shardgate-load plot-xy`) to sweep.png (dnsperf's runs) and
+# sweep-shardgate-load.png.
 #
 # Lost queries are attributed: each run records the host's UDP
 # receive-buffer drops (RcvbufErrors in /proc/net/snmp) and shardgate's own
@@ -93,7 +99,7 @@ CLIENT_CPU=0
 DNSPERF_BUF=(-b "${BENCH_DNSPERF_BUF_KIB:-4096}")
 [ "${BENCH_DNSPERF_BUF_KIB:-4096}" = 0 ] && DNSPERF_BUF=()
 
-usage() { sed -n '2,69p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,74p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 SWEEP=""
 while [ $# -gt 0 ]; do
     case $1 in
@@ -311,14 +317,17 @@ measure() {
     date +%s.%N >"$dir/time.before"
     local -a pids=()
     local src
-    if [ "$kind" = cap ]; then
+    if [ "$kind" = cap ] || [[ $kind == l* ]]; then
         # No warm-up: the /proc samples frame exactly the measured window.
-        # A query lost at a saturated server's socket frees its slot after
-        # 100 ms, not the default second (lost slots would idle the server).
-        local -a load_sources=()
+        # Capacity: a query lost at a saturated server's socket frees its
+        # slot after 100 ms, not the default second (lost slots would idle
+        # the server). lN: open loop at N QPS, latency from each query's
+        # intended send time to its reply's kernel receive timestamp.
+        local -a load_sources=() load_args=(-n "$CAP_OUTSTANDING" --timeout 100ms)
         for src in "${SOURCES[@]}"; do load_sources+=(-s "$src"); done
+        [[ $kind == l* ]] && load_args=(-r "${kind#l}")
         "${RT[@]}" taskset -c "$CLIENT_CPU" "$LOADGEN" dns --target "127.0.0.1:$port" -f "$OUT/queries.txt" \
-            -d "${DURATION}s" --warmup 0s --timeout 100ms -n "$CAP_OUTSTANDING" "${load_sources[@]}" -q --brief \
+            -d "${DURATION}s" --warmup 0s "${load_args[@]}" "${load_sources[@]}" -q --brief \
             --json "$dir/load.json" >"$dir/load.out" 2>&1 &
         pids+=($!)
     else
@@ -341,7 +350,7 @@ measure() {
         curl -s -m 2 "http://127.0.0.1:$((PORT + 2))/metrics" >"$dir/metrics.after" || true
     fi
     stop
-    [ "$rc" = 0 ] || die "the load ($([ "$kind" = cap ] && echo shardgate-load || echo dnsperf)) failed in $dir"
+    [ "$rc" = 0 ] || die "the load ($([ -f "$dir/load.json" ] && echo shardgate-load || echo dnsperf)) failed in $dir"
     python3 scripts/bench/report.py run "$dir" "$server" "$kind" "$round" "$SERVER_CPU"
 }
 
@@ -369,6 +378,7 @@ KINDS=(sat cap fixed)
 if [ -n "$SWEEP" ]; then
     KINDS=(sat cap)
     for r in ${SWEEP//,/ }; do KINDS+=("r$r"); done
+    for r in ${SWEEP//,/ }; do KINDS+=("l$r"); done
 fi
 for round in $(seq "$ROUNDS"); do
     order=("${SERVERS[@]}")
@@ -379,6 +389,7 @@ for round in $(seq "$ROUNDS"); do
                 sat) what="dnsperf as fast as it can" ;;
                 cap) what="capacity (shardgate-load, $CAP_OUTSTANDING outstanding)" ;;
                 fixed) what="$RATE QPS" ;;
+                l*) what="${kind#l} QPS (shardgate-load)" ;;
                 *) what="${kind#r} QPS" ;;
             esac
             log "round $round/$ROUNDS: $server, $what for ${DURATION}s"
@@ -390,6 +401,7 @@ done
 if [ -n "$SWEEP" ]; then
     python3 scripts/bench/report.py sweep "$OUT" "$SERVER_CPU" | tee "$OUT/sweep.txt"
     "$LOADGEN" plot-xy "$OUT/sweep-plot.json" -o "$OUT/sweep.png"
+    "$LOADGEN" plot-xy "$OUT/sweep-plot-shardgate-load.json" -o "$OUT/sweep-shardgate-load.png"
     log "raw outputs: $OUT"
     exit 0
 fi

@@ -10,7 +10,8 @@
     report.py table OUTDIR CPU                every run -> the comparison table
     report.py sweep OUTDIR CPU                --sweep runs -> the per-rate table
                                               (stdout), OUTDIR/sweep.json and the
-                                              plot's description OUTDIR/sweep-plot.json
+                                              plots' descriptions OUTDIR/sweep-plot.json
+                                              (dnsperf) and sweep-plot-shardgate-load.json
 """
 
 import glob
@@ -165,7 +166,7 @@ def run(d, server, kind, rnd, cpu):
     host_drops = host_after - host_before if host_before is not None and host_after is not None else None
     server_drops = server_socket_drops(os.path.join(d, "metrics.after"))
     load_drops = host_drops - server_drops if host_drops is not None and server_drops is not None else None
-    tool = load_tool_result(d) if kind == "cap" else None
+    tool = load_tool_result(d) if os.path.exists(os.path.join(d, "load.json")) else None
     if tool:
         completed, lost, qps = tool["completed"], tool["lost"], tool["qps"]
         # The load tool counts its own sockets' drops itself.
@@ -274,7 +275,7 @@ def table(out, cpu):
     for s in servers:
         busy = results[peak][s].get("server_cpu_busy_share")
         if peak == "cap" and busy is not None and busy < SATURATED:
-            w(f"WARNING: {s}'s CPU {cpu} was only {busy:.0%} busy in the capacity runs: not saturated, "
+            w(f"WARNING: {s}'s CPU {cpu} was only {busy:.1%} busy in the capacity runs: not saturated, "
               f"raise BENCH_CAP_OUTSTANDING")
     if "shardgate" in servers and "knot" in servers:
         sg, kn = results[peak]["shardgate"], results[peak]["knot"]
@@ -350,17 +351,15 @@ def lost_cell(m):
     return f"{lost}"
 
 
-def sweep(out, cpu):
-    """Per fixed rate (kinds rN) and server: medians of latency avg/p99,
-    lost queries (sum), CPU busy share; saturation throughput; the targets
-    of the adaptive-coalescing issue."""
-    runs = load_runs(out)
-    servers = [s for s in ("shardgate", "knot", "reflector") if any(r["server"] == s for r in runs)]
-    rates = sorted({int(r["kind"][1:]) for r in runs if r["kind"].startswith("r")})
-    rounds = max(r["round"] for r in runs)
+# Fixed-rate kinds of a sweep: (prefix, what measured them).
+RATE_LOADS = (("r", "dnsperf"), ("l", "shardgate-load"))
+
+
+def sweep_cells(runs, servers, kinds):
+    """Per (server, kind): medians of the figures, sums of losses and drops."""
     cell = {}
     for s in servers:
-        for kind in ["sat", "cap"] + [f"r{q}" for q in rates]:
+        for kind in kinds:
             rs = [r for r in runs if r["server"] == s and r["kind"] == kind]
             if rs:
                 m = {k: med(rs, k) for k in ("qps", "latency_avg_ms", "latency_p99_ms", "server_cpu_busy_share", "queries_per_core_second")}
@@ -370,6 +369,64 @@ def sweep(out, cpu):
                     m[key] = sum(vals) if all(v is not None for v in vals) else None
                 m["sent"] = sum(r["lost"] + r["completed"] for r in rs)
                 cell[(s, kind)] = m
+    return cell
+
+
+def rate_rows(w, servers, rates, cell, prefix, cpu):
+    w("| rate (QPS) | " + " | ".join(f"{s} avg / p99 | {s} lost | {s} CPU {cpu}" for s in servers) + " |")
+    w("|" + "---|" * (1 + 3 * len(servers)))
+    for q in rates:
+        row = [f"{q:,}"]
+        for s in servers:
+            m = cell.get((s, f"{prefix}{q}"))
+            if not m:
+                row += ["n/a"] * 3
+                continue
+            row.append(f"{m['latency_avg_ms'] * 1000:.0f} / {m['latency_p99_ms'] * 1000:.0f}" if m["latency_avg_ms"] is not None else "n/a")
+            row.append(lost_cell(m))
+            row.append(fmt(m["server_cpu_busy_share"], ".1%"))
+        w("| " + " | ".join(row) + " |")
+
+
+def rate_checks(w, rates, cell, prefix, tool, cpu, sg_peak):
+    """The fixed-rate targets, on the runs one load tool measured."""
+    lossless = [q for q in rates if cell.get(("knot", f"{prefix}{q}")) and cell[("knot", f"{prefix}{q}")]["lost"] == 0]
+    knot_max = max(lossless) if lossless else None
+    w(f"[{tool}] highest rate Knot sustains without loss: {knot_max:,} QPS" if knot_max else f"[{tool}] Knot lost queries at every rate")
+    worse = []
+    for q in rates:
+        if knot_max is None or q > knot_max:
+            continue
+        sg, kn = cell.get(("shardgate", f"{prefix}{q}")), cell.get(("knot", f"{prefix}{q}"))
+        if not sg or not kn:
+            continue
+        for key, name in (("latency_avg_ms", "avg"), ("latency_p99_ms", "p99"), ("server_cpu_busy_share", f"CPU {cpu}")):
+            if sg[key] is not None and kn[key] is not None and sg[key] > kn[key]:
+                worse.append(f"{q:,} QPS {name}")
+    w(f"[{tool}] shardgate no slower and no busier than Knot at every rate up to it: "
+      + ("yes" if not worse else "NO (" + ", ".join(worse) + ")"))
+    if sg_peak and sg_peak.get("qps"):
+        # 80% of what the server answers saturated (capacity, else dnsperf's max).
+        cap = 0.8 * sg_peak["qps"]
+        runs_upto = [(q, cell[("shardgate", f"{prefix}{q}")]) for q in rates if q <= cap and cell.get(("shardgate", f"{prefix}{q}"))]
+        lossy = [(q, m) for q, m in runs_upto if m["lost"]]
+        w(f"[{tool}] shardgate loss at fixed rates up to 80% of its saturation ({cap:,.0f} QPS): "
+          + ("none" if not lossy else "at " + ", ".join(f"{q:,} ({lost_cell(m)})" for q, m in lossy) + " QPS"))
+        for key, whose in (("server_socket_drops", "shardgate's own"), ("load_socket_drops", f"{tool}'s")):
+            drops = [m.get(key) for _, m in runs_upto]
+            if drops and all(v is not None for v in drops):
+                w(f"[{tool}] {whose} socket drops at those rates: {sum(drops)}")
+
+
+def sweep(out, cpu):
+    """Per fixed rate (kinds rN: dnsperf, lN: shardgate-load) and server:
+    medians of latency avg/p99, lost queries (sum), CPU busy share;
+    saturation throughput; the targets of the adaptive-coalescing issue."""
+    runs = load_runs(out)
+    servers = [s for s in ("shardgate", "knot", "reflector") if any(r["server"] == s for r in runs)]
+    rates = sorted({int(r["kind"][1:]) for r in runs if r["kind"][0] in "rl" and r["kind"][1:].isdigit()})
+    rounds = max(r["round"] for r in runs)
+    cell = sweep_cells(runs, servers, ["sat", "cap"] + [f"{p}{q}" for p, _ in RATE_LOADS for q in rates])
     lines = []
     w = lines.append
     w(f"DNS rate sweep: medians of {rounds} round(s); latency in microseconds; CPU {cpu} busy share")
@@ -379,22 +436,19 @@ def sweep(out, cpu):
         w(f"background busy share of CPU {cpu} with no server running: {b / t:.1%}")
     w("")
     w("lost: queries unanswered (all rounds); in brackets the receive-buffer drops of those runs,")
-    w("shardgate's own sockets / dnsperf's (the host's RcvbufErrors less shardgate's), or the host's for Knot")
+    w("shardgate's own sockets / the load's (dnsperf: the host's RcvbufErrors less shardgate's;")
+    w("shardgate-load: its own count), or the host's for Knot")
+    for prefix, tool in RATE_LOADS:
+        if not any(k.startswith(prefix) for _, k in cell):
+            continue
+        w("")
+        w(f"fixed rates, load and latency by {tool}"
+          + (" (one process per view source, latency as dnsperf sees it)" if prefix == "r"
+             else " (one thread, open loop, latency from the intended send time to the reply's kernel timestamp)"))
+        rate_rows(w, servers, rates, cell, prefix, cpu)
     w("")
-    head = "| rate (QPS) | " + " | ".join(f"{s} avg / p99 | {s} lost | {s} CPU {cpu}" for s in servers) + " |"
-    w(head)
+    w("| peak | " + " | ".join(f"{s} | {s} lost | {s} CPU {cpu}" for s in servers) + " |")
     w("|" + "---|" * (1 + 3 * len(servers)))
-    for q in rates:
-        row = [f"{q:,}"]
-        for s in servers:
-            m = cell.get((s, f"r{q}"))
-            if not m:
-                row += ["n/a"] * 3
-                continue
-            row.append(f"{m['latency_avg_ms'] * 1000:.0f} / {m['latency_p99_ms'] * 1000:.0f}" if m["latency_avg_ms"] is not None else "n/a")
-            row.append(lost_cell(m))
-            row.append(fmt(m["server_cpu_busy_share"], ".1%"))
-        w("| " + " | ".join(row) + " |")
     for kind, label in (("sat", "dnsperf max"), ("cap", "capacity")):
         if not any(k == kind for _, k in cell):
             continue
@@ -412,7 +466,7 @@ def sweep(out, cpu):
     for s in servers:
         m = cell.get((s, peak))
         if peak == "cap" and m and m["server_cpu_busy_share"] is not None and m["server_cpu_busy_share"] < SATURATED:
-            w(f"WARNING: {s}'s CPU {cpu} was only {m['server_cpu_busy_share']:.0%} busy at capacity: not saturated")
+            w(f"WARNING: {s}'s CPU {cpu} was only {m['server_cpu_busy_share']:.1%} busy at capacity: not saturated")
     if "shardgate" in servers and "knot" in servers:
         sg_sat, kn_sat = cell.get(("shardgate", peak)), cell.get(("knot", peak))
         if sg_sat and kn_sat and kn_sat["queries_per_core_second"]:
@@ -428,48 +482,32 @@ def sweep(out, cpu):
             ds, dk = cell.get(("shardgate", "sat")), cell.get(("knot", "sat"))
             if peak == "cap" and ds and dk and dk["queries_per_core_second"]:
                 w(f"  at dnsperf's limit: {ds['queries_per_core_second'] / dk['queries_per_core_second']:.2f}x")
-        lossless = [q for q in rates if cell.get(("knot", f"r{q}")) and cell[("knot", f"r{q}")]["lost"] == 0]
-        knot_max = max(lossless) if lossless else None
-        w(f"highest rate Knot sustains without loss: {knot_max:,} QPS" if knot_max else "Knot lost queries at every rate")
-        worse = []
-        for q in rates:
-            if knot_max is None or q > knot_max:
-                continue
-            sg, kn = cell.get(("shardgate", f"r{q}")), cell.get(("knot", f"r{q}"))
-            if not sg or not kn:
-                continue
-            for key, name in (("latency_avg_ms", "avg"), ("latency_p99_ms", "p99"), ("server_cpu_busy_share", f"CPU {cpu}")):
-                if sg[key] is not None and kn[key] is not None and sg[key] > kn[key]:
-                    worse.append(f"{q:,} QPS {name}")
-        w("shardgate no slower and no busier than Knot at every rate up to it: "
-          + ("yes" if not worse else "NO (" + ", ".join(worse) + ")"))
-        if sg_sat and sg_sat.get("qps"):
-            # 80% of what the server answers saturated (capacity, else dnsperf's max).
-            cap = 0.8 * sg_sat["qps"]
-            lossy = [q for q in rates if q <= cap and cell.get(("shardgate", f"r{q}")) and cell[("shardgate", f"r{q}")]["lost"]]
-            w(f"shardgate loss at fixed rates up to 80% of its saturation ({cap:,.0f} QPS): "
-              + ("none" if not lossy else "at " + ", ".join(f"{q:,} ({lost_cell(cell[('shardgate', f'r{q}')])})" for q in lossy) + " QPS"))
-            sg_drops = [cell[("shardgate", f"r{q}")].get("server_socket_drops") for q in rates if q <= cap and cell.get(("shardgate", f"r{q}"))]
-            if sg_drops and all(v is not None for v in sg_drops):
-                w("shardgate's own socket drops at those rates: " + ("0" if not any(sg_drops) else str(sum(sg_drops))))
+        for prefix, tool in RATE_LOADS:
+            if any(k.startswith(prefix) for _, k in cell):
+                rate_checks(w, rates, cell, prefix, tool, cpu, sg_sat)
     print("\n".join(lines))
     with open(os.path.join(out, "sweep.json"), "w") as f:
         json.dump({f"{s}/{k}": v for (s, k), v in cell.items()}, f, indent=2)
-    write_sweep_plot(os.path.join(out, "sweep-plot.json"), servers, rates, cell)
+    for prefix, tool in RATE_LOADS:
+        name = "sweep-plot.json" if prefix == "r" else f"sweep-plot-{tool}.json"
+        write_sweep_plot(os.path.join(out, name), servers, rates, cell, prefix, tool)
 
 
-def write_sweep_plot(path, servers, rates, cell):
+def write_sweep_plot(path, servers, rates, cell, prefix, tool):
     """The latency-against-rate plot's description for `shardgate-load
-    plot-xy`: average (solid) and p99 (dashed) per server, one colour each."""
+    plot-xy`: average (solid) and p99 (dashed) per server, one colour each,
+    of the fixed-rate runs one load tool measured (kinds `prefix`N)."""
     series = []
     for colour, s in enumerate(servers):
         for key, name, dashed in (("latency_avg_ms", "avg", False), ("latency_p99_ms", "p99", True)):
-            points = [[q, cell[(s, f"r{q}")][key] * 1000] for q in rates
-                      if cell.get((s, f"r{q}")) and cell[(s, f"r{q}")][key] is not None]
+            points = [[q, cell[(s, f"{prefix}{q}")][key] * 1000] for q in rates
+                      if cell.get((s, f"{prefix}{q}")) and cell[(s, f"{prefix}{q}")][key] is not None]
             if points:
                 series.append({"label": f"{s} {name}", "points": points, "colour": colour, "dashed": dashed})
+    if not series:
+        return
     with open(path, "w") as f:
-        json.dump({"title": "DNS latency against offered rate (medians)",
+        json.dump({"title": f"DNS latency against offered rate (medians; load and latency: {tool})",
                    "x_label": "offered rate (QPS, log scale)", "y_label": "latency (µs)",
                    "log_x": True, "series": series}, f, indent=1)
 
