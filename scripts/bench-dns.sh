@@ -19,8 +19,9 @@
 # max"), capacity, and fixed rate (--rate QPS in total, default 20000).
 #
 # The figure to compare is queries per server core-second: completed
-# queries divided by the busy time of CPU 1 (from /proc/stat) during the
-# run. dnsperf on one core saturates before either server (on a slow host
+# queries divided by the busy time of CPU 1 during the run (the wall time
+# less CPU 1's idle residency from /sys/devices/system/cpu/cpu1/cpuidle;
+# /proc/stat, sampled at the tick, where there is no cpuidle). dnsperf on one core saturates before either server (on a slow host
 # at ~165k QPS, with the server's CPU 1 only 60-70% busy), so "dnsperf max"
 # measures efficiency at dnsperf's own limit, not at the server's. The
 # capacity run does saturate the server: shardgate-load (target/release/
@@ -99,7 +100,7 @@ CLIENT_CPU=0
 DNSPERF_BUF=(-b "${BENCH_DNSPERF_BUF_KIB:-4096}")
 [ "${BENCH_DNSPERF_BUF_KIB:-4096}" = 0 ] && DNSPERF_BUF=()
 
-usage() { sed -n '2,74p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,76p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 SWEEP=""
 while [ $# -gt 0 ]; do
     case $1 in
@@ -295,6 +296,22 @@ verify() {
     log "answers identical: $(find "$OUT/verify" -name 'knot-*' | wc -l) queries x views"
 }
 
+# cpu_snapshot: /proc/stat's cpu lines, each CPU's idle residency from
+# cpuidle (microseconds, exact where /proc/stat's busy fields are sampled
+# at the tick) and the wall clock. A CPU's residency counts an idle period
+# only once it ends, so the server CPU is woken first (a `true` on it).
+cpu_snapshot() {
+    taskset -c "$SERVER_CPU" true
+    grep -E '^cpu[0-9]* ' /proc/stat
+    local c n
+    for c in /sys/devices/system/cpu/cpu[0-9]*/cpuidle; do
+        [ -d "$c" ] || continue
+        n=${c%/cpuidle}; n=${n##*/cpu}
+        echo "cpuidle_us$n $(cat "$c"/state*/time | awk '{s += $1} END {printf "%.0f\n", s}')"
+    done
+    echo "wall_ns $(date +%s%N)"
+}
+
 # --- one measured run ------------------------------------------------------
 # measure SERVER KIND ROUND: KIND is sat (as fast as dnsperf can), cap
 # (capacity: shardgate-load closed loop), fixed (--rate QPS) or rN (N QPS,
@@ -311,7 +328,7 @@ measure() {
     if [ "$kind" != sat ]; then
         rate_args=(-Q $(((rate + ${#SOURCES[@]} - 1) / ${#SOURCES[@]})))
     fi
-    grep -E '^cpu[0-9]* ' /proc/stat >"$dir/stat.before"
+    cpu_snapshot >"$dir/stat.before"
     cat /proc/net/snmp >"$dir/snmp.before"
     cat "/proc/$SERVER_PID/stat" >"$dir/pidstat.before"
     date +%s.%N >"$dir/time.before"
@@ -341,7 +358,7 @@ measure() {
     for p in "${pids[@]}"; do wait "$p" || rc=1; done
     date +%s.%N >"$dir/time.after"
     cat "/proc/$SERVER_PID/stat" >"$dir/pidstat.after"
-    grep -E '^cpu[0-9]* ' /proc/stat >"$dir/stat.after"
+    cpu_snapshot >"$dir/stat.after"
     cat /proc/net/snmp >"$dir/snmp.after"
     # Whose buffer dropped: the host counts every socket's receive-buffer
     # drops (RcvbufErrors), shardgate its own sockets' (SO_RXQ_OVFL); the
@@ -363,9 +380,9 @@ fi
 
 # Background load on the server CPU with no server running: anything else
 # running there is counted as server time and spoils the per-core figures.
-grep -E '^cpu[0-9]* ' /proc/stat >"$OUT/idle.before"
+cpu_snapshot >"$OUT/idle.before"
 sleep 2
-grep -E '^cpu[0-9]* ' /proc/stat >"$OUT/idle.after"
+cpu_snapshot >"$OUT/idle.after"
 background=$(python3 -c "
 import sys; sys.path.insert(0, 'scripts/bench'); import report
 b, t = report.share('$OUT', $SERVER_CPU, 'idle.before', 'idle.after'); print(round(100 * b / t))")

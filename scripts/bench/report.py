@@ -47,7 +47,31 @@ def irq_times(path, cpu):
     raise SystemExit(f"report.py: cpu{cpu} not in {path}")
 
 
+def idle_clock(path, cpu):
+    """(idle microseconds of `cpu` from cpuidle, wall ns) in a snapshot
+    written by bench-dns.sh's cpu_snapshot, or None when it has neither."""
+    idle = wall = None
+    with open(path) as f:
+        for line in f:
+            fields = line.split()
+            if fields and fields[0] == f"cpuidle_us{cpu}":
+                idle = int(fields[1])
+            elif fields and fields[0] == "wall_ns":
+                wall = int(fields[1])
+    return (idle, wall) if idle is not None and wall is not None else None
+
+
 def share(d, cpu, before="stat.before", after="stat.after"):
+    """(busy, total) of `cpu` between two snapshots, in jiffies. From the
+    cpuidle idle residency (microseconds) and the wall clock when the
+    snapshots have them: /proc/stat's busy fields are sampled at the tick,
+    too coarse for a CPU 5-20% busy over a few seconds."""
+    a = idle_clock(os.path.join(d, before), cpu)
+    b = idle_clock(os.path.join(d, after), cpu)
+    if a and b and b[1] > a[1]:
+        wall_s = (b[1] - a[1]) / 1e9
+        busy_s = min(max(wall_s - (b[0] - a[0]) / 1e6, 0.0), wall_s)
+        return busy_s * CLK_TCK, wall_s * CLK_TCK
     b0, t0 = cpu_times(os.path.join(d, before), cpu)
     b1, t1 = cpu_times(os.path.join(d, after), cpu)
     return (b1 - b0), (t1 - t0)
