@@ -367,7 +367,7 @@ measure() {
         curl -s -m 2 "http://127.0.0.1:$((PORT + 2))/metrics" >"$dir/metrics.after" || true
     fi
     stop
-    [ "$rc" = 0 ] || die "the load ($([ -f "$dir/load.json" ] && echo shardgate-load || echo dnsperf)) failed in $dir"
+    [ "$rc" = 0 ] || die "the load ($([ -f "$dir/load.out" ] && echo shardgate-load || echo dnsperf)) failed in $dir"
     python3 scripts/bench/report.py run "$dir" "$server" "$kind" "$round" "$SERVER_CPU"
 }
 

@@ -529,39 +529,24 @@ fn run_plot_xy(a: PlotXyArgs) -> Result<(), String> {
     let text = std::fs::read_to_string(&a.description)
         .map_err(|e| format!("cannot read {}: {e}", a.description.display()))?;
     let plot = XyPlot::from_json(&text).map_err(|e| format!("{}: {e}", a.description.display()))?;
-    match xyplot::plot_png(&plot, &a.out, (1000, 600))? {
-        Labels::Font(_) => println!("plot: {}", a.out.display()),
-        Labels::None => println!(
-            "plot: {} (drawn without text: no TrueType font found; install \
-             fonts-dejavu-core or set SHARDGATE_LOAD_FONT=/path/to/font.ttf)",
-            a.out.display()
-        ),
-    }
+    let labels = xyplot::plot_png(&plot, &a.out, (1000, 600))?;
+    println!("{}", labels.note(&a.out));
     Ok(())
 }
 
 /// Write the plot; returns the lines to tell the user about it.
 fn write_plot(results: &[(String, RunResult)], out: &Path, title: &str) -> Result<String, String> {
     use std::fmt::Write as _;
-    let mut note = String::new();
-    match plot::plot_png(results, out, title, (1000, 600))? {
-        Labels::Font(_) => {
-            let _ = writeln!(note, "plot: {}", out.display());
-        }
-        Labels::None => {
+    let labels = plot::plot_png(results, out, title, (1000, 600))?;
+    let mut note = format!("{}\n", labels.note(out));
+    if labels == Labels::None {
+        // Without a legend, say which colour is which run.
+        for (i, (label, _)) in results.iter().enumerate() {
             let _ = writeln!(
                 note,
-                "plot: {} (drawn without text: no TrueType font found; install \
-                 fonts-dejavu-core or set SHARDGATE_LOAD_FONT=/path/to/font.ttf)",
-                out.display()
+                "  {}: {label}",
+                plot::COLOURS[i % plot::COLOURS.len()].0
             );
-            for (i, (label, _)) in results.iter().enumerate() {
-                let _ = writeln!(
-                    note,
-                    "  {}: {label}",
-                    plot::COLOURS[i % plot::COLOURS.len()].0
-                );
-            }
         }
     }
     Ok(note)

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use plotters::coord::Shift;
+use plotters::coord::{CoordTranslate, Shift};
 use plotters::prelude::*;
 
 use super::stats::RunResult;
@@ -113,25 +113,10 @@ pub fn draw<DB: DrawingBackend>(
         .fold(0.0f64, f64::max)
         .max(0.001)
         * 1.1;
-    let mut builder = ChartBuilder::on(area);
-    builder.margin(20).margin_right(45);
-    if with_text {
-        builder
-            .caption(title, ("sans-serif", 24))
-            .x_label_area_size(45)
-            .y_label_area_size(70);
-    }
-    let mut chart = builder
+    let mut chart = chart_builder(area, title, with_text)
         .build_cartesian_2d(0.0..right, 0.0..ymax)
         .map_err(err)?;
-    let decimals = if ymax >= 100.0 {
-        0
-    } else if ymax >= 1.0 {
-        1
-    } else {
-        3
-    };
-    let y_label = move |y: &f64| format!("{y:.decimals$}");
+    let y_label = value_label(ymax);
     {
         let mut mesh = chart.configure_mesh();
         mesh.x_labels(right as usize + 1)
@@ -163,17 +148,70 @@ pub fn draw<DB: DrawingBackend>(
         }
     }
     if with_text {
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 14))
-            .draw()
-            .map_err(err)?;
+        draw_legend(&mut chart).map_err(err)?;
     }
     area.present().map_err(err)?;
     Ok(())
+}
+
+/// The chart layout every plot of this crate uses: margins, and with text
+/// the title and room for the axis labels.
+pub fn chart_builder<'a, 'b, DB: DrawingBackend>(
+    area: &'a DrawingArea<DB, Shift>,
+    title: &str,
+    with_text: bool,
+) -> ChartBuilder<'a, 'b, DB> {
+    let mut builder = ChartBuilder::on(area);
+    builder.margin(20).margin_right(45);
+    if with_text {
+        builder
+            .caption(title, ("sans-serif", 24))
+            .x_label_area_size(45)
+            .y_label_area_size(70);
+    }
+    builder
+}
+
+/// Axis label of a value on an axis up to `max`: fewer decimals for
+/// larger ranges.
+pub fn value_label(max: f64) -> impl Fn(&f64) -> String {
+    let decimals = if max >= 100.0 {
+        0
+    } else if max >= 1.0 {
+        1
+    } else {
+        3
+    };
+    move |v: &f64| format!("{v:.decimals$}")
+}
+
+/// The series legend, upper left.
+pub fn draw_legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, DB, CT>,
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 14))
+        .draw()
+}
+
+/// Write a PNG of `size` to `out` with `draw` (given whether a font was
+/// found, i.e. whether to draw text).
+pub fn write_png(
+    out: &Path,
+    size: (u32, u32),
+    draw: impl FnOnce(&DrawingArea<BitMapBackend<'_>, Shift>, bool) -> Result<(), String>,
+) -> Result<Labels, String> {
+    let font = load_font();
+    let area = BitMapBackend::new(out, size).into_drawing_area();
+    draw(&area, font.is_some()).map_err(|e| format!("{e} (writing {})", out.display()))?;
+    Ok(match font {
+        Some(p) => Labels::Font(p),
+        None => Labels::None,
+    })
 }
 
 /// What `plot_png` did about text.
@@ -183,6 +221,21 @@ pub enum Labels {
     Font(PathBuf),
     /// No font found: no text drawn.
     None,
+}
+
+impl Labels {
+    /// The line telling the user where the plot `out` went (and, without
+    /// a font, how to get text).
+    pub fn note(&self, out: &Path) -> String {
+        match self {
+            Labels::Font(_) => format!("plot: {}", out.display()),
+            Labels::None => format!(
+                "plot: {} (drawn without text: no TrueType font found; install \
+                 fonts-dejavu-core or set SHARDGATE_LOAD_FONT=/path/to/font.ttf)",
+                out.display()
+            ),
+        }
+    }
 }
 
 /// Write the plot of `results` to a PNG file.
@@ -195,13 +248,8 @@ pub fn plot_png(
     if results.is_empty() {
         return Err("nothing to plot: give at least one result file".into());
     }
-    let font = load_font();
-    let area = BitMapBackend::new(out, size).into_drawing_area();
-    draw(&area, results, title, font.is_some())
-        .map_err(|e| format!("{e} (writing {})", out.display()))?;
-    Ok(match font {
-        Some(p) => Labels::Font(p),
-        None => Labels::None,
+    write_png(out, size, |area, with_text| {
+        draw(area, results, title, with_text)
     })
 }
 

@@ -11,7 +11,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use serde::Deserialize;
 
-use super::plot::{load_font, Labels, COLOURS};
+use super::plot::{chart_builder, draw_legend, value_label, write_png, Labels, COLOURS};
 
 /// What to draw: a JSON object of this shape.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -108,14 +108,7 @@ pub fn draw<DB: DrawingBackend>(
     let err = |e: DrawingAreaErrorKind<DB::ErrorType>| format!("cannot draw the plot: {e}");
     area.fill(&WHITE).map_err(err)?;
     let ((lo, hi), ymax) = plot.bounds();
-    let mut builder = ChartBuilder::on(area);
-    builder.margin(20).margin_right(45);
-    if with_text {
-        builder
-            .caption(&plot.title, ("sans-serif", 24))
-            .x_label_area_size(45)
-            .y_label_area_size(70);
-    }
+    let mut builder = chart_builder(area, &plot.title, with_text);
     // The two axis kinds are different types: draw through one generic body.
     if plot.log_x {
         let chart = builder
@@ -146,15 +139,7 @@ where
             format!("{x}")
         }
     };
-    let ymax = chart.y_range().end;
-    let decimals = if ymax >= 100.0 {
-        0
-    } else if ymax >= 1.0 {
-        1
-    } else {
-        3
-    };
-    let y_label = move |y: &f64| format!("{y:.decimals$}");
+    let y_label = value_label(chart.y_range().end);
     {
         let mut mesh = chart.configure_mesh();
         mesh.y_labels(10).light_line_style(RGBColor(235, 235, 235));
@@ -192,26 +177,14 @@ where
         )?;
     }
     if with_text {
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 14))
-            .draw()?;
+        draw_legend(&mut chart)?;
     }
     Ok(())
 }
 
 /// Write `plot` to a PNG file.
 pub fn plot_png(plot: &XyPlot, out: &Path, size: (u32, u32)) -> Result<Labels, String> {
-    let font = load_font();
-    let area = BitMapBackend::new(out, size).into_drawing_area();
-    draw(&area, plot, font.is_some()).map_err(|e| format!("{e} (writing {})", out.display()))?;
-    Ok(match font {
-        Some(p) => Labels::Font(p),
-        None => Labels::None,
-    })
+    write_png(out, size, |area, with_text| draw(area, plot, with_text))
 }
 
 #[cfg(test)]
